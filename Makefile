@@ -1,0 +1,49 @@
+# gemma-facts — two commands on a fresh machine:
+#   make demo   run the local profile end to end (data -> DPO -> eval) on the embedded Gemma 3 270M
+#   make test   unit tests + every notebook under nbval in the smoke profile
+# Both create .venv and install the pinned CPU stack first (requirements-dev.txt).
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NBVAL_OUT ?= $(CURDIR)/.nbval-outputs
+
+.PHONY: install demo test test-unit test-notebooks test-slow bench lint results clean
+
+$(STAMP): requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	GEMMA_FACTS_PROFILE=local $(PY) -m helpers.pipeline
+
+test: $(STAMP)
+	rm -rf $(NBVAL_OUT)
+	GEMMA_FACTS_PROFILE=smoke GEMMA_FACTS_OUTPUT=$(NBVAL_OUT) $(PY) -m pytest -m "not slow" tests notebooks \
+		--nbval-lax --nbval-current-env -p no:cacheprovider
+
+test-unit: $(STAMP)
+	$(PY) -m pytest -m "not slow" tests -p no:cacheprovider
+
+test-notebooks: $(STAMP)
+	rm -rf $(NBVAL_OUT)
+	GEMMA_FACTS_PROFILE=smoke GEMMA_FACTS_OUTPUT=$(NBVAL_OUT) $(PY) -m pytest notebooks \
+		--nbval-lax --nbval-current-env -p no:cacheprovider
+
+test-slow: $(STAMP)
+	$(PY) -m pytest -m slow tests -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) -m helpers.bench_all
+
+lint: $(STAMP)
+	$(PY) -m ruff check helpers tests bench
+
+clean:
+	rm -rf outputs $(NBVAL_OUT)
