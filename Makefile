@@ -8,6 +8,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NBVAL_OUT ?= $(CURDIR)/.nbval-outputs
+# Fake credentials set while the notebooks run; tests/test_secrets_scan.py then proves neither value
+# reached any output file or cell output. (Deliberately not shaped like real keys.)
+FAKE_GOOGLE_KEY := gf-fake-google-key-5f1c0ffee
+FAKE_HF_TOKEN   := gf-fake-hf-token-9d2badcafe
 
 .PHONY: install demo test test-unit test-notebooks test-slow bench lint results clean
 
@@ -25,8 +29,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	rm -rf $(NBVAL_OUT)
-	GEMMA_FACTS_PROFILE=smoke GEMMA_FACTS_OUTPUT=$(NBVAL_OUT) $(PY) -m pytest -m "not slow" tests notebooks \
+	GOOGLE_API_KEY=$(FAKE_GOOGLE_KEY) HF_TOKEN=$(FAKE_HF_TOKEN) GEMMA_FACTS_PROFILE=smoke GEMMA_FACTS_OUTPUT=$(NBVAL_OUT) $(PY) -m pytest -m "not slow" tests notebooks \
 		--nbval-lax --nbval-current-env -p no:cacheprovider
+	GF_SCAN_DIR=$(NBVAL_OUT) GF_SCAN_VALUES="$(FAKE_GOOGLE_KEY) $(FAKE_HF_TOKEN)" \
+		$(PY) -m pytest tests/test_secrets_scan.py -p no:cacheprovider
 
 test-unit: $(STAMP)
 	$(PY) -m pytest -m "not slow" tests -p no:cacheprovider
