@@ -17,7 +17,6 @@ FAKE_HF_TOKEN   := gf-fake-hf-token-9d2badcafe
 
 $(STAMP): requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	touch $(STAMP)

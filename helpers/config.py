@@ -187,80 +187,118 @@ class TrainConfig:
     loss_type: tuple[str, ...] = ("sigmoid", "sft")
     loss_weights: tuple[float, ...] = (1.0, 0.2)
     learning_rate: float = 2e-4
+    lr_scheduler_type: str = "cosine"
+    optim: str = "adamw_torch"
     num_train_epochs: float = 1.0
     max_steps: int = -1
     per_device_train_batch_size: int = 2
+    per_device_eval_batch_size: int = 2
     gradient_accumulation_steps: int = 4
     warmup_ratio: float = 0.1
     logging_steps: int = 5
     eval_steps: int = 25
     save_steps: int = 50
+    save_total_limit: int = 2
     max_train_pairs: int | None = None
+    max_eval_pairs: int | None = None
     precompute_ref_log_probs: bool = False
     max_grad_norm: float = 1.0
+    mixed_precision: str = "auto"  # auto: bf16 on Ampere+, fp16 on T4 (LoRA weights kept fp32), none on CPU
+    resume_from_checkpoint: bool = True  # continue from the latest checkpoint in checkpoint_dir, if any
+    measure_16bit_footprint: bool = True  # load the base once more in 16 bits to report the weight footprint
+    push_to_hub: bool = False  # needs an HF token (HF_TOKEN / Colab secret) and hub_repo_id
+    hub_repo_id: str = ""
+    hub_private: bool = True
+    merge_and_save_16bit: bool = False  # also write base + adapter merged in 16 bits for serving
+    merged_dir: str = ""  # default: <output root>/merged
     seed: int = 42
 
     def __post_init__(self) -> None:
         self.profile = detect_profile(self.profile)
-        _positive(self, "beta", "learning_rate", "per_device_train_batch_size",
-                  "gradient_accumulation_steps", "logging_steps", "eval_steps", "save_steps", "max_grad_norm")
+        _positive(self, "beta", "learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+                  "gradient_accumulation_steps", "logging_steps", "eval_steps", "save_steps", "save_total_limit",
+                  "max_grad_norm")
         if self.max_steps <= 0 and self.num_train_epochs <= 0:
             raise ValueError("TrainConfig.num_train_epochs must be > 0 when max_steps is not set")
         self.loss_type = tuple(self.loss_type)
-        self.loss_weights = tuple(self.loss_weights)
+        self.loss_weights = tuple(float(w) for w in self.loss_weights)
+        if not self.loss_type:
+            raise ValueError("TrainConfig.loss_type must name at least one loss (e.g. ('sigmoid',))")
         if len(self.loss_weights) != len(self.loss_type):
             raise ValueError(f"TrainConfig.loss_weights needs one weight per loss_type "
                              f"({len(self.loss_type)}), got {len(self.loss_weights)}")
-        _fraction(self, "warmup_ratio")
-        if self.max_train_pairs is not None:
-            _positive(self, "max_train_pairs")
+        _fraction(self, "warmup_ratio", open_hi=True)
+        _choice(self, "mixed_precision", ("auto", "no", "fp16", "bf16"))
+        for name in ("max_train_pairs", "max_eval_pairs"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
+        if self.push_to_hub and not self.hub_repo_id:
+            raise ValueError("TrainConfig.hub_repo_id must name the Hub repo (user/name) when push_to_hub is True")
         root = output_root()
         self.pairs_dir = self.pairs_dir or str(root / "pairs")
         self.output_dir = self.output_dir or str(root / "adapter")
         self.checkpoint_dir = self.checkpoint_dir or str(root / "checkpoints")
+        self.merged_dir = self.merged_dir or str(root / "merged")
 
 
 @dataclass
 class EvalConfig:
-    """Stage 03: base vs aligned on the document-disjoint test split."""
+    """Stage 03: base vs aligned on the document-disjoint test split (+ an optional held-out FACTS file)."""
 
     profile: str = "local"
-    pairs_dir: str = ""
-    adapter_dir: str = ""
-    metrics_path: str = ""
-    judge: str = "offline"  # "offline" or "gemini"
+    pairs_dir: str = ""  # default: <output root>/pairs
+    adapter_dir: str = ""  # default: <output root>/adapter
+    metrics_path: str = ""  # default: <output root>/metrics.json
+    generations_path: str = ""  # default: <output root>/generations.jsonl
+    judge: str = "offline"  # "offline" or "gemini" (falls back to offline, loudly, without a key)
     gemini_model: str = "gemini-2.5-flash"
+    gemini_concurrency: int = 8
+    gemini_requests_per_minute: int = 60
     max_new_tokens: int = 64
     batch_size: int = 8
     max_examples: int | None = None  # per side (answerable / unanswerable)
+    min_reference_recall: float = 0.5  # share of the reference's answer terms a correct answer covers
+    heldout_path: str = ""  # optional FACTS-schema .jsonl evaluated separately as "heldout_2"
+    heldout_max_rows: int = 16  # rows of the held-out file used (each gives 1 answerable + 1 unanswerable)
+    latency_prompts: int = 2  # prompts timed for 4-bit vs 16-bit (GPU) / fp32 (CPU); 0 skips it
+    n_examples: int = 4  # example generations stored in metrics.json
     seed: int = 42
 
     def __post_init__(self) -> None:
         self.profile = detect_profile(self.profile)
         _choice(self, "judge", ("offline", "gemini"))
-        _positive(self, "max_new_tokens", "batch_size")
+        _positive(self, "max_new_tokens", "batch_size", "gemini_concurrency", "gemini_requests_per_minute",
+                  "heldout_max_rows")
         if self.max_examples is not None:
             _positive(self, "max_examples")
+        _fraction(self, "min_reference_recall")
+        for name in ("latency_prompts", "n_examples"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"EvalConfig.{name} must be >= 0, got {getattr(self, name)!r}")
         root = output_root()
         self.pairs_dir = self.pairs_dir or str(root / "pairs")
         self.adapter_dir = self.adapter_dir or str(root / "adapter")
         self.metrics_path = self.metrics_path or str(root / "metrics.json")
+        self.generations_path = self.generations_path or str(root / "generations.jsonl")
 
 
 #: Profile presets: only sizes and sources differ between profiles.
 PRESETS: dict[str, dict[type, dict[str, Any]]] = {
     "colab": {
         ModelConfig: dict(model_id="google/gemma-2-2b-it", prompt_format="chat", lora_r=16, lora_alpha=32),
-        DataConfig: dict(input="google/FACTS-grounding-public", teacher="gemini"),
+        # Gemini free tier: ~10 requests/min and a daily cap; 200 rows (one call each) fit in one day.
+        DataConfig: dict(input="google/FACTS-grounding-public", teacher="gemini", max_rows=200,
+                         requests_per_minute=10, concurrency=4),
         TrainConfig: dict(learning_rate=5e-5, num_train_epochs=2.0, per_device_train_batch_size=1,
-                          gradient_accumulation_steps=8, logging_steps=10, eval_steps=50, save_steps=50),
-        EvalConfig: dict(max_new_tokens=128, batch_size=8),
+                          per_device_eval_batch_size=2, gradient_accumulation_steps=8, logging_steps=10,
+                          eval_steps=50, save_steps=50, max_eval_pairs=128),
+        EvalConfig: dict(judge="gemini", max_new_tokens=128, batch_size=8, latency_prompts=4),
     },
     "local": {
         ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True),
         DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline"),
-        TrainConfig: dict(),
-        EvalConfig: dict(max_new_tokens=48, batch_size=8),
+        TrainConfig: dict(per_device_eval_batch_size=4, max_eval_pairs=32),
+        EvalConfig: dict(max_new_tokens=48, batch_size=8, max_examples=32, latency_prompts=2),
     },
     "smoke": {
         ModelConfig: dict(model_id=TINY_GEMMA2, prompt_format="chat", max_length=256, lora_r=4, lora_alpha=8),
@@ -268,8 +306,9 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
                          answer_budget=48, passage_words=60),
         TrainConfig: dict(max_steps=3, per_device_train_batch_size=2, gradient_accumulation_steps=1,
                           logging_steps=1, eval_steps=2, save_steps=2, learning_rate=1e-3,
-                          max_train_pairs=16),
-        EvalConfig: dict(max_new_tokens=8, batch_size=4, max_examples=4),
+                          max_train_pairs=16, max_eval_pairs=4),
+        EvalConfig: dict(max_new_tokens=8, batch_size=4, max_examples=4, heldout_max_rows=2, latency_prompts=1,
+                         n_examples=2),
     },
 }
 

@@ -1,0 +1,90 @@
+"""Benchmark: batched (left-padded) vs one-prompt-at-a-time greedy generation on the same prompts.
+
+Uses the evaluation's own generation path (``helpers.generation``) and model loader, checks that both
+ways produce the same tokens, and prints one JSON object with the throughput ratio.
+
+    python bench/bench_generation.py [--profile smoke|local|colab] [--prompts 16] [--batch-size N]
+                                     [--max-new-tokens N]
+
+Defaults: the smoke profile (tiny random Gemma 2); batch size and answer length from ``EvalConfig``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from helpers.config import EvalConfig, ModelConfig, config_for  # noqa: E402
+from helpers.generation import generate_token_ids  # noqa: E402
+from helpers.probes import PROBES  # noqa: E402
+from helpers.prompts import build_messages  # noqa: E402
+
+SAMPLE = REPO / "helpers" / "resources" / "facts_sample.jsonl"
+
+
+def bench_prompts(n: int, words: int = 120) -> list[list[dict[str, str]]]:
+    """``n`` prompts: bundled documents (first ``words`` words) with their requests, else the probes."""
+    prompts = []
+    if SAMPLE.exists():
+        for line in SAMPLE.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                row = json.loads(line)
+                doc = " ".join(row["context_document"].split()[:words])
+                prompts.append(build_messages(doc, row["user_request"]))
+    prompts += [p.messages() for p in PROBES]
+    return (prompts * (n // len(prompts) + 1))[:n]
+
+
+def timed(model, tokenizer, prompts, fmt: str, max_new: int, batch_size: int) -> tuple[float, list[list[int]]]:
+    """Seconds and token ids for one pass over the prompts."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    ids = generate_token_ids(model, tokenizer, prompts, prompt_format=fmt, max_new_tokens=max_new,
+                             batch_size=batch_size, progress=False)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - start, ids
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke", choices=("smoke", "local", "colab"))
+    parser.add_argument("--prompts", type=int, default=16)
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--max-new-tokens", type=int, default=None)
+    args = parser.parse_args()
+    from helpers.models import load_model_and_tokenizer
+
+    model_cfg = config_for(ModelConfig, args.profile)
+    eval_cfg = config_for(EvalConfig, args.profile)
+    batch_size = args.batch_size or eval_cfg.batch_size
+    max_new = args.max_new_tokens or eval_cfg.max_new_tokens
+    model, tokenizer = load_model_and_tokenizer(model_cfg)
+    prompts = bench_prompts(args.prompts)
+    timed(model, tokenizer, prompts[:2], model_cfg.prompt_format, 2, 2)  # warm-up
+    batched_s, batched_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size)
+    single_s, single_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, 1)
+    tokens = sum(len(r) for r in batched_ids)
+    print(json.dumps({
+        "profile": args.profile, "model": model_cfg.model_id, "load_in_4bit": model_cfg.load_in_4bit,
+        "prompt_format": model_cfg.prompt_format, "prompts": len(prompts), "batch_size": batch_size,
+        "max_new_tokens": max_new, "new_tokens": tokens,
+        "batched_s": round(batched_s, 3), "per_example_s": round(single_s, 3),
+        "batched_tokens_per_s": round(tokens / batched_s, 2), "per_example_tokens_per_s": round(tokens / single_s, 2),
+        "speedup": round(single_s / batched_s, 2), "identical_tokens": batched_ids == single_ids,
+        "device": "cuda" if str(model.device).startswith("cuda") else "cpu", "machine": platform.machine(),
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""Stage 01 driver: rows → excerpts → teacher outputs → pairs → ``<out>`` + ``data_report.json``.
+
+Resumable: every teacher output is appended (fsynced) to ``<out>_work/teacher_outputs.jsonl`` as
+soon as it exists, and Gemini replies to ``<out>_work/gemini_cache.jsonl`` one by one; a killed
+build rerun with the same config makes no repeated call for finished rows and produces the same
+pairs. The pairs folder is written to a temporary folder and moved into place at the end.
+
+CLI::
+
+    python -m helpers.data build --input PATH_OR_HF_ID --teacher offline|gemini --out DIR \\
+        [--max-rows N] [--profile P]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import shutil
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from helpers.config import DataConfig, config_for
+from helpers.excerpts import TokenCounter, document_budget, select_excerpt, token_counter
+from helpers.gemini_client import JsonlCache
+from helpers.pairs import (
+    PAIR_COLUMNS,
+    DocContext,
+    build_row_pairs,
+    build_unrelated_pairs,
+    dedup_pairs,
+    split_documents,
+)
+from helpers.prompts import render_prompt
+from helpers.rows import Row, load_rows
+from helpers.secrets import MissingSecretError, redact, require_secret
+
+__all__ = [
+    "build_preference_data",
+    "format_report_summary",
+    "main",
+    "make_teacher",
+    "pair_token_length",
+    "percentile",
+    "push_to_hub",
+    "report_path_for",
+    "row_excerpt",
+    "work_dir_for",
+]
+
+#: Room for template paraphrases of a request ("According to the document, …").
+PARAPHRASE_SLACK = "Using only the provided text: Please answer from the document."
+TEACHER_CHUNK = 16
+
+
+def work_dir_for(out_dir: str | Path) -> Path:
+    """Where progress lives: ``<out>_work`` next to the pairs folder."""
+    out = Path(out_dir)
+    return out.with_name(out.name + "_work")
+
+
+def report_path_for(out_dir: str | Path) -> Path:
+    """``data_report.json`` sits next to the pairs folder (the output root in the default layout)."""
+    return Path(out_dir).parent / "data_report.json"
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (``q`` in 0..100); 0 for an empty list."""
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    rank = max(1, -(-len(ordered) * q // 100))  # ceil(n * q / 100)
+    return float(ordered[int(rank) - 1])
+
+
+def make_teacher(cfg: DataConfig, work: Path) -> tuple[Any, str]:
+    """The configured teacher; without a Gemini key, say so loudly and fall back to the offline teacher."""
+    from helpers.teachers import GeminiTeacher, OfflineTeacher
+
+    answer_words = max(12, int(cfg.answer_budget * 0.6))
+    if cfg.teacher == "gemini":
+        try:
+            teacher = GeminiTeacher(cfg.gemini_model, cache_path=work / "gemini_cache.jsonl",
+                                    concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
+                                    answer_words=answer_words)
+            return teacher, "gemini"
+        except MissingSecretError as exc:
+            bar = "*" * 78
+            print(f"{bar}\n* NO GEMINI KEY: FALLING BACK TO THE OFFLINE TEACHER.\n* {exc}\n{bar}")
+            return OfflineTeacher(seed=cfg.seed, answer_words=answer_words), "offline (fallback: no Gemini key)"
+    return OfflineTeacher(seed=cfg.seed, answer_words=answer_words), "offline"
+
+
+def _default_tokenizer(cfg: DataConfig) -> tuple[Any, str]:
+    """The profile's tokenizer and prompt format (the only place data building touches model code)."""
+    from helpers.config import ModelConfig
+    from helpers.models import load_tokenizer
+
+    model_cfg = config_for(ModelConfig, cfg.profile)
+    return load_tokenizer(model_cfg), model_cfg.prompt_format
+
+
+def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter) -> Any:
+    """The excerpt for all of a row's prompts: budgeted for its longest request, keeping reference answers."""
+    requests = [row.user_request, *(qa["request"] for qa in row.extra_qa), *row.unanswerable_requests]
+    longest = max(requests, key=count) + " " + PARAPHRASE_SLACK
+    budget = document_budget(count, longest, row.system_instruction, cfg.max_length, cfg.answer_budget)
+    must = [row.answer_sentence, *(qa.get("answer_sentence", "") for qa in row.extra_qa)]
+    return select_excerpt(row.context_document, row.user_request, count_tokens=count, budget_tokens=budget,
+                          passage_words=cfg.passage_words, must_include=must)
+
+
+def _teacher_key(teacher_name: str, row: Row, excerpt: str, seed: int) -> str:
+    payload = f"{teacher_name}|{seed}|{row.fingerprint()}|{excerpt}"
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _run_teacher(teacher: Any, items: list[Any], keys: list[str], cache: JsonlCache) -> tuple[list[Any], int]:
+    """Teach rows not in the cache, chunk by chunk, appending each output as soon as its chunk returns."""
+    from tqdm.auto import tqdm
+
+    from helpers.teachers import TeacherOutput
+
+    outputs: list[Any] = [None] * len(items)
+    pending = []
+    for i, key in enumerate(keys):
+        if key in cache:
+            outputs[i] = TeacherOutput.model_validate(cache.get(key))
+        else:
+            pending.append(i)
+    failed = 0
+    with tqdm(total=len(items), initial=len(items) - len(pending), desc=f"teacher ({teacher.name})") as bar:
+        for start in range(0, len(pending), TEACHER_CHUNK):
+            chunk = pending[start:start + TEACHER_CHUNK]
+            for i, out in zip(chunk, teacher.teach([items[i] for i in chunk]), strict=True):
+                if out is None:
+                    failed += 1
+                    continue
+                cache.put(keys[i], out.model_dump(mode="json"))
+                outputs[i] = out
+            bar.update(len(chunk))
+    return outputs, failed
+
+
+def pair_token_length(pair: dict[str, Any], prompt_format: str, tokenizer: Any) -> tuple[int, int]:
+    """(prompt + chosen, prompt + longer answer) in tokens, as the trainer will see them (BOS/EOS included)."""
+    if not hasattr(tokenizer, "encode"):  # a bare counting callable: count the plain rendering
+        prompt = tokenizer(render_prompt(pair["prompt"], "plain")) + 1
+        answers = [tokenizer(" " + m[0]["content"]) + 1 for m in (pair["chosen"], pair["rejected"])]
+        return prompt + answers[0], prompt + max(answers)
+    text = render_prompt(pair["prompt"], prompt_format, tokenizer)
+    prompt = len(tokenizer.encode(text, add_special_tokens=prompt_format == "plain"))
+    lead, tail = ("", 2) if prompt_format == "chat" else (" ", 1)  # <end_of_turn>\n vs EOS
+    answers = [len(tokenizer.encode(lead + m[0]["content"], add_special_tokens=False)) + tail
+               for m in (pair["chosen"], pair["rejected"])]
+    return prompt + answers[0], prompt + max(answers)
+
+
+def _features() -> Any:
+    from datasets import Features, List, Value
+
+    message = List({"role": Value("string"), "content": Value("string")})
+    types = {"prompt": message, "chosen": message, "rejected": message, "answerable": Value("bool")}
+    return Features({c: types.get(c, Value("string")) for c in PAIR_COLUMNS})
+
+
+def _save_pairs(splits: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    """Write the DatasetDict to a temporary folder, then move it into place (never a half-written ``out``)."""
+    from datasets import Dataset, DatasetDict
+
+    features = _features()
+    data = DatasetDict({name: Dataset.from_dict({c: [p[c] for p in rows] for c in PAIR_COLUMNS}, features=features)
+                        for name, rows in splits.items()})
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    data.save_to_disk(str(tmp))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def _build_pairs(rows: list[Row], docs: list[DocContext], outputs: list[Any], cfg: DataConfig,
+                 split_of: dict[str, str]) -> list[dict[str, Any]]:
+    by_split: dict[str, list[DocContext]] = {}
+    for doc in {d.doc_id: d for d in docs}.values():
+        by_split.setdefault(split_of[doc.doc_id], []).append(doc)
+    pairs: list[dict[str, Any]] = []
+    for row, doc, taught in zip(rows, docs, outputs, strict=True):
+        if taught is None:
+            continue
+        rng = random.Random(f"{cfg.seed}:pairs:{row.id}")
+        pairs += build_row_pairs(row, doc, taught, cfg.pairs_per_kind, rng)
+        pairs += build_unrelated_pairs(row, taught, doc.doc_id, by_split[split_of[doc.doc_id]],
+                                       cfg.pairs_per_kind.get("unrelated", 0), rng)
+    return pairs
+
+
+def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_format: str | None = None,
+                          teacher: Any = None) -> dict[str, Any]:
+    """Build (or resume) the pairs dataset and its report.
+
+    Args:
+        cfg: stage config (input, teacher, token budget, pair counts, split, output folder).
+        tokenizer: counts tokens (a Hugging Face tokenizer or a ``text -> int`` callable); default: the
+            profile's tokenizer, loaded here and only here.
+        prompt_format: "chat" or "plain" for the length check; default: the profile's model config.
+        teacher: an object with ``name``, ``teach`` and ``stats`` (default: from ``cfg.teacher``).
+    Returns:
+        The report dict, also written to ``data_report.json`` next to the pairs folder.
+    """
+    started = time.time()
+    if tokenizer is None:
+        tokenizer, default_format = _default_tokenizer(cfg)
+        prompt_format = prompt_format or default_format
+    prompt_format = prompt_format or "plain"
+    out = Path(cfg.out_dir)
+    work = work_dir_for(out)
+    work.mkdir(parents=True, exist_ok=True)
+    rows, row_report = load_rows(cfg.input, max_rows=cfg.max_rows, hf_config=cfg.hf_config, hf_split=cfg.hf_split)
+    count = token_counter(tokenizer)
+    excerpts = [row_excerpt(row, cfg, count) for row in rows]
+    docs = [DocContext(row.doc_id, row.domain, ex.text) for row, ex in zip(rows, excerpts, strict=True)]
+    teacher, teacher_used = (teacher, teacher.name) if teacher is not None else make_teacher(cfg, work)
+    from helpers.teachers import TeachItem
+
+    items = [TeachItem(row, doc.excerpt) for row, doc in zip(rows, docs, strict=True)]
+    keys = [_teacher_key(teacher.name, row, doc.excerpt, cfg.seed) for row, doc in zip(rows, docs, strict=True)]
+    outputs, failed = _run_teacher(teacher, items, keys, JsonlCache(work / "teacher_outputs.jsonl"))
+    split_of = split_documents([r.doc_id for r in rows], cfg.test_fraction, cfg.seed)
+    built = _build_pairs(rows, docs, outputs, cfg, split_of)
+    pairs, duplicates = dedup_pairs(built)
+    lengths = [pair_token_length(p, prompt_format, tokenizer) for p in pairs]
+    fitting = [p for p, (_, longest) in zip(pairs, lengths, strict=True) if longest <= cfg.max_length]
+    splits = {name: [p for p in fitting if split_of[p["doc_id"]] == name] for name in ("train", "test")}
+    _save_pairs(splits, out)
+    report = _report(cfg, row_report, rows, excerpts, teacher, teacher_used, failed, built, fitting, splits,
+                     duplicates, [chosen for chosen, _ in lengths], prompt_format, started)
+    path = report_path_for(out)
+    path.write_text(redact(json.dumps(report, indent=2)))
+    return report
+
+
+def _report(cfg: DataConfig, row_report: Any, rows: list[Row], excerpts: list[Any], teacher: Any, teacher_used: str,
+            failed: int, built: list[dict[str, Any]], pairs: list[dict[str, Any]],
+            splits: dict[str, list[dict[str, Any]]], duplicates: int, lengths: list[int], prompt_format: str,
+            started: float) -> dict[str, Any]:
+    docs = {name: {p["doc_id"] for p in rows_} for name, rows_ in splits.items()}
+    return {
+        "profile": cfg.profile, "input": cfg.input, "seed": cfg.seed,
+        "input_rows": row_report.input_rows, "valid_rows": row_report.valid_rows, "seed_rows": len(rows),
+        "skipped": dict(sorted(row_report.skipped.items())), "cleaned": dict(sorted(row_report.cleaned.items())),
+        "excerpts": {"whole_document": sum(e.whole for e in excerpts),
+                     "passages_selected": sum(not e.whole and not e.truncated for e in excerpts),
+                     "truncated": sum(e.truncated for e in excerpts)},
+        "teacher": {"requested": cfg.teacher, "used": teacher_used, "failed_rows": failed, **teacher.stats()},
+        "pairs": {"total": len(pairs), "built": len(built), "duplicates_dropped": duplicates,
+                  "too_long_dropped": len(built) - duplicates - len(pairs),
+                  "by_type": dict(sorted(Counter(p["pair_type"] for p in pairs).items())),
+                  "by_source": dict(sorted(Counter(p["source"] for p in pairs).items()))},
+        "expansion": round(len(pairs) / max(1, len(rows)), 2),
+        "split": {"train": len(splits["train"]), "test": len(splits["test"]), "train_docs": len(docs["train"]),
+                  "test_docs": len(docs["test"]), "doc_overlap": len(docs["train"] & docs["test"])},
+        "tokens": {"prompt_format": prompt_format, "max_length": cfg.max_length,
+                   "p50": percentile(lengths, 50), "p95": percentile(lengths, 95), "max": max(lengths, default=0),
+                   "share_within_max_length": round(sum(n <= cfg.max_length for n in lengths) / max(1, len(lengths)), 4),
+                   "lengths": lengths},
+        "elapsed_s": round(time.time() - started, 1),
+    }
+
+
+def format_report_summary(report: dict[str, Any]) -> str:
+    """A few readable lines from ``data_report.json`` (for notebooks and logs)."""
+    pairs, split, tokens, teacher = report["pairs"], report["split"], report["tokens"], report["teacher"]
+    skipped = ", ".join(f"{k} {v}" for k, v in report["skipped"].items()) or "none"
+    lines = [
+        f"rows: {report['input_rows']} read, {report['valid_rows']} valid, {report['seed_rows']} used "
+        f"(skipped: {skipped})",
+        f"teacher: {teacher['used']} | API calls {teacher['api_calls']}, cache hits {teacher['cache_hits']}, "
+        f"retries {teacher['retries']}, failed rows {teacher['failed_rows']}",
+        f"pairs: {pairs['total']} ({report['expansion']}x per seed row) | " +
+        ", ".join(f"{k} {v}" for k, v in pairs["by_type"].items()),
+        f"dropped: {pairs['duplicates_dropped']} duplicates, {pairs['too_long_dropped']} longer than "
+        f"{tokens['max_length']} tokens",
+        f"split: train {split['train']} pairs / {split['train_docs']} docs, test {split['test']} pairs / "
+        f"{split['test_docs']} docs, shared docs {split['doc_overlap']}",
+        f"tokens (prompt + chosen, {tokens['prompt_format']}): p50 {tokens['p50']:.0f}, p95 {tokens['p95']:.0f}, "
+        f"{tokens['share_within_max_length']:.1%} within {tokens['max_length']}",
+    ]
+    return "\n".join(lines)
+
+
+def push_to_hub(pairs_dir: str | Path, repo_id: str, private: bool = True) -> str:
+    """Upload the pairs DatasetDict to the Hub (needs ``HF_TOKEN``); returns the dataset URL."""
+    from datasets import load_from_disk
+
+    token = require_secret("hf")  # raises a clear MissingSecretError offline / without a token
+    load_from_disk(str(pairs_dir)).push_to_hub(repo_id, token=token, private=private)
+    return f"https://huggingface.co/datasets/{repo_id}"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="build (or resume) the preference pairs")
+    build.add_argument("--input", help="'bundled', a .jsonl/.csv path, or a Hugging Face dataset id")
+    build.add_argument("--teacher", choices=("offline", "gemini"))
+    build.add_argument("--out", help="pairs folder (default: <output root>/pairs)")
+    build.add_argument("--max-rows", type=int)
+    build.add_argument("--profile", choices=("colab", "local", "smoke"))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; prints the report summary as JSON."""
+    args = _parser().parse_args(argv)
+    overrides = {k: v for k, v in (("input", args.input), ("teacher", args.teacher), ("out_dir", args.out),
+                                   ("max_rows", args.max_rows)) if v is not None}
+    cfg = config_for(DataConfig, args.profile, **overrides)
+    report = build_preference_data(cfg)
+    summary = {k: v for k, v in report.items() if k != "tokens"}
+    summary["tokens"] = {k: v for k, v in report["tokens"].items() if k != "lengths"}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,461 @@
+"""Stage 03 driver: base vs aligned on the document-disjoint test split, judged, with CIs.
+
+One model in memory: the base is loaded once through ``helpers.models.load_model_and_tokenizer``,
+the adapter is attached with PEFT (``helpers.adapters.load_adapter``), and the *base* answers are
+generated inside ``model.disable_adapter()``. Both sides share the prompt rendering, the batching
+and the stopping rule of ``helpers.generation``.
+
+Evaluation items are the unique (doc_id, request) prompts of the test split (a request that occurs
+both with its own and with an unrelated document counts once per answerability). An optional
+FACTS-schema file adds a second held-out set: each row's request with its own document
+(answerable) and with the next row's document (unanswerable), reported separately as ``heldout_2``.
+
+CLI: ``python -m helpers.evaluate [--profile P] [--judge offline|gemini] [--max-examples N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as _dt
+import gc
+import json
+import random
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Any
+
+from helpers.config import REFUSAL, EvalConfig, ModelConfig, config_for, output_root
+from helpers.generation import generate_answers, generate_token_ids
+from helpers.judges import Verdict, judge_offline
+from helpers.metrics import breakdown, judge_agreement, relative_reduction, side_metrics
+from helpers.probes import BANANA, PROBES, run_probes
+from helpers.prompts import build_messages, render_prompt
+from helpers.secrets import redact
+
+__all__ = [
+    "SIDES",
+    "evaluate",
+    "eval_items",
+    "fit_document",
+    "generate_side",
+    "heldout_items",
+    "judge_side",
+    "load_aligned_model",
+    "main",
+    "measure_latency",
+    "side_of",
+]
+
+SIDES = ("base", "aligned")
+PAIRS_MADE_BY = "notebook 01 (01_build_preference_pairs.ipynb) / python -m helpers.data build"
+ADAPTER_MADE_BY = "notebook 02 (02_dpo_training.ipynb) / python -m helpers.train"
+
+
+# -- evaluation items -------------------------------------------------------------------------------
+def _item(row: dict[str, Any], index: int, set_name: str) -> dict[str, Any]:
+    return {"id": f"{set_name}-{index:04d}", "set": set_name, "doc_id": str(row.get("doc_id", "")),
+            "request": row["request"], "document": row["document"],
+            "system_instruction": row.get("system_instruction", "") or "",
+            "prompt": row.get("prompt") or build_messages(row["document"], row["request"],
+                                                          row.get("system_instruction")),
+            "answerable": bool(row["answerable"]), "reference": row.get("reference", "") or "",
+            "domain": row.get("domain", "") or "", "pair_type": [], "source": []}
+
+
+def _cap_per_side(items: list[dict[str, Any]], max_examples: int | None, seed: int) -> list[dict[str, Any]]:
+    """Keep at most ``max_examples`` answerable and unanswerable items (seeded pick, original order)."""
+    if max_examples is None:
+        return items
+    keep: set[int] = set()
+    for flag in (True, False):
+        idx = [i for i, it in enumerate(items) if it["answerable"] is flag]
+        random.Random(seed).shuffle(idx)
+        keep.update(idx[:max_examples])
+    return [it for i, it in enumerate(items) if i in keep]
+
+
+def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, seed: int = 42,
+               set_name: str = "test") -> list[dict[str, Any]]:
+    """Unique (doc_id, request, answerable) prompts of the pairs' test split, with all their pair types.
+
+    Args:
+        rows: test-split pairs following the shared data contract.
+        max_examples: cap per side (answerable / unanswerable); None keeps all.
+        seed: picks which items survive the cap.
+    """
+    by_key: dict[tuple[str, str, bool], dict[str, Any]] = {}
+    for row in rows:
+        key = (str(row.get("doc_id", "")), row["request"].strip(), bool(row["answerable"]))
+        if key not in by_key:
+            by_key[key] = _item(row, len(by_key), set_name)
+        item = by_key[key]
+        for field_name in ("pair_type", "source"):
+            value = row.get(field_name) or "unknown"
+            if value not in item[field_name]:
+                item[field_name].append(value)
+    return _cap_per_side(list(by_key.values()), max_examples, seed)
+
+
+def fit_document(document: str, request: str, count_tokens: Any, budget: int, passage_words: int = 120) -> str:
+    """Keep the passages most relevant to the request (BM25) that fit ``budget`` tokens, in document order."""
+    from rank_bm25 import BM25Okapi
+
+    words = document.split()
+    passages = [" ".join(words[i:i + passage_words]) for i in range(0, len(words), passage_words)] or [""]
+    if count_tokens(document) <= budget:
+        return document
+    scores = BM25Okapi([p.lower().split() for p in passages]).get_scores(request.lower().split())
+    chosen: list[int] = []
+    for i in sorted(range(len(passages)), key=lambda i: (-scores[i], i)):
+        trial = " ".join(passages[j] for j in sorted([*chosen, i]))
+        if count_tokens(trial) <= budget:
+            chosen.append(i)
+    if chosen:
+        return " ".join(passages[j] for j in sorted(chosen))
+    top = passages[int(max(range(len(passages)), key=lambda i: scores[i]))].split()
+    while top and count_tokens(" ".join(top)) > budget:
+        top = top[: int(len(top) * 0.8)]
+    return " ".join(top)
+
+
+def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval_cfg: EvalConfig) -> list[dict[str, Any]]:
+    """A FACTS-schema .jsonl as a second held-out set: own document → answerable, next row's → unanswerable."""
+    rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("user_request") and r.get("context_document")][: eval_cfg.heldout_max_rows]
+    if len(rows) < 2:
+        raise ValueError(f"EvalConfig.heldout_path: {path} needs at least 2 rows with user_request and "
+                         f"context_document, found {len(rows)}")
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    overhead = count(render_prompt(build_messages("", "x"), model_cfg.prompt_format, tokenizer))
+    items = []
+    for i, row in enumerate(rows):
+        other = rows[(i + 1) % len(rows)]
+        budget = model_cfg.max_length - eval_cfg.max_new_tokens - overhead - count(row["user_request"]) \
+            - count(row.get("system_instruction") or "")
+        for answerable, source in ((True, row), (False, other)):
+            doc = fit_document(source["context_document"], row["user_request"], count, max(budget, 16))
+            items.append({"doc_id": str(source.get("id", i)), "request": row["user_request"], "document": doc,
+                          "system_instruction": row.get("system_instruction", ""), "answerable": answerable,
+                          "reference": "" if answerable else REFUSAL, "domain": row.get("domain", ""),
+                          "pair_type": "facts_own_document" if answerable else "facts_other_document",
+                          "source": "heldout"})
+    return eval_items(items, set_name="heldout_2")
+
+
+# -- model and generation -----------------------------------------------------------------------------
+def load_aligned_model(model_cfg: ModelConfig, adapter_dir: str | Path) -> tuple[Any, Any]:
+    """The base model loaded once through the one loader, with the trained adapter attached (PEFT)."""
+    from helpers.adapters import load_adapter
+    from helpers.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(model_cfg)
+    return load_adapter(model, adapter_dir), tokenizer
+
+
+@contextmanager
+def side_of(model: Any, side: str) -> Iterator[None]:
+    """``base``: the adapter disabled (same weights in memory); ``aligned``: the adapter active."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    with model.disable_adapter() if side == "base" else nullcontext():
+        yield
+
+
+def generate_side(model: Any, tokenizer: Any, messages_list: Sequence[list[dict[str, str]]], side: str,
+                  model_cfg: ModelConfig, eval_cfg: EvalConfig, desc: str = "") -> list[str]:
+    """Answers of one side for many prompts (batched, greedy, cut at the end of the answer)."""
+    with side_of(model, side):
+        return generate_answers(model, tokenizer, messages_list, prompt_format=model_cfg.prompt_format,
+                                max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size,
+                                desc=desc or f"{side} answers")
+
+
+def _peak_memory_bytes() -> tuple[str, int]:
+    import resource
+
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda_max_memory_allocated", int(torch.cuda.max_memory_allocated())
+    return "process_peak_rss", int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def _time_generation(model: Any, tokenizer: Any, prompts: list, model_cfg: ModelConfig, max_new: int) -> dict:
+    import torch
+
+    generate_token_ids(model, tokenizer, prompts[:1], prompt_format=model_cfg.prompt_format, max_new_tokens=2,
+                       batch_size=1, progress=False)  # warm-up: first-call kernel and cache setup
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    ids = generate_token_ids(model, tokenizer, prompts, prompt_format=model_cfg.prompt_format,
+                             max_new_tokens=max_new, batch_size=1, use_stop_strings=False, progress=False)
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    tokens = max(1, sum(len(row) for row in ids))
+    kind, peak = _peak_memory_bytes()
+    return {"ms_per_token": round(1000 * seconds / tokens, 3), "new_tokens": tokens, "seconds": round(seconds, 3),
+            "weights_bytes": int(model.get_memory_footprint()), "peak_bytes": peak, "peak_kind": kind}
+
+
+def measure_latency(model_cfg: ModelConfig, eval_cfg: EvalConfig, loaded: tuple[Any, Any] | None = None) -> dict:
+    """ms/token and memory, 4-bit vs 16-bit (GPU) or fp32 (CPU), one prompt at a time on a few probes.
+
+    The unquantised copy is loaded only here, after the evaluation, and freed right after.
+    """
+    from helpers.models import load_model_and_tokenizer, resolve_compute_dtype
+
+    prompts = [p.messages() for p in PROBES[: eval_cfg.latency_prompts]]
+    out: dict[str, Any] = {"prompts": len(prompts), "max_new_tokens": eval_cfg.max_new_tokens, "batch_size": 1}
+    for four_bit in (True, False):
+        cfg = dataclasses.replace(model_cfg, load_in_4bit=four_bit)
+        label = "4bit_nf4" if four_bit else str(resolve_compute_dtype(cfg)).replace("torch.", "")
+        if four_bit and loaded is not None and model_cfg.load_in_4bit:
+            model, tokenizer = loaded
+            with side_of(model, "base"):
+                out[label] = _time_generation(model, tokenizer, prompts, cfg, eval_cfg.max_new_tokens)
+            continue
+        model, tokenizer = load_model_and_tokenizer(cfg)
+        out[label] = _time_generation(model, tokenizer, prompts, cfg, eval_cfg.max_new_tokens)
+        del model
+        _free_memory()
+    return out
+
+
+def _free_memory() -> None:
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+# -- judging ----------------------------------------------------------------------------------------
+def _gemini_judge(eval_cfg: EvalConfig) -> Any | None:
+    """The Gemini judge, or None (said loudly) when no key is configured."""
+    from helpers.judges import GeminiJudge
+    from helpers.secrets import MissingSecretError
+
+    try:
+        return GeminiJudge(eval_cfg.gemini_model, cache_path=str(output_root() / "judge_cache.jsonl"),
+                           concurrency=eval_cfg.gemini_concurrency,
+                           requests_per_minute=eval_cfg.gemini_requests_per_minute)
+    except MissingSecretError as exc:
+        print(f"\n*** Gemini judge unavailable, using the OFFLINE judge instead: {redact(str(exc))} ***\n")
+        return None
+
+
+def judge_side(items: Sequence[dict[str, Any]], answers: Sequence[str], eval_cfg: EvalConfig,
+               gemini: Any | None = None) -> list[dict[str, Any]]:
+    """Per item: the offline verdict, and the Gemini verdict (or its failure reason) when a judge is given."""
+    out = []
+    for item, answer in zip(items, answers, strict=True):
+        prompt_text = render_prompt(item["prompt"], "plain")
+        verdict = judge_offline(answer, item["document"], item["answerable"], reference=item["reference"],
+                                request=item["request"], prompt_text=prompt_text,
+                                min_recall=eval_cfg.min_reference_recall)
+        out.append({"answer": answer, "offline": verdict.to_dict()})
+    if gemini is not None:
+        replies = gemini.judge_many([{"answer": a, "document": it["document"], "request": it["request"],
+                                      "answerable": it["answerable"]} for it, a in zip(items, answers, strict=True)])
+        for record, reply in zip(out, replies, strict=True):
+            record["gemini"] = reply.to_dict() if isinstance(reply, Verdict) else {
+                "failure": getattr(reply, "reason", "unexpected"), "message": redact(str(reply))[:300]}
+    return out
+
+
+def _records(items: Sequence[dict[str, Any]], judged: Sequence[dict[str, Any]], judge: str) -> list[dict[str, Any]]:
+    """Metric records from the primary judge; items the judge failed on are left out (and counted)."""
+    records = []
+    for item, j in zip(items, judged, strict=True):
+        verdict = j.get(judge, {})
+        if "refused" not in verdict:
+            continue
+        records.append({**verdict, "answerable": item["answerable"], "pair_type": item["pair_type"],
+                        "source": item["source"], "domain": item["domain"]})
+    return records
+
+
+def _summarise(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any]]], judge: str) -> dict[str, Any]:
+    """Headline metrics, breakdowns, judge failures and judge agreement for one item set."""
+    out: dict[str, Any] = {}
+    for side in SIDES:
+        records = _records(items, judged[side], judge)
+        out[side] = side_metrics(records)
+        out[side]["judge_failures"] = len(items) - len(records)
+        out.setdefault("breakdowns", {})[side] = {k: breakdown(records, k) for k in ("pair_type", "source", "domain")}
+    out["relative_hallucination_reduction"] = relative_reduction(
+        out["base"]["hallucination_rate"]["value"], out["aligned"]["hallucination_rate"]["value"])
+    out["n_answerable"] = sum(it["answerable"] for it in items)
+    out["n_unanswerable"] = len(items) - out["n_answerable"]
+    if judge == "gemini":
+        agreement = {}
+        for label in ("refused", "grounded_correct"):
+            pairs = [(j["offline"][label], j["gemini"].get(label)) for side in SIDES for j in judged[side]]
+            agreement[label] = judge_agreement([a for a, _ in pairs], [b for _, b in pairs])
+        out["judge_agreement"] = agreement
+    return out
+
+
+# -- outputs ----------------------------------------------------------------------------------------
+def _examples(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any]]], k: int) -> list[dict[str, Any]]:
+    """Up to ``k`` generations, preferring items where base and aligned verdicts differ."""
+    same = [(judged["base"][i]["offline"]["grounded_correct"] == judged["aligned"][i]["offline"]["grounded_correct"],
+             i) for i in range(len(items))]
+    picked = [i for _, i in sorted(same)[:k]]
+    return [{"id": items[i]["id"], "request": items[i]["request"], "document": items[i]["document"][:600],
+             "answerable": items[i]["answerable"], "reference": items[i]["reference"],
+             **{s: {"answer": judged[s][i]["answer"], "verdict": judged[s][i]["offline"]["detail"],
+                    "correct": judged[s][i]["offline"]["grounded_correct"]} for s in SIDES}}
+            for i in sorted(picked)]
+
+
+def _write_generations(path: Path, sets: dict[str, tuple[list, dict]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for items, judged in sets.values():
+            for i, item in enumerate(items):
+                row = {k: item[k] for k in ("id", "set", "doc_id", "request", "document", "answerable",
+                                            "reference", "pair_type", "source", "domain")}
+                row.update({s: judged[s][i] for s in SIDES})
+                handle.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
+
+
+def _probe_results(model: Any, tokenizer: Any, model_cfg: ModelConfig, eval_cfg: EvalConfig) -> dict[str, Any]:
+    out = {}
+    for side in SIDES:
+        def gen(msgs: Sequence[list[dict[str, str]]], side: str = side) -> list[str]:
+            return generate_side(model, tokenizer, msgs, side, model_cfg, eval_cfg, desc=f"{side} probes")
+
+        out[side] = run_probes(gen)
+    return out
+
+
+def _banana(probes: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    result: dict[str, Any] = {"document": BANANA.document, "request": BANANA.request}
+    for side in SIDES:
+        row = next(p for p in probes[side] if p["name"] == BANANA.name)
+        result[side] = {"answer": row["answer"], "passed": row["passed"]}
+    return result
+
+
+def _load_test_rows(pairs_dir: str) -> list[dict[str, Any]]:
+    from datasets import load_from_disk
+
+    from helpers.notebook import require_input
+
+    require_input(pairs_dir, PAIRS_MADE_BY)
+    data = load_from_disk(pairs_dir)
+    if "test" not in data:
+        raise ValueError(f"{pairs_dir} has no 'test' split (found {list(data)}); rebuild it with {PAIRS_MADE_BY}")
+    return [dict(r) for r in data["test"]]
+
+
+def _run_set(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg: ModelConfig,
+             eval_cfg: EvalConfig, gemini: Any | None) -> dict[str, list[dict[str, Any]]]:
+    judged = {}
+    for side in SIDES:
+        answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg,
+                                desc=f"{side} · {items[0]['set'] if items else ''}")
+        judged[side] = judge_side(items, answers, eval_cfg, gemini)
+    return judged
+
+
+def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any, Any] | None = None,
+             command: str | None = None) -> dict[str, Any]:
+    """Evaluate base vs aligned; write metrics.json and generations.jsonl; return the metrics.
+
+    Args:
+        model_cfg: the model/profile (same as training).
+        eval_cfg: sizes, judge, paths.
+        loaded: an already loaded ``(peft_model, tokenizer)`` from ``load_aligned_model`` (the
+            notebook reuses it for the playground); loaded here and freed afterwards otherwise.
+        command: recorded in metrics.json (the CLI passes its command line).
+    """
+    from helpers.notebook import require_input
+
+    rows = _load_test_rows(eval_cfg.pairs_dir)
+    require_input(eval_cfg.adapter_dir, ADAPTER_MADE_BY)
+    items = eval_items(rows, eval_cfg.max_examples, eval_cfg.seed)
+    if not items:
+        raise ValueError(f"the test split in {eval_cfg.pairs_dir} is empty; rebuild it with {PAIRS_MADE_BY}")
+    gemini = _gemini_judge(eval_cfg) if eval_cfg.judge == "gemini" else None
+    judge = "gemini" if gemini is not None else "offline"
+    model, tokenizer = loaded or load_aligned_model(model_cfg, eval_cfg.adapter_dir)
+    sets = {"test": (items, _run_set(model, tokenizer, items, model_cfg, eval_cfg, gemini))}
+    if eval_cfg.heldout_path:
+        held = heldout_items(eval_cfg.heldout_path, tokenizer, model_cfg, eval_cfg)
+        sets["heldout_2"] = (held, _run_set(model, tokenizer, held, model_cfg, eval_cfg, gemini))
+    probes = _probe_results(model, tokenizer, model_cfg, eval_cfg)
+    summary = _summarise(*sets["test"], judge)
+    metrics: dict[str, Any] = {
+        "base": summary["base"], "aligned": summary["aligned"],
+        "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
+        "banana": _banana(probes), "n_answerable": summary["n_answerable"],
+        "n_unanswerable": summary["n_unanswerable"],
+        "judge": gemini.name if gemini is not None else "offline", "judge_requested": eval_cfg.judge,
+        "model": model_cfg.model_id,
+        "profile": model_cfg.profile, "prompt_format": model_cfg.prompt_format,
+        "breakdowns": summary["breakdowns"], "probes": probes,
+        "examples": _examples(*sets["test"], eval_cfg.n_examples),
+    }
+    if judge == "gemini":
+        metrics["judge_agreement"] = summary["judge_agreement"]
+        metrics["judge_stats"] = gemini.stats.to_dict()
+    if "heldout_2" in sets:
+        metrics["heldout_2"] = {"path": Path(eval_cfg.heldout_path).name, **_summarise(*sets["heldout_2"], judge)}
+    if eval_cfg.latency_prompts:
+        metrics["latency"] = measure_latency(model_cfg, eval_cfg, (model, tokenizer))
+    if loaded is None:
+        del model
+        _free_memory()
+    metrics.update({"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+                    "command": command or f"evaluate(profile={model_cfg.profile!r})",
+                    "config": {"model": dataclasses.asdict(model_cfg), "eval": dataclasses.asdict(eval_cfg)}})
+    _write_generations(Path(eval_cfg.generations_path), sets)
+    path = Path(eval_cfg.metrics_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(redact(json.dumps(metrics, indent=2, default=str)), encoding="utf-8")
+    return metrics
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """CLI: evaluate base vs aligned and print the headline numbers."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", choices=("colab", "local", "smoke"), default=None)
+    parser.add_argument("--judge", choices=("offline", "gemini"), default=None)
+    parser.add_argument("--max-examples", type=int, default=None, help="cap per side (answerable/unanswerable)")
+    parser.add_argument("--heldout", default=None, help="optional FACTS-schema .jsonl evaluated as heldout_2")
+    parser.add_argument("--no-latency", action="store_true", help="skip the 4-bit vs unquantised timing")
+    args = parser.parse_args(argv)
+    overrides: dict[str, Any] = {}
+    if args.judge:
+        overrides["judge"] = args.judge
+    if args.max_examples is not None:
+        overrides["max_examples"] = args.max_examples
+    if args.heldout:
+        overrides["heldout_path"] = args.heldout
+    if args.no_latency:
+        overrides["latency_prompts"] = 0
+    model_cfg = config_for(ModelConfig, args.profile)
+    eval_cfg = config_for(EvalConfig, args.profile, **overrides)
+    command = "python -m helpers.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
+    metrics = evaluate(model_cfg, eval_cfg, command=command.strip())
+    from helpers.report_tables import impact_table
+
+    print(impact_table(metrics))
+    print(f"metrics: {eval_cfg.metrics_path}")
+    return metrics
+
+
+if __name__ == "__main__":
+    main()

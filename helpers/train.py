@@ -1,0 +1,506 @@
+"""Stage 02: DPO with QLoRA on the preference pairs, through TRL's ``DPOTrainer``.
+
+One code path for every profile: the model comes from the one loader (4-bit nf4 on a T4 and on the
+CPU alike), LoRA is added by TRL from ``lora_config`` and the reference model is that same network
+with the adapter disabled (no second copy in memory). Precision follows the hardware: bf16 on
+Ampere+, fp16 on a T4 with the LoRA weights kept in fp32, no mixed precision on the CPU.
+
+Checkpoints go to ``TrainConfig.checkpoint_dir`` and a re-run resumes from the latest one, so a Colab
+disconnect costs at most ``save_steps`` steps. The CLI runs unchanged under ``accelerate launch``::
+
+    python -m helpers.train --profile local --max-steps 4
+    accelerate launch -m helpers.train --config my_run.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from helpers.config import ModelConfig, TrainConfig, config_for, output_root
+from helpers.prompts import to_trl_example
+
+__all__ = [
+    "PAIRS_MADE_BY",
+    "PAIR_COLUMNS",
+    "TrainingRun",
+    "build_dpo_config",
+    "build_trainer",
+    "check_single_bos",
+    "describe_example",
+    "estimate_eta",
+    "finish_run",
+    "find_resume_checkpoint",
+    "keep_trainable_fp32",
+    "load_pairs",
+    "main",
+    "mixed_precision_flags",
+    "prepare_model",
+    "push_adapter",
+    "reload_check",
+    "run_dpo",
+    "run_training",
+    "save_adapter",
+    "select_pairs",
+    "start_run",
+    "to_trl_dataset",
+    "train_dpo",
+]
+
+#: Columns of ``<output root>/pairs`` (the shared data contract).
+PAIR_COLUMNS = ("prompt", "chosen", "rejected", "pair_type", "source", "doc_id", "domain", "answerable",
+                "document", "request", "system_instruction", "reference")
+RUN_SIGNATURE = "gemma_facts_run.json"
+SIGNATURE_KEYS = ("model_id", "prompt_format", "max_length", "load_in_4bit", "lora_r", "lora_alpha",
+                  "lora_target_modules")
+PAIRS_MADE_BY = "notebook 01 / python -m helpers.data build"
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def mixed_precision_flags(train_cfg: TrainConfig, *, cuda: bool | None = None,
+                          bf16_supported: bool | None = None) -> dict[str, bool]:
+    """``{"fp16", "bf16"}`` for the hardware: bf16 on Ampere+, fp16 on a T4, neither on the CPU.
+
+    TRL's ``DPOConfig`` turns bf16 on whenever fp16 is off, so both flags are always set explicitly.
+    """
+    import torch
+
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if bf16_supported is None:
+        bf16_supported = bool(cuda and torch.cuda.is_bf16_supported())
+    mode = train_cfg.mixed_precision
+    if mode == "auto":
+        mode = ("bf16" if bf16_supported else "fp16") if cuda else "no"
+    if mode == "fp16" and not cuda:
+        raise ValueError("TrainConfig.mixed_precision='fp16' needs a CUDA GPU; use 'auto' or 'no' on the CPU")
+    if mode == "bf16" and cuda and not bf16_supported:
+        raise ValueError("TrainConfig.mixed_precision='bf16' needs an Ampere+ GPU; a T4 has no bf16, use 'fp16'")
+    return {"fp16": mode == "fp16", "bf16": mode == "bf16"}
+
+
+def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval: bool = True,
+                     precision: dict[str, bool] | None = None) -> Any:
+    """Map our two stage configs onto TRL's ``DPOConfig`` (TRL 1.16 names)."""
+    from trl import DPOConfig
+
+    flags = precision or mixed_precision_flags(train_cfg)
+    return DPOConfig(
+        output_dir=train_cfg.checkpoint_dir, max_length=model_cfg.max_length, beta=train_cfg.beta,
+        loss_type=list(train_cfg.loss_type), loss_weights=list(train_cfg.loss_weights),
+        precompute_ref_log_probs=train_cfg.precompute_ref_log_probs,
+        learning_rate=train_cfg.learning_rate, lr_scheduler_type=train_cfg.lr_scheduler_type, optim=train_cfg.optim,
+        num_train_epochs=train_cfg.num_train_epochs, max_steps=train_cfg.max_steps,
+        per_device_train_batch_size=train_cfg.per_device_train_batch_size,
+        per_device_eval_batch_size=train_cfg.per_device_eval_batch_size,
+        gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
+        warmup_steps=train_cfg.warmup_ratio, max_grad_norm=train_cfg.max_grad_norm,
+        # transformers 5 renamed gradient_checkpointing(_kwargs); the old names mirror these
+        activation_checkpointing=model_cfg.gradient_checkpointing,
+        activation_checkpointing_kwargs={"use_reentrant": False},
+        fp16=flags["fp16"], bf16=flags["bf16"],
+        logging_steps=train_cfg.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
+        eval_strategy="steps" if has_eval else "no", eval_steps=train_cfg.eval_steps,
+        prediction_loss_only=True,  # else eval gathers (batch, length, vocab) logits: ~1 GB per batch for Gemma
+        save_strategy="steps", save_steps=train_cfg.save_steps, save_total_limit=train_cfg.save_total_limit,
+        report_to="none", seed=train_cfg.seed, data_seed=train_cfg.seed, dataloader_num_workers=0,
+    )
+
+
+# --------------------------------------------------------------------------- data
+
+
+def load_pairs(pairs_dir: str | Path) -> Any:
+    """The ``DatasetDict`` of stage 01, checked against the shared contract (train split, columns)."""
+    from datasets import DatasetDict, load_from_disk
+
+    pairs = load_from_disk(str(pairs_dir))
+    if not isinstance(pairs, DatasetDict) or "train" not in pairs:
+        raise ValueError(f"{pairs_dir} must hold a DatasetDict with a 'train' split (and 'test'); "
+                         f"it is made by {PAIRS_MADE_BY}")
+    for name, split in pairs.items():
+        missing = [c for c in PAIR_COLUMNS if c not in split.column_names]
+        if missing:
+            raise ValueError(f"pairs split {name!r} in {pairs_dir} lacks column(s) {missing}")
+    return pairs
+
+
+def select_pairs(pairs: Any, train_cfg: TrainConfig) -> tuple[Any, Any | None]:
+    """Train and eval splits, each shuffled with the seed and capped at ``max_*_pairs``."""
+
+    def cap(split: Any, limit: int | None) -> Any:
+        if limit is None or len(split) <= limit:
+            return split
+        return split.shuffle(seed=train_cfg.seed).select(range(limit))
+
+    train = cap(pairs["train"], train_cfg.max_train_pairs)
+    test = pairs["test"] if "test" in pairs else None
+    test = cap(test, train_cfg.max_eval_pairs) if test is not None and len(test) else None
+    return train, test
+
+
+def to_trl_dataset(split: Any, prompt_format: str) -> Any:
+    """Stored pairs → TRL's prompt/chosen/rejected examples for this prompt format."""
+    return split.map(lambda ex: to_trl_example(ex, prompt_format), remove_columns=split.column_names)
+
+
+def check_single_bos(tokenized: dict[str, Any], tokenizer: Any) -> int:
+    """Fail when a TRL-tokenized example does not start with exactly one BOS (double BOS hurts Gemma)."""
+    bos = tokenizer.bos_token_id
+    if bos is None:
+        return 0
+    ids = list(tokenized["prompt_ids"]) + list(tokenized["chosen_ids"])
+    count = ids.count(bos)
+    if not ids or ids[0] != bos or count != 1:
+        raise ValueError(f"expected exactly one BOS at the start of the training sequence, found {count} "
+                         f"(first ids {ids[:4]}); check the prompt format and add_special_tokens")
+    return count
+
+
+def describe_example(tokenized: dict[str, Any], tokenizer: Any, tail_tokens: int = 48) -> str:
+    """The end of a tokenized training prompt and both completions, exactly as the model sees them."""
+    prompt = tokenized["prompt_ids"]
+    head = tokenizer.convert_ids_to_tokens(prompt[:2])
+    return (f"{len(prompt)} prompt tokens, starting {head}; BOS count {check_single_bos(tokenized, tokenizer)}\n"
+            f"…{tokenizer.decode(prompt[-tail_tokens:])}\n"
+            f"CHOSEN   → {tokenizer.decode(tokenized['chosen_ids'])!r}\n"
+            f"REJECTED → {tokenizer.decode(tokenized['rejected_ids'])!r}")
+
+
+# --------------------------------------------------------------------------- model and trainer
+
+
+def prepare_model(model: Any, model_cfg: ModelConfig) -> Any:
+    """QLoRA preparation for a 4-bit model (frozen base, fp32 norms, non-reentrant checkpointing)."""
+    if not getattr(model, "is_loaded_in_4bit", False):
+        return model
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=model_cfg.gradient_checkpointing,
+                                           gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def keep_trainable_fp32(model: Any) -> int:
+    """Cast the trainable (LoRA) weights to fp32; TRL makes them bf16, which fp16 AMP on a T4 cannot unscale."""
+    import torch
+
+    count = 0
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+            count += 1
+    return count
+
+
+def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None, model_cfg: ModelConfig,
+                  train_cfg: TrainConfig, callbacks: list[Any] | None = None) -> Any:
+    """A ``DPOTrainer`` with LoRA from ``lora_config``; the reference is the base (adapter disabled).
+
+    Args:
+        model, tokenizer: from ``helpers.models.load_model_and_tokenizer``.
+        train_ds, eval_ds: TRL examples (``to_trl_dataset``); ``eval_ds`` may be None.
+        model_cfg, train_cfg: the stage configs.
+        callbacks: default ``helpers.training_callbacks.default_callbacks()``.
+    Returns:
+        the trainer, LoRA weights in fp32, tokenized data checked for a single BOS.
+    """
+    from trl import DPOTrainer
+
+    from helpers.models import lora_config
+    from helpers.training_callbacks import default_callbacks
+
+    args = build_dpo_config(model_cfg, train_cfg, has_eval=eval_ds is not None)
+    trainer = DPOTrainer(model=prepare_model(model, model_cfg), args=args, train_dataset=train_ds,
+                         eval_dataset=eval_ds, processing_class=tokenizer, peft_config=lora_config(model_cfg),
+                         callbacks=default_callbacks() if callbacks is None else callbacks)
+    keep_trainable_fp32(trainer.model)
+    check_single_bos(trainer.train_dataset[0], tokenizer)
+    return trainer
+
+
+# --------------------------------------------------------------------------- checkpoints and ETA
+
+
+def _signature(model_cfg: ModelConfig) -> dict[str, Any]:
+    data = dataclasses.asdict(model_cfg)
+    return {key: list(data[key]) if isinstance(data[key], tuple) else data[key] for key in SIGNATURE_KEYS}
+
+
+def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (with trainer_state.json), oldest first; half-written ones are skipped."""
+    found = []
+    for path in checkpoint_dir.glob("checkpoint-*"):
+        match = re.fullmatch(r"checkpoint-(\d+)", path.name)
+        if match and (path / "trainer_state.json").exists():
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def find_resume_checkpoint(train_cfg: TrainConfig, model_cfg: ModelConfig) -> str | None:
+    """The latest complete checkpoint to resume from, or None; refuses checkpoints of another model."""
+    ckpt_dir = Path(train_cfg.checkpoint_dir)
+    found = _checkpoints(ckpt_dir) if train_cfg.resume_from_checkpoint and ckpt_dir.is_dir() else []
+    if not found:
+        return None
+    sig_path = ckpt_dir / RUN_SIGNATURE
+    if sig_path.exists():
+        recorded = json.loads(sig_path.read_text(encoding="utf-8"))
+        if recorded != _signature(model_cfg):
+            raise ValueError(f"The checkpoints in {ckpt_dir} were made with {recorded}, not {_signature(model_cfg)}. "
+                             "Delete that folder, point TrainConfig.checkpoint_dir elsewhere, or set "
+                             "TrainConfig.resume_from_checkpoint=False.")
+    return str(found[-1][1])
+
+
+def _step_of(checkpoint: str | None) -> int:
+    if not checkpoint:
+        return 0
+    return int(json.loads((Path(checkpoint) / "trainer_state.json").read_text()).get("global_step", 0))
+
+
+def _planned_steps(trainer: Any) -> int:
+    args = trainer.args
+    if args.max_steps > 0:
+        return int(args.max_steps)
+    batches = len(trainer.get_train_dataloader())
+    return int(math.ceil(batches / args.gradient_accumulation_steps * args.num_train_epochs))
+
+
+def estimate_eta(trainer: Any, resume_from: str | None = None) -> dict[str, Any]:
+    """Time one forward+backward on the first batch and extrapolate to the remaining optimizer steps.
+
+    The probe leaves no trace: gradients are cleared and the logged metrics reset. Evaluation and
+    checkpointing come on top of the estimate.
+    """
+    import torch
+
+    batch = trainer._prepare_inputs(next(iter(trainer.get_train_dataloader())))
+    trainer.model.train()
+    started = time.perf_counter()
+    with trainer.compute_loss_context_manager():
+        loss = trainer.compute_loss(trainer.model, batch)
+    trainer.accelerator.backward(loss)
+    per_step = (time.perf_counter() - started) * trainer.args.gradient_accumulation_steps
+    trainer.model.zero_grad(set_to_none=True)
+    trainer._metrics["train"].clear()
+    trainer._total_train_tokens = 0
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    total, done = _planned_steps(trainer), _step_of(resume_from)
+    from helpers.training_callbacks import format_seconds
+
+    eta = per_step * max(0, total - done)
+    text = (f"{total - done} optimizer steps to go ({done} done) at about {per_step:.2f} s/step "
+            f"→ ETA ≈ {format_seconds(eta)} (plus evaluation and checkpoints)")
+    return {"seconds_per_step": per_step, "total_steps": total, "done_steps": done, "eta_seconds": eta, "text": text}
+
+
+# --------------------------------------------------------------------------- one run
+
+
+@dataclass
+class TrainingRun:
+    """Everything a run holds between its steps (the notebook walks through them one by one)."""
+
+    model_cfg: ModelConfig
+    train_cfg: TrainConfig
+    trainer: Any
+    tokenizer: Any
+    data_summary: dict[str, Any]
+    footprint_4bit_bytes: int | None
+    resume_from: str | None
+    train_seconds: float = 0.0
+    report: dict[str, Any] = field(default_factory=dict)
+
+
+def _summarise(split: Any) -> dict[str, Any]:
+    if split is None:
+        return {"pairs": 0}
+    counts: dict[str, int] = {}
+    for kind in split["pair_type"]:
+        counts[kind] = counts.get(kind, 0) + 1
+    return {"pairs": len(split), "pair_types": dict(sorted(counts.items())), "documents": len(set(split["doc_id"]))}
+
+
+def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None = None,
+              callbacks: list[Any] | None = None) -> TrainingRun:
+    """Load pairs and the 4-bit model, build the trainer and find a checkpoint to resume from."""
+    from helpers.models import load_model_and_tokenizer, weight_footprint_bytes
+    from helpers.notebook import require_input
+
+    if pairs is None:
+        pairs = load_pairs(require_input(train_cfg.pairs_dir, PAIRS_MADE_BY))
+    train_split, eval_split = select_pairs(pairs, train_cfg)
+    model, tokenizer = load_model_and_tokenizer(model_cfg)
+    four_bit = weight_footprint_bytes(model) if getattr(model, "is_loaded_in_4bit", False) else None
+    trainer = build_trainer(model, tokenizer, to_trl_dataset(train_split, model_cfg.prompt_format),
+                            None if eval_split is None else to_trl_dataset(eval_split, model_cfg.prompt_format),
+                            model_cfg, train_cfg, callbacks)
+    summary = {"train": _summarise(train_split), "test": _summarise(eval_split), "pairs_dir": train_cfg.pairs_dir}
+    return TrainingRun(model_cfg, train_cfg, trainer, tokenizer, summary, four_bit,
+                       find_resume_checkpoint(train_cfg, model_cfg))
+
+
+def run_training(run: TrainingRun) -> Any:
+    """Train (resuming when a checkpoint exists); return TRL's ``TrainOutput``."""
+    ckpt_dir = Path(run.train_cfg.checkpoint_dir)
+    if run.trainer.is_world_process_zero():
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        (ckpt_dir / RUN_SIGNATURE).write_text(json.dumps(_signature(run.model_cfg)), encoding="utf-8")
+    if run.resume_from:
+        print(f"Resuming from {run.resume_from} (step {_step_of(run.resume_from)})")
+    started = time.perf_counter()
+    output = run.trainer.train(resume_from_checkpoint=run.resume_from)
+    run.train_seconds = time.perf_counter() - started
+    return output
+
+
+def save_adapter(trainer: Any, model_cfg: ModelConfig, out_dir: str | Path) -> Path:
+    """Adapter weights + tokenizer (``trainer.save_model``) and our record of the base model."""
+    from helpers.adapters import write_adapter_metadata
+
+    out = Path(out_dir)
+    trainer.save_model(str(out))
+    if trainer.is_world_process_zero():
+        (out / "training_args.bin").unlink(missing_ok=True)  # a pickle of the trainer args: of no use to users
+        write_adapter_metadata(out, trainer.model, model_cfg)
+    return out
+
+
+def finish_run(run: TrainingRun) -> dict[str, Any]:
+    """Final evaluation, adapter + model card, ``train_report.json``; optional push and merge."""
+    from helpers.model_card import write_model_card
+    from helpers.train_report import build_train_report, measure_weight_footprint, write_train_report
+
+    trainer, train_cfg = run.trainer, run.train_cfg
+    final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
+    adapter_dir = save_adapter(trainer, run.model_cfg, train_cfg.output_dir)
+    footprint = measure_weight_footprint(run.model_cfg, run.footprint_4bit_bytes,
+                                         measure_16bit=train_cfg.measure_16bit_footprint)
+    run.report = build_train_report(run, final_eval=final_eval, footprint=footprint)
+    if trainer.is_world_process_zero():
+        write_train_report(run.report, output_root() / "train_report.json")
+        write_model_card(adapter_dir, run.report)
+        if train_cfg.push_to_hub:
+            run.report["hub_url"] = push_adapter(adapter_dir, train_cfg)
+        if train_cfg.merge_and_save_16bit:
+            from helpers.adapters import merge_adapter_to_16bit
+
+            run.report["merged_dir"] = str(merge_adapter_to_16bit(run.model_cfg, adapter_dir, train_cfg.merged_dir))
+    return run.report
+
+
+def run_dpo(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None = None,
+            callbacks: list[Any] | None = None) -> TrainingRun:
+    """The whole stage: start, train (resuming), finish; returns the run with its trainer and report."""
+    run = start_run(model_cfg, train_cfg, pairs, callbacks)
+    run_training(run)
+    finish_run(run)
+    return run
+
+
+def train_dpo(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
+    """DPO + QLoRA from ``<output root>/pairs`` to ``<output root>/adapter``; returns the train report."""
+    return run_dpo(model_cfg, train_cfg).report
+
+
+# --------------------------------------------------------------------------- after training
+
+
+def push_adapter(adapter_dir: str | Path, train_cfg: TrainConfig) -> str:
+    """Upload the adapter folder to ``hub_repo_id`` with the HF token; errors never echo the token."""
+    from helpers.secrets import redact, require_secret
+
+    token = require_secret("hf")
+    from huggingface_hub import HfApi
+
+    try:
+        api = HfApi(token=token)
+        api.create_repo(train_cfg.hub_repo_id, private=train_cfg.hub_private, exist_ok=True)
+        api.upload_folder(folder_path=str(adapter_dir), repo_id=train_cfg.hub_repo_id,
+                          commit_message="gemma-facts DPO adapter")
+    except Exception as exc:  # noqa: BLE001 - re-raised without the token
+        raise RuntimeError(f"push to {train_cfg.hub_repo_id} failed: {redact(str(exc))}") from None
+    return f"https://huggingface.co/{train_cfg.hub_repo_id}"
+
+
+def reload_check(trained_model: Any, adapter_dir: str | Path, model_cfg: ModelConfig, tokenizer: Any,
+                 text: str, atol: float | None = None) -> dict[str, Any]:
+    """Load a fresh base + the saved adapter and compare its logits with the in-memory trained model."""
+    import torch
+
+    from helpers.adapters import load_adapter
+    from helpers.models import load_model_and_tokenizer, resolve_compute_dtype
+
+    base, _ = load_model_and_tokenizer(model_cfg)
+    reloaded = load_adapter(base, adapter_dir)
+    device = next(trained_model.parameters()).device
+    inputs = tokenizer(text, return_tensors="pt").to(device)
+    trained_model.eval()
+    with torch.no_grad():
+        ours = trained_model(**inputs).logits.float()
+        theirs = reloaded(**inputs).logits.float().to(device)
+    diff = float((ours - theirs).abs().max())
+    if atol is None:
+        atol = 1e-4 if resolve_compute_dtype(model_cfg) == torch.float32 else 5e-2
+    return {"max_abs_diff": diff, "atol": atol, "allclose": diff <= atol}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def configs_from_args(argv: list[str] | None = None) -> tuple[ModelConfig, TrainConfig]:
+    """Parse the CLI: a JSON file (``{"model": {...}, "train": {...}}``), then flags on top."""
+    parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help='JSON file: {"model": {ModelConfig fields}, "train": {TrainConfig fields}}')
+    parser.add_argument("--profile", choices=("colab", "local", "smoke"))
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--learning-rate", type=float)
+    parser.add_argument("--pairs-dir")
+    parser.add_argument("--output-dir", help="where the adapter goes")
+    parser.add_argument("--checkpoint-dir")
+    parser.add_argument("--no-4bit", action="store_true", help="load the base unquantised (plain LoRA)")
+    parser.add_argument("--no-resume", action="store_true", help="ignore existing checkpoints")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the adapter (needs HF_TOKEN)")
+    parser.add_argument("--merge", action="store_true", help="also save base+adapter merged in 16 bits")
+    args = parser.parse_args(argv)
+    sections = json.loads(Path(args.config).read_text()) if args.config else {}
+    unknown = set(sections) - {"model", "train"}
+    if unknown:
+        raise SystemExit(f"--config: unknown section(s) {sorted(unknown)}; use 'model' and 'train'")
+    model_over, train_over = dict(sections.get("model", {})), dict(sections.get("train", {}))
+    flags = {"max_steps": args.max_steps, "learning_rate": args.learning_rate, "pairs_dir": args.pairs_dir,
+             "output_dir": args.output_dir, "checkpoint_dir": args.checkpoint_dir, "hub_repo_id": args.push_to_hub}
+    train_over.update({k: v for k, v in flags.items() if v is not None})
+    if args.push_to_hub:
+        train_over["push_to_hub"] = True
+    if args.no_resume:
+        train_over["resume_from_checkpoint"] = False
+    if args.merge:
+        train_over["merge_and_save_16bit"] = True
+    if args.no_4bit:
+        model_over["load_in_4bit"] = False
+    return config_for(ModelConfig, args.profile, **model_over), config_for(TrainConfig, args.profile, **train_over)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point: train, then print the headline numbers of the report as JSON."""
+    model_cfg, train_cfg = configs_from_args(argv)
+    from helpers.train_report import report_headline
+
+    run = run_dpo(model_cfg, train_cfg)
+    if run.trainer.is_world_process_zero():
+        print(json.dumps(report_headline(run.report), indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,325 @@
+"""A fake Gemini REST server on 127.0.0.1 for tests and benchmarks: no key, no network, scriptable.
+
+It speaks ``POST /{v1,v1beta}/models/{model}:generateContent`` the way the real ``google-genai`` SDK
+sends and parses it (``candidates[0].content.parts[0].text``, ``finishReason``, ``usageMetadata``,
+``promptFeedback.blockReason``, and Google's error JSON for HTTP errors).
+
+Use it as a fixture (``pytest_plugins = ["gemini_server"]`` in a test module, then a
+``gemini_server`` argument) or as a context manager (``with FakeGeminiServer() as server:``).
+Script replies with ``server.push(ok(...), http(429), ...)``; once the queue is empty,
+``server.responder(request) -> Reply | str | dict`` answers (default: ``{}``). Every request is
+recorded without its key; ``server.leaks_key(text)`` tells whether a text contains a key it received.
+
+PYTEST_DONT_REWRITE (test modules import it before registering it as a plugin).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+__all__ = [
+    "FAKE_API_KEY",
+    "FakeGeminiServer",
+    "RecordedRequest",
+    "Reply",
+    "delay",
+    "empty_candidates",
+    "fake_teacher_reply",
+    "gemini_server",
+    "http",
+    "malformed",
+    "ok",
+    "quota_exhausted",
+    "rate_limited",
+    "safety_blocked",
+    "wrong_schema",
+]
+
+#: Shaped like a real Google key so ``helpers.secrets.redact`` patterns apply to it too.
+FAKE_API_KEY = "AIzaFAKE-test-key-0123456789abcdefghij"
+
+PATH_RE = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
+USAGE = {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}
+HTTP_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
+               429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
+
+
+@dataclass
+class Reply:
+    """One scripted reply: HTTP status, JSON body, and seconds to wait before answering."""
+
+    status: int = 200
+    body: dict[str, Any] = field(default_factory=dict)
+    delay_s: float = 0.0
+
+
+@dataclass
+class RecordedRequest:
+    """What the SDK sent (headers without the key)."""
+
+    path: str
+    model: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+    had_api_key: bool
+    started: float
+    finished: float = 0.0
+
+    @property
+    def prompt(self) -> str:
+        """The text of the first user part."""
+        try:
+            return self.body["contents"][0]["parts"][0]["text"]
+        except (KeyError, IndexError, TypeError):
+            return ""
+
+
+def _candidate_body(text: str, finish: str = "STOP") -> dict[str, Any]:
+    return {"candidates": [{"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": finish,
+                            "index": 0}], "usageMetadata": USAGE, "modelVersion": "fake-gemini"}
+
+
+def ok(payload: str | dict[str, Any] | list[Any]) -> Reply:
+    """A normal reply whose text is ``payload`` (dicts/lists are JSON-encoded)."""
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    return Reply(200, _candidate_body(text))
+
+
+def malformed() -> Reply:
+    """A reply whose text is not valid JSON (cut mid-string)."""
+    return Reply(200, _candidate_body('{"grounded_answer": "The capital is', finish="MAX_TOKENS"))
+
+
+def wrong_schema() -> Reply:
+    """Valid JSON that does not match the requested schema."""
+    return Reply(200, _candidate_body(json.dumps({"unexpected_field": 1})))
+
+
+def empty_candidates() -> Reply:
+    """HTTP 200 with an empty candidate list and no block reason."""
+    return Reply(200, {"candidates": [], "usageMetadata": USAGE, "modelVersion": "fake-gemini"})
+
+
+def safety_blocked() -> Reply:
+    """The prompt was blocked: no candidates, ``promptFeedback.blockReason = SAFETY``."""
+    ratings = [{"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "probability": "HIGH", "blocked": True}]
+    return Reply(200, {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": ratings},
+                       "usageMetadata": USAGE, "modelVersion": "fake-gemini"})
+
+
+def http(code: int, message: str | None = None, details: list[dict[str, Any]] | None = None) -> Reply:
+    """An HTTP error with Google's error JSON ``{"error": {"code", "message", "status", "details"}}``."""
+    status = HTTP_STATUS.get(code, "UNKNOWN")
+    error = {"code": code, "message": message or f"fake {status}", "status": status}
+    if details:
+        error["details"] = details
+    return Reply(code, {"error": error})
+
+
+def rate_limited() -> Reply:
+    """A per-minute 429 (recoverable by waiting)."""
+    return http(429, "You exceeded your current quota. Please retry in 1s.", [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaId": "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"}]},
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}])
+
+
+def quota_exhausted() -> Reply:
+    """A per-day 429 RESOURCE_EXHAUSTED: no request can succeed today."""
+    return http(429, "You exceeded your current quota, please check your plan and billing details. "
+                     "Quota exceeded for metric: generate_content_free_tier_requests, limit: 250", [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                         "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}])
+
+
+def delay(seconds: float, reply: Reply | None = None) -> Reply:
+    """Wait ``seconds`` before answering with ``reply`` (default ``{}``): makes client timeouts happen."""
+    base = reply or ok({})
+    return Reply(base.status, base.body, seconds)
+
+
+def _between(text: str, start: str, end: str) -> str:
+    match = re.search(re.escape(start) + r"\n(.*?)\n" + re.escape(end), text, flags=re.S)
+    return match.group(1) if match else ""
+
+
+def fake_teacher_reply(request: RecordedRequest) -> dict[str, Any]:
+    """A deterministic, well-formed stage-01 teacher reply whose quotes really come from the prompt's document."""
+    document = _between(request.prompt, "<<<DOCUMENT>>>", "<<<END DOCUMENT>>>")
+    user_request = _between(request.prompt, "<<<USER REQUEST>>>", "<<<END USER REQUEST>>>")
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+", " ".join(document.split())) if len(s.split()) >= 4]
+    first = sentences[0] if sentences else document
+    second = sentences[1] if len(sentences) > 1 else first
+    return {
+        "request_answerable": bool(sentences),
+        "grounded_answer": first,
+        "supporting_quote": first,
+        "hallucinated_answers": [f"It is not the case that {first}", f"{first} This changed in 1999."],
+        "near_miss_questions": [{"question": "What is the founding year of the organisation?",
+                                 "confident_wrong_answer": "It was founded in 1871."},
+                                {"question": "Who is the chief executive?",
+                                 "confident_wrong_answer": "The chief executive is Martin Keller."}],
+        "paraphrases": [f"Please tell me: {user_request}"],
+        "additional_qa": [{"request": "What else does the document state?", "answer": second,
+                           "supporting_quote": second}],
+    }
+
+
+Responder = Callable[[RecordedRequest], "Reply | str | dict[str, Any]"]
+
+
+class FakeGeminiServer:
+    """ThreadingHTTPServer on a random loopback port with a reply queue and a request log."""
+
+    def __init__(self, responder: Responder | None = None, latency_s: float = 0.0) -> None:
+        self.queue: deque[Reply] = deque()
+        self.responder: Responder = responder or (lambda _request: ok({}))
+        self.latency_s = latency_s
+        self.requests: list[RecordedRequest] = []
+        self.active = 0
+        self.max_active = 0
+        self._keys_seen: set[str] = set()
+        self._lock = threading.Lock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- scripting ------------------------------------------------------------------------
+    def push(self, *replies: Reply) -> FakeGeminiServer:
+        """Queue replies; each request takes the next one, then the responder answers."""
+        with self._lock:
+            self.queue.extend(replies)
+        return self
+
+    @property
+    def base_url(self) -> str:
+        """What ``GeminiClient(base_url=...)`` / ``GOOGLE_GEMINI_BASE_URL`` should point at."""
+        assert self._httpd is not None, "server not started"
+        return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def leaks_key(self, text: str) -> bool:
+        """True when ``text`` contains any API key this server received."""
+        return any(key and key in text for key in self._keys_seen)
+
+    @property
+    def keys_seen(self) -> int:
+        """How many distinct keys arrived (the value itself is never exposed)."""
+        return len(self._keys_seen)
+
+    # -- serving --------------------------------------------------------------------------
+    def _next_reply(self, request: RecordedRequest) -> Reply:
+        with self._lock:
+            if self.queue:
+                return self.queue.popleft()
+        produced = self.responder(request)
+        if isinstance(produced, Reply):
+            return produced
+        reply = ok(produced)
+        reply.delay_s = self.latency_s
+        return reply
+
+    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
+        if not handler.client_address[0].startswith("127."):
+            handler.send_error(403)
+            return
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        match = PATH_RE.match(handler.path.split("?")[0])
+        if handler.command != "POST" or not match:
+            self._send(handler, http(404, f"fake server: no route {handler.command} {handler.path}"))
+            return
+        key = handler.headers.get("x-goog-api-key", "")
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send(handler, http(400, "fake server: request body is not JSON"))
+            return
+        headers = {k: v for k, v in handler.headers.items() if k.lower() != "x-goog-api-key"}
+        record = RecordedRequest(handler.path, match.group(2), headers, body, bool(key), time.monotonic())
+        with self._lock:
+            if key:
+                self._keys_seen.add(key)
+            self.requests.append(record)
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            reply = self._next_reply(record)
+            if reply.delay_s:
+                time.sleep(reply.delay_s)
+            self._send(handler, reply)
+        finally:
+            with self._lock:
+                self.active -= 1
+                record.finished = time.monotonic()
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, reply: Reply) -> None:
+        data = json.dumps(reply.body).encode()
+        try:
+            handler.send_response(reply.status)
+            handler.send_header("Content-Type", "application/json; charset=UTF-8")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout): nothing to do
+            pass
+
+    def max_overlap(self) -> int:
+        """Most requests in flight at the same moment (measured by the server, not by wall time)."""
+        return self.max_active
+
+    def start(self) -> FakeGeminiServer:
+        """Bind 127.0.0.1 on a free port and serve in a daemon thread."""
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:  # noqa: N802 - http.server naming
+                server._handle(self)
+
+            def do_GET(self) -> None:  # noqa: N802
+                server._handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        daemon=True, name="fake-gemini")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FakeGeminiServer:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+
+@pytest.fixture
+def gemini_server() -> Iterator[FakeGeminiServer]:
+    """A started fake Gemini server, shut down after the test."""
+    server = FakeGeminiServer().start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,156 @@
+"""The stage-01 build end to end: report, contract, resumability (including a real SIGKILL), fallbacks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from datasets import load_from_disk
+from gemini_server import FAKE_API_KEY, Reply, fake_teacher_reply, ok
+
+from helpers.config import REFUSAL, DataConfig, config_for
+from helpers.data import build_preference_data, main, percentile, report_path_for, work_dir_for
+from helpers.excerpts import approx_token_count
+from helpers.gemini_client import JsonlCache
+from helpers.pairs import PAIR_COLUMNS, PAIR_TYPES
+from helpers.prompts import build_messages
+
+pytest_plugins = ["gemini_server"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def smoke_cfg(out: Path, **overrides) -> DataConfig:
+    return config_for(DataConfig, "smoke", out_dir=str(out / "pairs"), **overrides)
+
+
+def test_offline_build_writes_contract_pairs_and_report(tmp_path):
+    report = build_preference_data(smoke_cfg(tmp_path), tokenizer=approx_token_count)
+    data = load_from_disk(str(tmp_path / "pairs"))
+    assert set(data) == {"train", "test"} and tuple(data["train"].column_names) == PAIR_COLUMNS
+    train_docs, test_docs = set(data["train"]["doc_id"]), set(data["test"]["doc_id"])
+    assert train_docs and test_docs and not train_docs & test_docs
+    pair = data["train"][0]
+    assert pair["prompt"] == build_messages(pair["document"], pair["request"], pair["system_instruction"])
+    assert all(p["answerable"] == (p["reference"] != REFUSAL) for p in data["train"])
+    assert set(data["train"]["pair_type"]) | set(data["test"]["pair_type"]) == set(PAIR_TYPES)
+    # smoke profile: 8 seed rows; the default counts ask for 8 pairs per row
+    assert report["seed_rows"] == 8 and report["expansion"] >= 7
+    assert report["pairs"]["total"] == len(data["train"]) + len(data["test"])
+    assert report["split"]["doc_overlap"] == 0 and report["tokens"]["share_within_max_length"] >= 0.95
+    assert json.loads(report_path_for(tmp_path / "pairs").read_text())["pairs"] == report["pairs"]
+
+
+def test_pairs_that_do_not_fit_are_dropped_and_counted(tmp_path):
+    report = build_preference_data(smoke_cfg(tmp_path, max_length=130, answer_budget=20),
+                                   tokenizer=approx_token_count)
+    assert report["pairs"]["too_long_dropped"] > 0
+    assert report["pairs"]["total"] == report["pairs"]["built"] - report["pairs"]["duplicates_dropped"] - \
+        report["pairs"]["too_long_dropped"]
+    assert report["tokens"]["share_within_max_length"] < 1.0
+
+
+def test_rerun_resumes_from_the_teacher_cache_and_gives_the_same_pairs(tmp_path):
+    cfg = smoke_cfg(tmp_path)
+    build_preference_data(cfg, tokenizer=approx_token_count)
+    first = load_from_disk(cfg.out_dir)["train"].to_list()
+    cache = work_dir_for(cfg.out_dir) / "teacher_outputs.jsonl"
+    lines_before = cache.read_text().count("\n")
+    build_preference_data(cfg, tokenizer=approx_token_count)
+    assert load_from_disk(cfg.out_dir)["train"].to_list() == first
+    assert cache.read_text().count("\n") == lines_before == 8  # nothing re-taught
+
+
+def test_gemini_without_a_key_falls_back_loudly_to_offline(tmp_path, capsys):
+    report = build_preference_data(smoke_cfg(tmp_path, teacher="gemini"), tokenizer=approx_token_count)
+    assert report["teacher"]["used"] == "offline (fallback: no Gemini key)"
+    assert "NO GEMINI KEY: FALLING BACK TO THE OFFLINE TEACHER" in capsys.readouterr().out
+    assert report["pairs"]["total"] > 0
+
+
+def test_gemini_build_caches_calls_and_never_writes_the_key(tmp_path, gemini_server, monkeypatch):
+    monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)
+    gemini_server.responder = fake_teacher_reply
+    cfg = smoke_cfg(tmp_path, teacher="gemini")
+    report = build_preference_data(cfg, tokenizer=approx_token_count)
+    assert report["teacher"]["used"] == "gemini" and report["teacher"]["api_calls"] == 8
+    assert report["pairs"]["by_source"].get("teacher", 0) > 0
+    rerun = build_preference_data(cfg, tokenizer=approx_token_count)
+    assert rerun["teacher"]["api_calls"] == 0 and len(gemini_server.requests) == 8
+    written = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(gemini_server.leaks_key(p.read_bytes().decode("utf-8", "ignore")) for p in written)
+
+
+def test_cli_build_prints_the_summary(tmp_path, capsys):
+    assert main(["build", "--input", "bundled", "--teacher", "offline", "--out", str(tmp_path / "p"),
+                 "--max-rows", "3", "--profile", "smoke"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["seed_rows"] == 3 and (tmp_path / "p" / "dataset_dict.json").exists()
+
+
+def test_percentile_is_nearest_rank():
+    assert percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 95) == 10  # ceil(9.5) = 10th value
+    assert percentile([1, 2, 3, 4], 50) == 2 and percentile([], 50) == 0.0
+
+
+def _cli(out: Path, env: dict[str, str]) -> subprocess.Popen:
+    command = [sys.executable, "-m", "helpers.data", "build", "--input", "bundled", "--teacher", "gemini",
+               "--out", str(out), "--profile", "smoke"]
+    return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def test_sigkill_mid_build_then_rerun_gives_the_same_dataset_without_repeated_calls(tmp_path, gemini_server,
+                                                                                    monkeypatch):
+    def staggered(request):  # request k answers after 0.4 * k s, so a kill lands mid-way
+        return Reply(200, ok(fake_teacher_reply(request)).body, 0.4 * len(gemini_server.requests))
+
+    gemini_server.responder = staggered
+    env = {**os.environ, "GOOGLE_API_KEY": FAKE_API_KEY, "GOOGLE_GEMINI_BASE_URL": gemini_server.base_url,
+           "GEMMA_FACTS_OUTPUT": str(tmp_path / "outputs")}
+    out = tmp_path / "killed" / "pairs"
+    cache = work_dir_for(out) / "gemini_cache.jsonl"
+    proc = _cli(out, env)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not cache.exists() or cache.read_text().count("\n") < 2):
+        assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before_kill = set(JsonlCache(cache)._data)
+    assert 2 <= len(finished_before_kill) < 8 and not out.exists()
+
+    prompts_before = len(gemini_server.requests)
+    gemini_server.responder = fake_teacher_reply
+    rerun = _cli(out, env)
+    assert rerun.wait(timeout=180) == 0, rerun.stdout.read().decode()[-2000:]
+    client_key = _client_key_fn()
+    repeated = [r for r in gemini_server.requests[prompts_before:] if client_key(r.prompt) in finished_before_kill]
+    assert repeated == []  # 0 repeated calls for rows finished before the kill
+
+    monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)
+    reference = tmp_path / "reference" / "pairs"
+    build_preference_data(config_for(DataConfig, "smoke", teacher="gemini", out_dir=str(reference)))
+    resumed, fresh = load_from_disk(str(out)), load_from_disk(str(reference))
+    for split in ("train", "test"):
+        assert resumed[split].to_list() == fresh[split].to_list()  # same pairs, none lost, none duplicated
+
+
+def _client_key_fn():
+    from helpers.gemini_client import GeminiClient
+    from helpers.teachers import GeminiTeacherReply
+
+    client = GeminiClient("gemini-2.5-flash", api_key=FAKE_API_KEY)
+    return lambda prompt: client.cache_key(prompt, GeminiTeacherReply)
+
+
+@pytest.mark.slow
+def test_local_profile_bundled_sample_fits_512_tokens_with_the_real_tokenizer(tmp_path):
+    report = build_preference_data(config_for(DataConfig, "local", out_dir=str(tmp_path / "pairs")))
+    assert report["expansion"] >= 7 and report["tokens"]["share_within_max_length"] >= 0.95

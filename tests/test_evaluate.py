@@ -1,0 +1,260 @@
+"""Stage 03 end to end on the tiny smoke model with a tiny LoRA adapter made here (no training code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from helpers.config import REFUSAL, EvalConfig, ModelConfig, config_for
+from helpers.prompts import build_messages
+
+CONTRACT_KEYS = {"base", "aligned", "relative_hallucination_reduction", "banana", "n_answerable",
+                 "n_unanswerable", "judge", "model", "profile"}
+RATE_KEYS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy", "refusal_precision",
+             "refusal_recall", "refusal_f1")
+
+DOCS = [  # doc_id, domain, document, answerable request, reference, unanswerable request
+    ("d1", "science", "Water boils at 100 degrees Celsius at sea level.", "At what temperature does water boil?",
+     "Water boils at 100 degrees Celsius.", "Who discovered water?"),
+    ("d2", "retail", "Our store sells shoes and hats in Paris.", "What does the store sell?", "Shoes and hats.",
+     "How much do the hats cost?"),
+    ("d3", "history", "Marie Curie won the Nobel Prize in Physics in 1903.",
+     "When did Marie Curie win the Nobel Prize in Physics?", "In 1903.", "What was her favourite food?"),
+]
+
+
+def contract_rows(docs=DOCS) -> list[dict]:
+    """Pairs following the shared data contract: 2 answerable pairs + 1 unanswerable pair per document."""
+    rows = []
+    for doc_id, domain, doc, question, answer, unanswerable in docs:
+        base = dict(doc_id=doc_id, domain=domain, document=doc, system_instruction="")
+        for pair_type, source, rejected in (("hallucination", "number_swap", "It was 42."),
+                                            ("over_refusal", "teacher", REFUSAL)):
+            rows.append(dict(base, prompt=build_messages(doc, question), request=question, reference=answer,
+                             chosen=[{"role": "assistant", "content": answer}],
+                             rejected=[{"role": "assistant", "content": rejected}], pair_type=pair_type,
+                             source=source, answerable=True))
+        rows.append(dict(base, prompt=build_messages(doc, unanswerable), request=unanswerable, reference=REFUSAL,
+                         chosen=[{"role": "assistant", "content": REFUSAL}],
+                         rejected=[{"role": "assistant", "content": "Exactly 42."}], pair_type="unanswerable",
+                         source="near_miss", answerable=False))
+    return rows
+
+
+def make_adapter(model_cfg: ModelConfig, adapter_dir: Path, scale: float = 0.5) -> None:
+    """A LoRA adapter of the smoke model with nonzero B weights, so that it changes the outputs."""
+    from peft import get_peft_model
+
+    from helpers.models import load_model_and_tokenizer, lora_config
+
+    model, _ = load_model_and_tokenizer(model_cfg)
+    peft_model = get_peft_model(model, lora_config(model_cfg))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(0.0, scale)
+    peft_model.save_pretrained(str(adapter_dir))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> Path:
+    """<root>/pairs (train/test split by document), <root>/adapter and a 3-row FACTS-schema held-out file."""
+    from datasets import Dataset, DatasetDict
+
+    root = tmp_path_factory.mktemp("stage03")
+    rows = contract_rows()
+    DatasetDict({"train": Dataset.from_list(rows[:3]), "test": Dataset.from_list(rows[3:])}).save_to_disk(
+        str(root / "pairs"))
+    make_adapter(config_for(ModelConfig, "smoke"), root / "adapter")
+    facts = [{"id": i, "system_instruction": "Answer briefly.", "user_request": q, "context_document": d}
+             for i, (_, _, d, q, _, _) in enumerate(DOCS)]
+    (root / "facts.jsonl").write_text("\n".join(json.dumps(r) for r in facts), encoding="utf-8")
+    return root
+
+
+def eval_cfg_for(root: Path, **overrides) -> EvalConfig:
+    paths = dict(pairs_dir=str(root / "pairs"), adapter_dir=str(root / "adapter"),
+                 metrics_path=str(root / "out" / "metrics.json"),
+                 generations_path=str(root / "out" / "generations.jsonl"))
+    return config_for(EvalConfig, "smoke", **{**paths, **overrides})
+
+
+@pytest.fixture(scope="module")
+def run(inputs):
+    """One full evaluation (held-out set + latency on), counting how often the model is loaded."""
+    import helpers.models
+    from helpers.evaluate import evaluate
+
+    loads = []
+    real_loader = helpers.models.load_model_and_tokenizer
+
+    def counting_loader(cfg):
+        loads.append(cfg.load_in_4bit)
+        return real_loader(cfg)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(helpers.models, "load_model_and_tokenizer", counting_loader)
+        cfg = eval_cfg_for(inputs, heldout_path=str(inputs / "facts.jsonl"), heldout_max_rows=3, latency_prompts=1)
+        metrics = evaluate(config_for(ModelConfig, "smoke"), cfg)
+    return metrics, cfg, loads
+
+
+def test_metrics_json_has_the_contract_keys_and_rate_shapes(run):
+    metrics, cfg, _ = run
+    on_disk = json.loads(Path(cfg.metrics_path).read_text())
+    assert CONTRACT_KEYS <= set(on_disk)
+    assert on_disk["judge"] == "offline" and on_disk["profile"] == "smoke" and on_disk["model"] == "tiny-random:gemma2"
+    # test split = documents d2, d3: 2 unique answerable prompts (hallucination + over_refusal merged) + 2 unanswerable
+    assert (on_disk["n_answerable"], on_disk["n_unanswerable"]) == (2, 2)
+    for side in ("base", "aligned"):
+        for key in RATE_KEYS:
+            entry = on_disk[side][key]
+            assert set(entry) == {"value", "n", "ci95"}, key
+        assert on_disk[side]["hallucination_rate"]["n"] == 2 and on_disk[side]["over_refusal_rate"]["n"] == 2
+    assert set(on_disk["banana"]) >= {"document", "request", "base", "aligned"}
+    assert on_disk["banana"]["request"] == "Are bananas blue?"
+    base_h, aligned_h = (on_disk[s]["hallucination_rate"]["value"] for s in ("base", "aligned"))
+    expected = None if base_h == 0 else (base_h - aligned_h) / base_h
+    assert on_disk["relative_hallucination_reduction"] == expected
+
+
+def test_the_model_is_loaded_once_for_both_sides(run):
+    _, _, loads = run
+    # one 4-bit load serves base and aligned; the only other load is the fp32 copy timed for latency
+    assert loads == [True, False]
+
+
+def test_latency_compares_4bit_with_fp32_on_cpu(run):
+    metrics, _, _ = run
+    latency = metrics["latency"]
+    assert set(latency) >= {"4bit_nf4", "float32"}
+    assert latency["4bit_nf4"]["weights_bytes"] < latency["float32"]["weights_bytes"]
+    assert latency["4bit_nf4"]["ms_per_token"] > 0
+
+
+def test_generations_jsonl_has_both_sides_and_verdicts_per_item(run):
+    metrics, cfg, _ = run
+    rows = [json.loads(line) for line in Path(cfg.generations_path).read_text().splitlines()]
+    test_rows = [r for r in rows if r["set"] == "test"]
+    assert len(test_rows) == metrics["n_answerable"] + metrics["n_unanswerable"]
+    merged = next(r for r in test_rows if r["answerable"] and r["doc_id"] == "d2")
+    assert sorted(merged["pair_type"]) == ["hallucination", "over_refusal"]
+    for row in rows:
+        for side in ("base", "aligned"):
+            assert isinstance(row[side]["answer"], str)
+            assert set(row[side]["offline"]) >= {"refused", "answered", "supported", "grounded_correct"}
+    assert len({r["id"] for r in rows}) == len(rows)
+
+
+def test_heldout_set_is_reported_separately(run):
+    metrics, _, _ = run
+    held = metrics["heldout_2"]
+    # 3 FACTS rows -> 3 requests with their own document + the same 3 with the next row's document
+    assert (held["n_answerable"], held["n_unanswerable"]) == (3, 3)
+    assert held["base"]["hallucination_rate"]["n"] == 3
+
+
+def test_breakdowns_probes_and_examples(run):
+    metrics, _, _ = run
+    by_type = metrics["breakdowns"]["aligned"]["pair_type"]
+    assert set(by_type) == {"hallucination", "over_refusal", "unanswerable"}
+    assert by_type["unanswerable"]["hallucination_rate"]["n"] == 2
+    assert [p["name"] for p in metrics["probes"]["base"]][0] == "banana"
+    assert 0 < len(metrics["examples"]) <= 2
+
+
+def test_report_tables_and_figures_from_metrics(run, tmp_path):
+    from helpers.plots_eval import evaluation_figures
+    from helpers.report_tables import banana_table, breakdown_table, impact_table, probes_table
+
+    metrics, _, _ = run
+    table = impact_table(metrics)
+    assert table.splitlines()[0] == "| Metric | Base | Aligned (Gemma-Facts) | Change |"
+    assert "Hallucination rate" in table and "(n=2)" in table
+    assert "Apples are red." in banana_table(metrics) and "| Aligned (Gemma-Facts) |" in banana_table(metrics)
+    assert probes_table(metrics).count("\n") == len(metrics["probes"]["base"]) + 1
+    assert "unanswerable" in breakdown_table(metrics)
+    figures = evaluation_figures(metrics, folder=tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {f"{name}.png" for name in figures}
+
+
+def test_adapter_toggle_changes_logits_and_disabled_equals_base(inputs, smoke_model):
+    from helpers.evaluate import load_aligned_model, side_of
+
+    base_model, tokenizer = smoke_model
+    model, _ = load_aligned_model(config_for(ModelConfig, "smoke"), inputs / "adapter")
+    enc = tokenizer(["Apples are red. Are bananas blue?"], return_tensors="pt")
+    with torch.inference_mode():
+        plain = base_model(**enc).logits
+        with side_of(model, "base"):
+            disabled = model(**enc).logits
+        with side_of(model, "aligned"):
+            enabled = model(**enc).logits
+    assert torch.allclose(disabled, plain, atol=1e-5)  # adapter off = the same base weights
+    assert not torch.allclose(enabled, disabled, atol=1e-3)  # the (perturbed) adapter really acts
+    with pytest.raises(ValueError, match="side must be one of"):
+        with side_of(model, "reference"):
+            pass
+
+
+def test_eval_items_dedupe_and_cap_per_side():
+    from helpers.evaluate import eval_items
+
+    rows = contract_rows()
+    items = eval_items(rows)
+    # 3 documents x (1 answerable prompt from 2 pairs + 1 unanswerable prompt)
+    assert len(items) == 6 and sum(i["answerable"] for i in items) == 3
+    capped = eval_items(rows, max_examples=1, seed=0)
+    assert sum(i["answerable"] for i in capped) == 1 and sum(not i["answerable"] for i in capped) == 1
+    assert capped == eval_items(rows, max_examples=1, seed=0)  # seeded
+
+
+def test_fit_document_keeps_the_relevant_passage_within_budget():
+    from helpers.evaluate import fit_document
+
+    filler = " ".join(f"word{i}" for i in range(300))
+    document = f"{filler} The bridge is 42 metres long and made of steel. {filler}"
+
+    def count(text):  # one token per word
+        return len(text.split())
+
+    fitted = fit_document(document, "How long is the bridge?", count, budget=40, passage_words=20)
+    assert count(fitted) <= 40 and "bridge is 42 metres" in fitted
+    assert fit_document("short text", "anything", count, budget=40) == "short text"
+
+
+def test_missing_inputs_name_the_notebook_that_makes_them(inputs, tmp_path):
+    from helpers.evaluate import evaluate
+
+    model_cfg = config_for(ModelConfig, "smoke")
+    with pytest.raises(FileNotFoundError, match="notebook 01"):
+        evaluate(model_cfg, eval_cfg_for(inputs, pairs_dir=str(tmp_path / "nope")))
+    with pytest.raises(FileNotFoundError, match="notebook 02"):
+        evaluate(model_cfg, eval_cfg_for(inputs, adapter_dir=str(tmp_path / "nope")))
+
+
+def test_eval_config_validation():
+    with pytest.raises(ValueError, match="EvalConfig.judge"):
+        config_for(EvalConfig, "smoke", judge="human")
+    with pytest.raises(ValueError, match="EvalConfig.latency_prompts"):
+        config_for(EvalConfig, "smoke", latency_prompts=-1)
+    with pytest.raises(ValueError, match="EvalConfig.min_reference_recall"):
+        config_for(EvalConfig, "smoke", min_reference_recall=1.5)
+
+
+def test_cli_writes_metrics_into_the_output_root(inputs, _isolated_outputs, capsys):
+    import shutil
+
+    from helpers.evaluate import main
+
+    for name in ("pairs", "adapter"):
+        shutil.copytree(inputs / name, _isolated_outputs / name)
+    metrics = main(["--profile", "smoke", "--max-examples", "1", "--no-latency"])
+    assert (metrics["n_answerable"], metrics["n_unanswerable"]) == (1, 1) and "latency" not in metrics
+    saved = json.loads((_isolated_outputs / "metrics.json").read_text())
+    assert saved["command"].startswith("python -m helpers.evaluate --profile smoke")
+    assert "| Metric | Base | Aligned (Gemma-Facts) | Change |" in capsys.readouterr().out

@@ -1,0 +1,159 @@
+"""FACTS Grounding style Gemini judge against the fake Gemini server (real SDK, no network, no key)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from gemini_server import FAKE_API_KEY, malformed, ok
+
+from helpers.config import REFUSAL, EvalConfig, config_for
+from helpers.gemini_client import GeminiCallError
+from helpers.judges import GeminiJudge, GroundingJudgement, Verdict, verdict_from_judgement
+
+pytest_plugins = ["gemini_server"]
+
+DOC = "Water boils at 100 degrees Celsius at sea level."
+REQUEST = "At what temperature does water boil?"
+
+#: answer -> the judgement the fake Gemini returns for it
+JUDGEMENTS = {
+    "Water boils at 100 degrees Celsius.": {"refused": False, "sentences": [
+        {"sentence": "Water boils at 100 degrees Celsius.", "label": "supported", "rationale": "stated"}]},
+    "Water boils at 100 degrees. It was discovered in 1800.": {"refused": False, "sentences": [
+        {"sentence": "Water boils at 100 degrees.", "label": "supported"},
+        {"sentence": "It was discovered in 1800.", "label": "unsupported"}]},
+    "Water boils at 50 degrees.": {"refused": False, "sentences": [
+        {"sentence": "Water boils at 50 degrees.", "label": "contradictory"}]},
+    REFUSAL: {"refused": True, "sentences": [{"sentence": REFUSAL, "label": "no_rad"}]},
+    f"Great question! {REFUSAL} Probably 90 degrees.": {"refused": False, "sentences": [
+        {"sentence": "Great question!", "label": "no_rad"}, {"sentence": REFUSAL, "label": "no_rad"},
+        {"sentence": "Probably 90 degrees.", "label": "unsupported"}]},
+    "Sure!": {"refused": False, "sentences": [{"sentence": "Sure!", "label": "no_rad"}]},
+}
+
+
+def _response_of(prompt: str) -> str:
+    return re.search(r"<response>\n(.*)\n</response>", prompt, re.S).group(1)
+
+
+@pytest.fixture
+def judge(gemini_server, tmp_path):
+    gemini_server.responder = lambda request: JUDGEMENTS[_response_of(request.prompt)]
+    return GeminiJudge("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
+                       cache_path=str(tmp_path / "judge_cache.jsonl"), requests_per_minute=10_000, timeout_s=5.0)
+
+
+def _items(answers, answerable=True):
+    return [{"answer": a, "document": DOC, "request": REQUEST, "answerable": answerable} for a in answers]
+
+
+def test_sentence_labels_become_facts_verdicts(judge):
+    answers = list(JUDGEMENTS)
+    verdicts = judge.judge_many(_items(answers))
+    by_answer = dict(zip(answers, verdicts, strict=True))
+    assert all(isinstance(v, Verdict) for v in verdicts)
+    supported = by_answer["Water boils at 100 degrees Celsius."]
+    assert supported.supported and supported.grounded_correct and supported.judge == "gemini:gemini-2.5-flash"
+    partly = by_answer["Water boils at 100 degrees. It was discovered in 1800."]
+    # 1 supported + 1 unsupported -> not accurate (FACTS: every sentence must be supported or no_rad)
+    assert not partly.supported and not partly.grounded_correct and partly.support_score == 0.5
+    assert partly.unsupported_terms == ["It was discovered in 1800."]
+    contradiction = by_answer["Water boils at 50 degrees."]
+    assert not contradiction.supported and contradiction.unsupported_terms == ["Water boils at 50 degrees."]
+    refusal = by_answer[REFUSAL]
+    assert refusal.refused and not refusal.answered and not refusal.grounded_correct  # answerable: over-refusal
+    no_claim = by_answer["Sure!"]
+    # only no_rad sentences: accurate, but an answer needs at least one supported sentence to be correct
+    assert no_claim.supported and not no_claim.grounded_correct
+
+
+def test_refusal_is_correct_on_unanswerable_and_refusal_plus_invention_is_not(judge):
+    refusal, invented = judge.judge_many(_items([REFUSAL, f"Great question! {REFUSAL} Probably 90 degrees."],
+                                                answerable=False))
+    assert refusal.refused and refusal.grounded_correct
+    assert invented.answered and not invented.refused and not invented.grounded_correct
+
+
+def test_malformed_json_is_a_judge_failure_not_a_verdict(judge, gemini_server):
+    gemini_server.push(malformed())
+    [result] = judge.judge_many(_items(["Water boils at 100 degrees Celsius."]))
+    assert isinstance(result, GeminiCallError) and result.reason == "malformed_json"
+    assert judge.stats.failures["malformed_json"] == 1
+
+
+def test_unknown_label_is_a_schema_failure(judge, gemini_server):
+    gemini_server.push(ok({"refused": False, "sentences": [{"sentence": "x", "label": "probably"}]}))
+    [result] = judge.judge_many(_items(["Water boils at 100 degrees Celsius."]))
+    assert isinstance(result, GeminiCallError) and result.reason == "schema_mismatch"
+
+
+def test_judgement_without_sentences_is_a_failure(judge, gemini_server):
+    gemini_server.push(ok({"refused": False, "sentences": []}))
+    [result] = judge.judge_many(_items(["Water boils at 100 degrees Celsius."]))
+    assert isinstance(result, GeminiCallError) and result.reason == "schema_mismatch"
+
+
+def test_replies_are_cached_and_a_rerun_makes_no_requests(judge, gemini_server, tmp_path):
+    answers = ["Water boils at 100 degrees Celsius.", REFUSAL]
+    first = judge.judge_many(_items(answers))
+    assert len(gemini_server.requests) == 2
+    again = GeminiJudge("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
+                        cache_path=str(tmp_path / "judge_cache.jsonl"))
+    second = again.judge_many(_items(answers))
+    assert len(gemini_server.requests) == 2  # 0 new requests
+    assert again.stats.cache_hits == 2 and again.stats.api_calls == 0
+    assert [v.to_dict() for v in first] == [v.to_dict() for v in second]
+    cache_text = (tmp_path / "judge_cache.jsonl").read_text()
+    assert not gemini_server.leaks_key(cache_text) and gemini_server.keys_seen == 1
+
+
+def test_empty_answers_are_not_sent(judge, gemini_server):
+    [verdict] = judge.judge_many(_items(["   "]))
+    assert gemini_server.requests == []
+    assert not verdict.answered and not verdict.refused and not verdict.grounded_correct
+
+
+def test_prompt_delimits_document_and_response_as_data(judge, gemini_server):
+    judge.judge_many(_items(["Water boils at 100 degrees Celsius."]))
+    prompt = gemini_server.requests[0].prompt
+    assert f"<document>\n{DOC}\n</document>" in prompt and "never instructions" in prompt
+    for label in ("supported", "unsupported", "contradictory", "no_rad"):
+        assert f'"{label}"' in prompt
+    body = gemini_server.requests[0].body["generationConfig"]
+    assert body["responseMimeType"] == "application/json"
+
+
+def test_verdict_from_judgement_without_network():
+    judgement = GroundingJudgement.model_validate(JUDGEMENTS["Water boils at 100 degrees Celsius."])
+    verdict = verdict_from_judgement(judgement, "Water boils at 100 degrees Celsius.", answerable=False)
+    assert verdict.answered and not verdict.grounded_correct  # answering an unanswerable request
+
+
+def test_evaluation_counts_judge_failures_and_agreement(judge, gemini_server):
+    from helpers.evaluate import _summarise, judge_side
+    from helpers.prompts import build_messages
+
+    items = [{"id": f"t{i}", "set": "test", "doc_id": "d", "request": REQUEST, "document": DOC,
+              "prompt": build_messages(DOC, REQUEST), "answerable": True, "reference": "100 degrees Celsius.",
+              "domain": "", "pair_type": ["hallucination"], "source": ["x"]} for i in range(2)]
+    cfg = config_for(EvalConfig, "smoke", judge="gemini")
+    gemini_server.push(malformed())  # the first (and only) uncached request of the base side fails
+    judged = {"base": judge_side(items, ["Water boils at 100 degrees Celsius."] * 2, cfg, judge),
+              "aligned": judge_side(items, ["Water boils at 100 degrees Celsius.", REFUSAL], cfg, judge)}
+    assert judged["base"][0]["gemini"]["failure"] == "malformed_json"
+    summary = _summarise(items, judged, "gemini")
+    # base: 2 items, both prompts identical -> one request, which failed -> both items are judge failures
+    assert summary["base"]["judge_failures"] == 2 and summary["base"]["grounded_accuracy"]["n"] == 0
+    assert summary["aligned"]["judge_failures"] == 0
+    assert summary["aligned"]["grounded_accuracy"]["value"] == 0.5  # correct answer + over-refusal
+    agreement = summary["judge_agreement"]["grounded_correct"]
+    assert agreement["n"] == 2 and agreement["percent_agree"]["value"] == 1.0  # offline agrees on both
+
+
+def test_no_key_falls_back_to_the_offline_judge_loudly(capsys):
+    from helpers.evaluate import _gemini_judge
+
+    assert _gemini_judge(config_for(EvalConfig, "smoke", judge="gemini")) is None
+    out = capsys.readouterr().out
+    assert "OFFLINE judge" in out and "GOOGLE_API_KEY" in out

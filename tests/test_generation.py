@@ -1,0 +1,126 @@
+"""Batched greedy generation equals one-at-a-time generation; the answer is cut where it ends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers.generation import (
+    cut_answer,
+    encode_prompts,
+    generate_answers,
+    generate_token_ids,
+    stop_token_ids,
+)
+from helpers.prompts import build_messages
+
+# Different document lengths so that left padding really happens inside a batch.
+PROMPTS = [
+    build_messages("Apples are red.", "Are bananas blue?"),
+    build_messages("The library opens at 9 am and closes at 5 pm. It is closed on Sundays and on public "
+                   "holidays, and the reading room is on the second floor.", "When does the library open?"),
+    build_messages("Water boils at 100 degrees Celsius at sea level.", "At what temperature does water boil?"),
+    build_messages("Our store sells shoes and hats.", "What is the price of the hats?"),
+    build_messages("Marie Curie won the Nobel Prize in Physics in 1903 together with Pierre Curie and Henri "
+                   "Becquerel, for their work on radiation.", "Who shared the prize?"),
+]
+
+
+@pytest.mark.parametrize("prompt_format", ["chat", "plain"])
+def test_batched_left_padded_greedy_equals_per_example_greedy(smoke_model, prompt_format):
+    model, tokenizer = smoke_model
+    kwargs = dict(prompt_format=prompt_format, max_new_tokens=6, progress=False)
+    batched = generate_token_ids(model, tokenizer, PROMPTS, batch_size=3, **kwargs)  # batches of 3 and 2
+    single = generate_token_ids(model, tokenizer, PROMPTS, batch_size=1, **kwargs)
+    assert batched == single  # exact token equality, in input order
+    assert all(len(row) <= 6 for row in batched)
+    assert any(batched), "the tiny model produced no tokens at all"
+
+
+def test_batches_really_are_left_padded(smoke_model):
+    _, tokenizer = smoke_model
+    enc = encode_prompts(["short", "a much longer prompt than the other one"], "plain", tokenizer)
+    assert enc["attention_mask"][0, 0] == 0 and enc["attention_mask"][0, -1] == 1  # pads on the left
+    assert enc["input_ids"][1, 0] == tokenizer.bos_token_id
+
+
+@pytest.mark.parametrize("prompt_format", ["chat", "plain"])
+def test_exactly_one_bos_per_prompt(smoke_model, prompt_format):
+    from helpers.prompts import render_prompt
+
+    _, tokenizer = smoke_model
+    text = render_prompt(PROMPTS[0], prompt_format, tokenizer)
+    ids = encode_prompts([text], prompt_format, tokenizer)["input_ids"][0].tolist()
+    assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
+
+
+def test_generate_answers_are_decoded_and_cut(smoke_model):
+    model, tokenizer = smoke_model
+    answers = generate_answers(model, tokenizer, PROMPTS[:2], prompt_format="chat", max_new_tokens=4,
+                               batch_size=2, progress=False)
+    assert len(answers) == 2 and all(isinstance(a, str) for a in answers)
+    assert all("<end_of_turn>" not in a and "<pad>" not in a and a == a.strip() for a in answers)
+
+
+@pytest.mark.parametrize(("raw", "expected"), [
+    (" Yes.\n\nUSER REQUEST: Are apples red?\n\nANSWER: Yes", "Yes."),  # base model starts a new turn
+    (" 9 am - 5 pm\n\nDOCUMENT: The museum opens at 10 am.", "9 am - 5 pm"),
+    (" It opens at 9 am.<eos><pad><pad>", "It opens at 9 am."),
+    (" It opens at 9 am.<end_of_turn>\n<start_of_turn>user\nthanks", "It opens at 9 am."),
+    (" First line.\nSecond line.", "First line.\nSecond line."),  # a single newline is part of the answer
+    (" An answer.\n\n\n\n\nrambling", "An answer."),
+    ("", ""),
+])
+def test_plain_format_post_cut(raw, expected):
+    assert cut_answer(raw, "plain") == expected
+
+
+def test_chat_format_cut_keeps_plain_text_markers():
+    # in chat format "USER REQUEST:" inside an answer is just text, the turn marker is the end
+    raw = "The form says USER REQUEST: none.<end_of_turn>\n<start_of_turn>user"
+    assert cut_answer(raw, "chat") == "The form says USER REQUEST: none."
+    with pytest.raises(ValueError, match="prompt_format"):
+        cut_answer(raw, "markdown")
+
+
+def test_stop_token_ids_include_end_of_turn(smoke_model):
+    _, tokenizer = smoke_model
+    ids = stop_token_ids(tokenizer)
+    assert tokenizer.eos_token_id in ids and tokenizer.convert_tokens_to_ids("<end_of_turn>") in ids
+
+
+class _ScriptedModel:
+    """Stands in for a model whose greedy continuation is known: returns prompt + scripted tokens."""
+
+    device = torch.device("cpu")
+
+    def __init__(self, continuations):
+        self.continuations = continuations
+        self.calls = []
+
+    def generate(self, input_ids, attention_mask, **kwargs):
+        self.calls.append(kwargs)
+        new = torch.tensor(self.continuations[: input_ids.shape[0]])
+        self.continuations = self.continuations[input_ids.shape[0]:]
+        return torch.cat([input_ids, new], dim=1)
+
+
+def test_continuations_are_trimmed_at_eos_end_of_turn_and_pad(smoke_model):
+    _, tok = smoke_model
+    eos, eot, pad = tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>"), tok.pad_token_id
+    # equal-length prompts, so the batch order is the input order
+    model = _ScriptedModel([[10, 11, eos, 12], [13, eot, 14, 15], [16, 17, 18, pad]])
+    prompts = [build_messages("Apples are red.", q) for q in ("Are bananas blue?", "Are pears blue?",
+                                                               "Are limes blue?")]
+    ids = generate_token_ids(model, tok, prompts, prompt_format="plain", max_new_tokens=4, batch_size=3,
+                             progress=False)
+    assert ids == [[10, 11], [13], [16, 17, 18]]
+    call = model.calls[0]
+    assert call["do_sample"] is False and call["max_new_tokens"] == 4
+    assert call["stop_strings"] and "USER REQUEST:" in call["stop_strings"]  # plain format stops early
+
+
+def test_batch_size_must_be_positive(smoke_model):
+    model, tokenizer = smoke_model
+    with pytest.raises(ValueError, match="batch_size"):
+        generate_token_ids(model, tokenizer, PROMPTS, prompt_format="chat", max_new_tokens=2, batch_size=0)
