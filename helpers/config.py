@@ -168,6 +168,10 @@ class DataConfig:
             raise ValueError(f"DataConfig.answer_budget ({self.answer_budget}) must be smaller than "
                              f"max_length ({self.max_length})")
         _fraction(self, "test_fraction", lo=0.0, hi=1.0, open_hi=True)
+        known = ("hallucination", "unanswerable", "unrelated", "over_refusal", "paraphrase")
+        unknown = sorted(set(self.pairs_per_kind) - set(known))
+        if unknown:
+            raise ValueError(f"DataConfig.pairs_per_kind has unknown kind(s) {unknown}; known: {known}")
         for kind, count in self.pairs_per_kind.items():
             if count < 0:
                 raise ValueError(f"DataConfig.pairs_per_kind[{kind!r}] must be >= 0, got {count}")
@@ -298,7 +302,7 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
         ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True),
         DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline"),
         TrainConfig: dict(per_device_eval_batch_size=4, max_eval_pairs=32),
-        EvalConfig: dict(max_new_tokens=48, batch_size=8, max_examples=32, latency_prompts=2),
+        EvalConfig: dict(max_new_tokens=48, batch_size=8, max_examples=16, latency_prompts=1),
     },
     "smoke": {
         ModelConfig: dict(model_id=TINY_GEMMA2, prompt_format="chat", max_length=256, lora_r=4, lora_alpha=8),

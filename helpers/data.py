@@ -115,8 +115,9 @@ def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter) -> Any:
                           passage_words=cfg.passage_words, must_include=must)
 
 
-def _teacher_key(teacher_name: str, row: Row, excerpt: str, seed: int) -> str:
-    payload = f"{teacher_name}|{seed}|{row.fingerprint()}|{excerpt}"
+def _teacher_key(teacher_id: str, row: Row, excerpt: str, seed: int) -> str:
+    """Teacher (+ its settings), seed, row content and excerpt: any change re-teaches that row."""
+    payload = f"{teacher_id}|{seed}|{row.fingerprint()}|{excerpt}"
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -174,6 +175,7 @@ def _save_pairs(splits: dict[str, list[dict[str, Any]]], out: Path) -> None:
     from datasets import Dataset, DatasetDict
 
     features = _features()
+    splits = {name: [json.loads(redact(json.dumps(p))) for p in rows] for name, rows in splits.items()}
     data = DatasetDict({name: Dataset.from_dict({c: [p[c] for p in rows] for c in PAIR_COLUMNS}, features=features)
                         for name, rows in splits.items()})
     tmp = out.with_name(out.name + ".tmp")
@@ -210,7 +212,8 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
         tokenizer: counts tokens (a Hugging Face tokenizer or a ``text -> int`` callable); default: the
             profile's tokenizer, loaded here and only here.
         prompt_format: "chat" or "plain" for the length check; default: the profile's model config.
-        teacher: an object with ``name``, ``teach`` and ``stats`` (default: from ``cfg.teacher``).
+        teacher: an object with ``name``, ``teach`` and ``stats`` (and optionally ``cache_id``);
+            default: from ``cfg.teacher``.
     Returns:
         The report dict, also written to ``data_report.json`` next to the pairs folder.
     """
@@ -230,7 +233,8 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     from helpers.teachers import TeachItem
 
     items = [TeachItem(row, doc.excerpt) for row, doc in zip(rows, docs, strict=True)]
-    keys = [_teacher_key(teacher.name, row, doc.excerpt, cfg.seed) for row, doc in zip(rows, docs, strict=True)]
+    teacher_id = getattr(teacher, "cache_id", teacher.name)
+    keys = [_teacher_key(teacher_id, row, doc.excerpt, cfg.seed) for row, doc in zip(rows, docs, strict=True)]
     outputs, failed = _run_teacher(teacher, items, keys, JsonlCache(work / "teacher_outputs.jsonl"))
     split_of = split_documents([r.doc_id for r in rows], cfg.test_fraction, cfg.seed)
     built = _build_pairs(rows, docs, outputs, cfg, split_of)
@@ -292,6 +296,11 @@ def format_report_summary(report: dict[str, Any]) -> str:
         f"tokens (prompt + chosen, {tokens['prompt_format']}): p50 {tokens['p50']:.0f}, p95 {tokens['p95']:.0f}, "
         f"{tokens['share_within_max_length']:.1%} within {tokens['max_length']}",
     ]
+    if teacher.get("stopped"):
+        lines.append(f"TEACHER STOPPED: {teacher['stopped']}")
+    if teacher["failed_rows"]:
+        lines.append(f"{teacher['failed_rows']} rows got no teacher output (failures: {teacher.get('failures')}); "
+                     f"rerun the build to retry only those rows")
     return "\n".join(lines)
 
 

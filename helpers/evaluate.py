@@ -40,7 +40,6 @@ __all__ = [
     "SIDES",
     "evaluate",
     "eval_items",
-    "fit_document",
     "generate_side",
     "heldout_items",
     "judge_side",
@@ -100,49 +99,31 @@ def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, 
     return _cap_per_side(list(by_key.values()), max_examples, seed)
 
 
-def fit_document(document: str, request: str, count_tokens: Any, budget: int, passage_words: int = 120) -> str:
-    """Keep the passages most relevant to the request (BM25) that fit ``budget`` tokens, in document order."""
-    from rank_bm25 import BM25Okapi
-
-    words = document.split()
-    passages = [" ".join(words[i:i + passage_words]) for i in range(0, len(words), passage_words)] or [""]
-    if count_tokens(document) <= budget:
-        return document
-    scores = BM25Okapi([p.lower().split() for p in passages]).get_scores(request.lower().split())
-    chosen: list[int] = []
-    for i in sorted(range(len(passages)), key=lambda i: (-scores[i], i)):
-        trial = " ".join(passages[j] for j in sorted([*chosen, i]))
-        if count_tokens(trial) <= budget:
-            chosen.append(i)
-    if chosen:
-        return " ".join(passages[j] for j in sorted(chosen))
-    top = passages[int(max(range(len(passages)), key=lambda i: scores[i]))].split()
-    while top and count_tokens(" ".join(top)) > budget:
-        top = top[: int(len(top) * 0.8)]
-    return " ".join(top)
-
-
 def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval_cfg: EvalConfig) -> list[dict[str, Any]]:
-    """A FACTS-schema .jsonl as a second held-out set: own document → answerable, next row's → unanswerable."""
+    """A FACTS-schema .jsonl as a second held-out set: own document → answerable, next row's → unanswerable.
+
+    Long documents are cut exactly as stage 01 cuts them (``helpers.excerpts.select_excerpt``: BM25
+    passages relevant to the request) so that prompt + answer fit ``model_cfg.max_length``.
+    """
+    from helpers.config import DataConfig
+    from helpers.excerpts import document_budget, select_excerpt, token_counter
+
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [r for r in rows if r.get("user_request") and r.get("context_document")][: eval_cfg.heldout_max_rows]
     if len(rows) < 2:
         raise ValueError(f"EvalConfig.heldout_path: {path} needs at least 2 rows with user_request and "
                          f"context_document, found {len(rows)}")
-
-    def count(text: str) -> int:
-        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    overhead = count(render_prompt(build_messages("", "x"), model_cfg.prompt_format, tokenizer))
+    count = token_counter(tokenizer)
+    passage_words = config_for(DataConfig, model_cfg.profile).passage_words
     items = []
     for i, row in enumerate(rows):
-        other = rows[(i + 1) % len(rows)]
-        budget = model_cfg.max_length - eval_cfg.max_new_tokens - overhead - count(row["user_request"]) \
-            - count(row.get("system_instruction") or "")
-        for answerable, source in ((True, row), (False, other)):
-            doc = fit_document(source["context_document"], row["user_request"], count, max(budget, 16))
-            items.append({"doc_id": str(source.get("id", i)), "request": row["user_request"], "document": doc,
-                          "system_instruction": row.get("system_instruction", ""), "answerable": answerable,
+        request, instruction = row["user_request"], row.get("system_instruction") or ""
+        budget = document_budget(count, request, instruction, model_cfg.max_length, eval_cfg.max_new_tokens)
+        for answerable, source in ((True, row), (False, rows[(i + 1) % len(rows)])):
+            excerpt = select_excerpt(source["context_document"], request, count_tokens=count,
+                                     budget_tokens=budget, passage_words=passage_words)
+            items.append({"doc_id": str(source.get("id", i)), "request": request, "document": excerpt.text,
+                          "system_instruction": instruction, "answerable": answerable,
                           "reference": "" if answerable else REFUSAL, "domain": row.get("domain", ""),
                           "pair_type": "facts_own_document" if answerable else "facts_other_document",
                           "source": "heldout"})

@@ -253,6 +253,9 @@ class _LoopState:
 class GeminiClient:
     """Structured-JSON Gemini calls with concurrency, rate limit, retries, cache and clean stops."""
 
+    #: The window ``requests_per_minute`` applies to (tests shrink it).
+    rate_window_s = 60.0
+
     def __init__(self, model: str, *, api_key: str | None = None, base_url: str | None = None,
                  cache_path: str | Path | None = None, concurrency: int = 8, requests_per_minute: int = 60,
                  timeout_s: float = 60.0, max_attempts: int = 4, retry_initial_delay_s: float = 1.0,
@@ -318,16 +321,16 @@ class GeminiClient:
             await state.sdk_client.aio.aclose()
 
     async def _throttle(self) -> None:
-        """Allow at most ``requests_per_minute`` call starts in any 60-second window."""
+        """Allow at most ``requests_per_minute`` call starts in any ``rate_window_s`` (60 s) window."""
         while True:
             with self._rpm_lock:
                 now = time.monotonic()
-                while self._starts and now - self._starts[0] >= 60.0:
+                while self._starts and now - self._starts[0] >= self.rate_window_s:
                     self._starts.popleft()
                 if len(self._starts) < self.requests_per_minute:
                     self._starts.append(now)
                     return
-                wait = 60.0 - (now - self._starts[0])
+                wait = self.rate_window_s - (now - self._starts[0])
             await asyncio.sleep(max(wait, 0.01))
 
     def cache_key(self, prompt: str, schema: type[pydantic.BaseModel]) -> str:

@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-__all__ = ["CURVE_KEYS", "plot_memory", "plot_training_curves", "save_figure", "series"]
+__all__ = ["CURVE_KEYS", "human_size", "plot_memory", "plot_training_curves", "save_figure", "series"]
 
 #: The three panels of the training-curve figure.
 CURVE_KEYS = ("loss", "rewards/margins", "rewards/accuracies")
@@ -36,6 +37,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], title: str = "DPO tr
                 ax.plot(steps, values, style, label=label)
         ax.set_title(key)
         ax.set_xlabel("optimizer step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         if key == "rewards/accuracies":
             ax.set_ylim(-0.05, 1.05)
@@ -54,10 +56,19 @@ def plot_memory(footprint: dict[str, Any], peak: dict[str, Any], title: str = "M
     fig = Figure(figsize=(7, 3.6), layout="constrained")
     ax = fig.subplots()
     bars = ax.bar([s[0] for s in shown], [s[1] for s in shown], color=[s[2] for s in shown])
-    ax.bar_label(bars, labels=[f"{v:.3f} GiB" if v < 1 else f"{v:.2f} GiB" for _, v, _ in shown])
+    ax.bar_label(bars, labels=[human_size(v * GIB) for _, v, _ in shown])
     ax.set_ylabel("GiB")
     ax.set_title(title)
     return fig
+
+
+def human_size(num_bytes: float) -> str:
+    """``3 * 2**30`` → ``'3.00 GiB'``; ``5 * 2**20`` → ``'5.0 MiB'``; small sizes in KiB."""
+    if num_bytes >= GIB:
+        return f"{num_bytes / GIB:.2f} GiB"
+    if num_bytes >= 1024**2:
+        return f"{num_bytes / 1024**2:.1f} MiB"
+    return f"{num_bytes / 1024:.0f} KiB"
 
 
 def save_figure(fig: Figure, path: str | Path) -> Path:

@@ -97,6 +97,7 @@ class Teacher(Protocol):
     """What the build needs from a teacher."""
 
     name: str
+    cache_id: str
 
     def teach(self, items: Sequence[TeachItem]) -> list[TeacherOutput | None]:
         """One output per item (None when the teacher failed on it)."""
@@ -125,6 +126,8 @@ _COMMON_CAPS = frozenset("a an the in on at for of to and or but if this that th
                          "additionally therefore thus unlike despite including once until whereas meanwhile overall "
                          "today finally first second third next instead still yet even only other such several both "
                          "new based there here".split())
+#: Bump when the offline teacher's rules change, so cached outputs of older rules are not reused.
+OFFLINE_TEACHER_VERSION = 1
 FILLER_PEOPLE = ["Martin Keller", "Priya Raman", "Elena Sorokina", "David Okafor", "Hannah Lindqvist"]
 FILLER_CITIES = ["Rotterdam", "Tucson", "Lyon", "Halifax", "Porto Alegre"]
 FILLER_AWARDS = ["Golden Quill Award", "Meridian Prize", "National Excellence Medal"]
@@ -318,6 +321,11 @@ class OfflineTeacher:
         self.n_extra_qa = extra_qa
         self.counters: Counter = Counter()
 
+    @property
+    def cache_id(self) -> str:
+        """Everything that changes this teacher's output (keys the per-row cache of the build)."""
+        return f"offline-v{OFFLINE_TEACHER_VERSION}:{self.answer_words}:{self.n_near_misses}:{self.n_extra_qa}"
+
     def stats(self) -> dict[str, Any]:
         """Rows taught and QA items dropped (their quote was not in the excerpt)."""
         return {"rows": self.counters["rows"], "api_calls": 0, "cache_hits": 0, "retries": 0,
@@ -460,6 +468,11 @@ class GeminiTeacher:
                                              requests_per_minute=requests_per_minute, **client_options)
         self.answer_words = answer_words
         self.counters: Counter = Counter()
+
+    @property
+    def cache_id(self) -> str:
+        """Model and answer length change the replies (keys the per-row cache of the build)."""
+        return f"gemini:{self.client.model}:{self.answer_words}"
 
     def stats(self) -> dict[str, Any]:
         """The client's counters plus replies dropped by the quote check."""

@@ -222,6 +222,13 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
                          eval_dataset=eval_ds, processing_class=tokenizer, peft_config=lora_config(model_cfg),
                          callbacks=default_callbacks() if callbacks is None else callbacks)
     keep_trainable_fp32(trainer.model)
+    kept = len(trainer.train_dataset)
+    if kept < len(train_ds):  # TRL drops pairs whose prompt alone fills max_length
+        message = (f"{len(train_ds) - kept} of {len(train_ds)} training pairs have a prompt of at least "
+                   f"ModelConfig.max_length={model_cfg.max_length} tokens and were dropped")
+        if not kept:
+            raise ValueError(message + "; shorten the excerpts (DataConfig) or raise max_length")
+        print(f"Warning: {message}.")
     check_single_bos(trainer.train_dataset[0], tokenizer)
     return trainer
 
@@ -383,18 +390,19 @@ def finish_run(run: TrainingRun) -> dict[str, Any]:
     trainer, train_cfg = run.trainer, run.train_cfg
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     adapter_dir = save_adapter(trainer, run.model_cfg, train_cfg.output_dir)
+    if not trainer.is_world_process_zero():  # under DDP only rank 0 measures, writes and publishes
+        return run.report
     footprint = measure_weight_footprint(run.model_cfg, run.footprint_4bit_bytes,
                                          measure_16bit=train_cfg.measure_16bit_footprint)
     run.report = build_train_report(run, final_eval=final_eval, footprint=footprint)
-    if trainer.is_world_process_zero():
-        write_train_report(run.report, output_root() / "train_report.json")
-        write_model_card(adapter_dir, run.report)
-        if train_cfg.push_to_hub:
-            run.report["hub_url"] = push_adapter(adapter_dir, train_cfg)
-        if train_cfg.merge_and_save_16bit:
-            from helpers.adapters import merge_adapter_to_16bit
+    write_model_card(adapter_dir, run.report)
+    if train_cfg.push_to_hub:
+        run.report["hub_url"] = push_adapter(adapter_dir, train_cfg)
+    if train_cfg.merge_and_save_16bit:
+        from helpers.adapters import merge_adapter_to_16bit
 
-            run.report["merged_dir"] = str(merge_adapter_to_16bit(run.model_cfg, adapter_dir, train_cfg.merged_dir))
+        run.report["merged_dir"] = str(merge_adapter_to_16bit(run.model_cfg, adapter_dir, train_cfg.merged_dir))
+    write_train_report(run.report, output_root() / "train_report.json")
     return run.report
 
 

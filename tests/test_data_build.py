@@ -154,3 +154,42 @@ def _client_key_fn():
 def test_local_profile_bundled_sample_fits_512_tokens_with_the_real_tokenizer(tmp_path):
     report = build_preference_data(config_for(DataConfig, "local", out_dir=str(tmp_path / "pairs")))
     assert report["expansion"] >= 7 and report["tokens"]["share_within_max_length"] >= 0.95
+
+
+def test_token_length_figure_marks_the_p95_and_the_budget():
+    from helpers.plots_data import plot_pair_types, plot_token_lengths, save_figure
+
+    fig = plot_token_lengths([100, 200, 300], max_length=512, p95=300)
+    assert sorted(line.get_xdata()[0] for line in fig.axes[0].lines) == [300, 512]
+    bars = plot_pair_types({"hallucination": 3, "unanswerable": 5}).axes[0].patches
+    assert [b.get_height() for b in bars] == [3, 5]
+    assert save_figure(fig, "lengths").name == "lengths.png"
+
+
+def test_pair_browser_filters_by_type_and_renders_all_three_parts():
+    from helpers.pairs import make_pair
+    from helpers.widgets_pairs import pair_browser, render_pair_text
+
+    common = dict(document="Doc.", request="Q?", system_instruction="", doc_id="d", domain="")
+    pairs = [make_pair(**common, chosen="Yes.", rejected=REFUSAL, pair_type="over_refusal", source="refusal"),
+             make_pair(**common, chosen=REFUSAL, rejected="Sure.", pair_type="unanswerable", source="near_miss")]
+    text = render_pair_text(pairs[1])
+    assert "DOCUMENT: Doc." in text and f"--- CHOSEN ---\n{REFUSAL}" in text and text.endswith("Sure.")
+    box = pair_browser(pairs)
+    dropdown, slider = box.children[0].children
+    view = box.children[1]
+    dropdown.value = "unanswerable"
+    assert "near_miss" in view.value and "Sure." in view.value and slider.max == 0
+
+
+def test_push_to_hub_without_a_token_says_how_to_add_one(tmp_path):
+    from helpers.data import push_to_hub
+    from helpers.secrets import MissingSecretError
+
+    with pytest.raises(MissingSecretError, match="HF_TOKEN"):
+        push_to_hub(tmp_path, "someone/pairs")
+
+
+def test_unknown_pair_kind_is_rejected_by_the_config():
+    with pytest.raises(ValueError, match=r"DataConfig.pairs_per_kind has unknown kind\(s\) \['halucination'\]"):
+        config_for(DataConfig, "smoke", pairs_per_kind={"halucination": 2})

@@ -213,18 +213,32 @@ def test_eval_items_dedupe_and_cap_per_side():
     assert capped == eval_items(rows, max_examples=1, seed=0)  # seeded
 
 
-def test_fit_document_keeps_the_relevant_passage_within_budget():
-    from helpers.evaluate import fit_document
+def test_long_heldout_documents_are_cut_to_fit_the_token_budget(smoke_model, tmp_path):
+    from helpers.evaluate import heldout_items
+    from helpers.prompts import render_prompt
 
-    filler = " ".join(f"word{i}" for i in range(300))
-    document = f"{filler} The bridge is 42 metres long and made of steel. {filler}"
-
-    def count(text):  # one token per word
-        return len(text.split())
-
-    fitted = fit_document(document, "How long is the bridge?", count, budget=40, passage_words=20)
-    assert count(fitted) <= 40 and "bridge is 42 metres" in fitted
-    assert fit_document("short text", "anything", count, budget=40) == "short text"
+    _, tokenizer = smoke_model
+    filler = " ".join(["Apples are red and pears are green."] * 150)  # ~1,000 words, far over 256 tokens
+    rows = [{"id": "a", "user_request": "How long is the bridge?",
+             "context_document": f"{filler} The bridge is 42 metres long. {filler}"},
+            {"id": "b", "user_request": "Who built the tower?", "context_document": "The tower was built in 1900."}]
+    path = tmp_path / "facts.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    model_cfg = config_for(ModelConfig, "smoke")
+    eval_cfg = config_for(EvalConfig, "smoke")
+    items = heldout_items(path, tokenizer, model_cfg, eval_cfg)
+    assert [(i["request"], i["answerable"]) for i in items] == [
+        ("How long is the bridge?", True), ("How long is the bridge?", False),
+        ("Who built the tower?", True), ("Who built the tower?", False)]
+    own = items[0]
+    assert "42 metres" in own["document"]  # BM25 kept the relevant passage
+    assert items[1]["document"] == "The tower was built in 1900."  # the next row's document: unanswerable
+    for item in items:
+        prompt_ids = tokenizer(render_prompt(item["prompt"], "chat", tokenizer), add_special_tokens=False)["input_ids"]
+        assert len(prompt_ids) + eval_cfg.max_new_tokens <= model_cfg.max_length
+    with pytest.raises(ValueError, match="heldout_path"):
+        path.write_text(json.dumps(rows[0]), encoding="utf-8")
+        heldout_items(path, tokenizer, model_cfg, eval_cfg)
 
 
 def test_missing_inputs_name_the_notebook_that_makes_them(inputs, tmp_path):

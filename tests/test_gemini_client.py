@@ -211,3 +211,13 @@ def test_async_single_call_raises_the_reason(gemini_server, tmp_path):
 def test_invalid_settings_name_the_field(field, value):
     with pytest.raises(ValueError, match=f"GeminiClient.{field}"):
         GeminiClient("m", api_key=FAKE_API_KEY, **{field: value})
+
+
+def test_requests_per_minute_limits_starts_in_the_window(gemini_server, tmp_path):
+    gemini_server.responder = lambda request: GOOD
+    client = make_client(gemini_server, tmp_path, requests_per_minute=2, cache_path=None)
+    client.rate_window_s = 0.5  # "per minute" shrunk to half a second for the test
+    client.generate_json_many([f"q{i}" for i in range(3)], Capital)
+    starts = sorted(r.started for r in gemini_server.requests)
+    # 2 starts allowed per window: the 3rd waits until the 1st has left the window
+    assert starts[2] - starts[0] >= 0.45

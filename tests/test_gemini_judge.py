@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -157,3 +158,34 @@ def test_no_key_falls_back_to_the_offline_judge_loudly(capsys):
     assert _gemini_judge(config_for(EvalConfig, "smoke", judge="gemini")) is None
     out = capsys.readouterr().out
     assert "OFFLINE judge" in out and "GOOGLE_API_KEY" in out
+
+
+def test_evaluate_with_the_gemini_judge_end_to_end(gemini_server, monkeypatch, _isolated_outputs):
+    from datasets import Dataset, DatasetDict
+    from test_evaluate import contract_rows, make_adapter
+
+    from helpers.config import ModelConfig
+    from helpers.evaluate import evaluate
+    from helpers.gemini_client import BASE_URL_ENV
+
+    rows = contract_rows()
+    DatasetDict({"train": Dataset.from_list(rows[:3]), "test": Dataset.from_list(rows[3:])}).save_to_disk(
+        str(_isolated_outputs / "pairs"))
+    model_cfg = config_for(ModelConfig, "smoke")
+    make_adapter(model_cfg, _isolated_outputs / "adapter")
+    # every answer of the tiny random model is judged as one unsupported sentence
+    gemini_server.responder = lambda request: {"refused": False, "sentences": [
+        {"sentence": _response_of(request.prompt)[:40], "label": "unsupported"}]}
+    monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv(BASE_URL_ENV, gemini_server.base_url)
+    cfg = config_for(EvalConfig, "smoke", judge="gemini", latency_prompts=0, gemini_requests_per_minute=10_000)
+    metrics = evaluate(model_cfg, cfg)
+    assert metrics["judge"] == "gemini:gemini-2.5-flash"
+    assert metrics["aligned"]["hallucination_rate"]["value"] == 1.0  # unsupported answers on unanswerable items
+    assert metrics["aligned"]["grounded_accuracy"]["value"] == 0.0
+    assert metrics["judge_agreement"]["refused"]["n"] > 0 and "cohen_kappa" in metrics["judge_agreement"]["refused"]
+    assert metrics["judge_stats"]["api_calls"] == len(gemini_server.requests) > 0
+    written = (_isolated_outputs / "metrics.json").read_text() + (_isolated_outputs / "generations.jsonl").read_text()
+    assert not gemini_server.leaks_key(written) and FAKE_API_KEY not in written
+    generations = [json.loads(line) for line in (_isolated_outputs / "generations.jsonl").read_text().splitlines()]
+    assert all("gemini" in g["base"] and "offline" in g["base"] for g in generations)

@@ -181,6 +181,17 @@ def test_tokenized_training_sequences_start_with_exactly_one_bos(pairs, prompt_f
     assert end in first["chosen_ids"]  # plain: TRL appends EOS; chat: the template closes the turn
 
 
+def test_pairs_longer_than_max_length_fail_with_the_fix(pairs):
+    from helpers.models import load_model_and_tokenizer
+    from helpers.train import build_trainer, to_trl_dataset
+
+    model_cfg, train_cfg = smoke_configs()
+    model_cfg = config_for(ModelConfig, "smoke", max_length=16)  # every prompt here is > 16 tokens
+    model, tok = load_model_and_tokenizer(model_cfg)
+    with pytest.raises(ValueError, match=r"8 of 8 training pairs .*max_length=16 .* shorten the excerpts"):
+        build_trainer(model, tok, to_trl_dataset(pairs["train"], "chat"), None, model_cfg, train_cfg)
+
+
 def test_check_single_bos_rejects_a_doubled_bos():
     from helpers.train import check_single_bos
 
@@ -202,7 +213,7 @@ def test_smoke_run_saves_an_adapter_that_reloads_to_the_same_logits(pairs):
     from helpers.models import load_model_and_tokenizer
     from helpers.train import reload_check, run_dpo
 
-    model_cfg, train_cfg = smoke_configs(max_steps=2)
+    model_cfg, train_cfg = smoke_configs(max_steps=2, merge_and_save_16bit=True)
     run = run_dpo(model_cfg, train_cfg, pairs)
     trained = run.trainer.model
     assert trained.get_base_model().is_loaded_in_4bit  # the QLoRA path, on the CPU
@@ -217,6 +228,7 @@ def test_smoke_run_saves_an_adapter_that_reloads_to_the_same_logits(pairs):
     assert set(report["final_eval"]) >= {"loss", "rewards/margins", "rewards/accuracies"}
     assert report["peak_memory"]["bytes"] > 0 and report["weight_footprint"]["4bit_bytes"] > 0
     assert report["seconds_per_step"] > 0 and report["tokens_per_second"] > 0
+    assert (Path(report["merged_dir"]) / "config.json").exists()  # merge_and_save_16bit=True
 
     base, tok = load_model_and_tokenizer(model_cfg)
     reloaded = PeftModel.from_pretrained(base, str(adapter)).eval()
@@ -435,7 +447,7 @@ def test_final_metrics_and_tokens_per_second():
 
 
 def test_training_curves_and_memory_figures(tmp_path):
-    from helpers.plots_training import plot_memory, plot_training_curves, save_figure, series
+    from helpers.plots_training import human_size, plot_memory, plot_training_curves, save_figure, series
 
     assert series(HISTORY, "loss") == ([1, 2, 3], [0.69, 0.60, 0.50])
     assert series(HISTORY, "rewards/margins", "eval_") == ([2], [0.1])
@@ -446,4 +458,5 @@ def test_training_curves_and_memory_figures(tmp_path):
                       {"kind": "cuda_max_memory_allocated", "bytes": 5 * 2**30})
     heights = [bar.get_height() for bar in mem.axes[0].patches]
     assert heights == [1.0, 3.0, 5.0]  # GiB; the missing fp32 bar is left out
+    assert [human_size(b) for b in (3 * 2**30, 5 * 2**20, 2048)] == ["3.00 GiB", "5.0 MiB", "2 KiB"]
     assert save_figure(fig, tmp_path / "figures" / "curves.png").stat().st_size > 0

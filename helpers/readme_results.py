@@ -1,0 +1,136 @@
+"""The README's results section, generated from committed run records (never typed by hand).
+
+``python -m helpers.readme_results --collect`` copies a finished run's reports and figures from
+the output root into ``results/<profile>/`` (stamped with the command, date and machine that made
+them); without ``--collect`` it only regenerates the README section from what ``results/`` holds.
+``tests/test_readme_results.py`` fails when the README and ``results/`` disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from helpers.config import output_root, repo_root
+from helpers.report_tables import banana_table, heldout_table, impact_table, probes_table
+
+__all__ = ["collect_run", "render_results", "update_readme"]
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+REPORTS = ("metrics.json", "train_report.json", "data_report.json", "run_report.json")
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def collect_run(profile: str = "local", source: Path | None = None, dest: Path | None = None) -> Path:
+    """Copy reports and figures of a finished run into ``results/<profile>/`` (log history trimmed)."""
+    source = source or output_root()
+    dest = dest or repo_root() / "results" / profile
+    (dest / "figures").mkdir(parents=True, exist_ok=True)
+    for name in REPORTS:
+        data = _load(source / name)
+        if data is None:
+            continue
+        data.pop("log_history", None)  # the curves figure keeps it; the JSON stays reviewable
+        if isinstance(data.get("tokens"), dict):
+            data["tokens"].pop("lengths", None)
+        (dest / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    for fig in (source / "figures").glob("*.png"):
+        shutil.copy2(fig, dest / "figures" / fig.name)
+    return dest
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _mib(n: int | None) -> str:
+    return "?" if not n else f"{n / 2**20:.0f}"
+
+
+def _run_section(run: dict[str, Any], train: dict[str, Any] | None) -> list[str]:
+    lines = [f"- Main command `{run.get('command')}` on `{run.get('machine')}`, {run.get('date')}: "
+             f"**{run.get('total_seconds', 0) / 60:.1f} min** wall time in all, peak RSS "
+             f"**{run.get('peak_rss_mb', 0) / 1024:.2f} GiB**."]
+    stages = ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in run.get("stages", {}).items())
+    lines.append(f"- Stages: {stages}.")
+    if train:
+        fp = train.get("weight_footprint") or {}
+        lines.append(f"- Training: {train.get('steps')} DPO steps, {train.get('seconds_per_step')} s/step, "
+                     f"{train.get('tokens_per_second')} tokens/s; weights {_mib(fp.get('4bit_bytes'))} MiB in "
+                     f"4-bit vs {_mib(fp.get('16bit_bytes'))} MiB in {fp.get('16bit_dtype', '16-bit')}.")
+    return lines
+
+
+def render_results(results_dir: Path | None = None) -> str:
+    """Markdown for the README's results section from ``results/``."""
+    results_dir = results_dir or repo_root() / "results"
+    parts: list[str] = ["Every number below is read from the JSON files in [`results/`](results/) by "
+                        "`python -m helpers.readme_results`; rerun `make demo && make results` to "
+                        "reproduce them on your machine."]
+    for profile_dir in sorted(p for p in results_dir.glob("*") if p.is_dir()):
+        metrics = _load(profile_dir / "metrics.json")
+        if metrics is None:
+            continue
+        run = _load(profile_dir / "run_report.json") or {}
+        train = _load(profile_dir / "train_report.json")
+        parts.append(f"### Profile `{profile_dir.name}`: `{metrics.get('model')}`")
+        parts += _run_section(run, train) if run else []
+        parts.append("")
+        parts.append("**Impact** (held-out documents, disjoint from training):\n")
+        parts.append(impact_table(metrics))
+        parts.append("")
+        parts.append(f"Relative hallucination reduction: **{_pct(metrics.get('relative_hallucination_reduction'))}**.")
+        if metrics.get("heldout_2"):
+            parts.append("\n**Second held-out set** (never seen in training in any form):\n")
+            parts.append(heldout_table(metrics))
+        parts.append("\n**The Banana test** (`DOCUMENT: Apples are red. USER REQUEST: Are bananas blue?`):\n")
+        parts.append(banana_table(metrics))
+        if metrics.get("probes"):
+            parts.append("\n**Built-in probes:**\n")
+            parts.append(probes_table(metrics))
+        figs = sorted(p.name for p in (profile_dir / "figures").glob("*.png"))
+        if figs:
+            parts.append("")
+            parts += [f"![{f}](results/{profile_dir.name}/figures/{f})" for f in figs]
+    bench = _load(results_dir / "bench.json")
+    if bench:
+        parts.append("\n### Benchmarks (`make bench`, one run each)\n")
+        parts.append("| benchmark | figure | target |")
+        parts.append("|---|---|---|")
+        for row in bench.get("rows", []):
+            parts.append(f"| {row['name']} | {row['figure']} | {row.get('target', '')} |")
+        parts.append(f"\n*{bench.get('machine', '')}, {bench.get('date', '')}*")
+    return "\n".join(parts).strip() + "\n"
+
+
+def update_readme(readme: Path | None = None, results_dir: Path | None = None) -> bool:
+    """Rewrite the README between the results markers; True when the text changed."""
+    readme = readme or repo_root() / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render_results(results_dir)}{END}{tail}"
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collect", metavar="PROFILE", help="copy the output root's run into results/PROFILE")
+    args = parser.parse_args(argv)
+    if args.collect:
+        print(f"collected into {collect_run(args.collect)}")
+    changed = update_readme()
+    print("README results section", "updated" if changed else "unchanged")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
