@@ -150,6 +150,7 @@ class DataConfig:
     max_length: int = 512  # token budget for prompt + answer (same as training)
     answer_budget: int = 96  # tokens kept for the answer inside max_length
     passage_words: int = 120  # words per passage when a long document is split
+    document_tokens: int | None = None  # cap on the excerpt's tokens (None: whatever max_length leaves)
     pairs_per_kind: dict[str, int] = field(default_factory=lambda: {
         "hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2, "paraphrase": 1})
     test_fraction: float = 0.2
@@ -164,6 +165,8 @@ class DataConfig:
         _positive(self, "max_length", "answer_budget", "passage_words", "concurrency", "requests_per_minute")
         if self.max_rows is not None:
             _positive(self, "max_rows")
+        if self.document_tokens is not None:
+            _positive(self, "document_tokens")
         if self.answer_budget >= self.max_length:
             raise ValueError(f"DataConfig.answer_budget ({self.answer_budget}) must be smaller than "
                              f"max_length ({self.max_length})")
@@ -262,7 +265,7 @@ class EvalConfig:
     batch_size: int = 8
     max_examples: int | None = None  # per side (answerable / unanswerable)
     min_reference_recall: float = 0.5  # share of the reference's answer terms a correct answer covers
-    heldout_path: str = ""  # optional FACTS-schema .jsonl evaluated separately as "heldout_2"
+    heldout_path: str = ""  # optional FACTS-schema .jsonl evaluated as "heldout_2"; "auto": shared FACTS rows if present
     heldout_max_rows: int = 16  # rows of the held-out file used (each gives 1 answerable + 1 unanswerable)
     latency_prompts: int = 2  # prompts timed for 4-bit vs 16-bit (GPU) / fp32 (CPU); 0 skips it
     n_examples: int = 4  # example generations stored in metrics.json
@@ -284,6 +287,9 @@ class EvalConfig:
         self.adapter_dir = self.adapter_dir or str(root / "adapter")
         self.metrics_path = self.metrics_path or str(root / "metrics.json")
         self.generations_path = self.generations_path or str(root / "generations.jsonl")
+        if self.heldout_path == "auto":  # real FACTS rows beside the checkout, when present (optional)
+            shared = repo_root().parent / "shared" / "data" / "facts_grounding_short.jsonl"
+            self.heldout_path = str(shared) if shared.exists() else ""
 
 
 #: Profile presets: only sizes and sources differ between profiles.
@@ -298,11 +304,19 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
                           eval_steps=50, save_steps=50, max_eval_pairs=128),
         EvalConfig: dict(judge="gemini", max_new_tokens=128, batch_size=8, latency_prompts=4),
     },
+    # Sized so `make demo` (conversion + data + DPO + evaluation) fits ~30 min on 2 CPU cores:
+    # 128-token excerpts keep sequences near 220 tokens, and without gradient checkpointing (RAM is
+    # plentiful on a CPU) a 2-pair DPO step takes ~8 s here (see bench/bench_train_config.py).
     "local": {
-        ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True),
-        DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline"),
-        TrainConfig: dict(per_device_eval_batch_size=4, max_eval_pairs=32),
-        EvalConfig: dict(max_new_tokens=48, batch_size=8, max_examples=16, latency_prompts=1),
+        ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True,
+                          gradient_checkpointing=False),
+        DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline", document_tokens=128),
+        TrainConfig: dict(learning_rate=5e-4, loss_weights=(1.0, 0.5), per_device_train_batch_size=2,
+                          gradient_accumulation_steps=2, max_train_pairs=200, num_train_epochs=1.0,
+                          logging_steps=5, eval_steps=25, save_steps=25, per_device_eval_batch_size=4,
+                          max_eval_pairs=16),
+        EvalConfig: dict(max_new_tokens=48, batch_size=8, max_examples=24, latency_prompts=1,
+                         heldout_path="auto"),
     },
     "smoke": {
         ModelConfig: dict(model_id=TINY_GEMMA2, prompt_format="chat", max_length=256, lora_r=4, lora_alpha=8),

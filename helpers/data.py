@@ -110,6 +110,8 @@ def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter) -> Any:
     requests = [row.user_request, *(qa["request"] for qa in row.extra_qa), *row.unanswerable_requests]
     longest = max(requests, key=count) + " " + PARAPHRASE_SLACK
     budget = document_budget(count, longest, row.system_instruction, cfg.max_length, cfg.answer_budget)
+    if cfg.document_tokens is not None:  # shorter excerpts: CPU training cost grows with every token
+        budget = min(budget, cfg.document_tokens)
     must = [row.answer_sentence, *(qa.get("answer_sentence", "") for qa in row.extra_qa)]
     return select_excerpt(row.context_document, row.user_request, count_tokens=count, budget_tokens=budget,
                           passage_words=cfg.passage_words, must_include=must)

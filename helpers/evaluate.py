@@ -114,14 +114,16 @@ def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval
         raise ValueError(f"EvalConfig.heldout_path: {path} needs at least 2 rows with user_request and "
                          f"context_document, found {len(rows)}")
     count = token_counter(tokenizer)
-    passage_words = config_for(DataConfig, model_cfg.profile).passage_words
+    data_cfg = config_for(DataConfig, model_cfg.profile)
     items = []
     for i, row in enumerate(rows):
         request, instruction = row["user_request"], row.get("system_instruction") or ""
         budget = document_budget(count, request, instruction, model_cfg.max_length, eval_cfg.max_new_tokens)
+        if data_cfg.document_tokens is not None:  # the same excerpt size as the training pairs
+            budget = min(budget, data_cfg.document_tokens)
         for answerable, source in ((True, row), (False, rows[(i + 1) % len(rows)])):
             excerpt = select_excerpt(source["context_document"], request, count_tokens=count,
-                                     budget_tokens=budget, passage_words=passage_words)
+                                     budget_tokens=budget, passage_words=data_cfg.passage_words)
             items.append({"doc_id": str(source.get("id", i)), "request": request, "document": excerpt.text,
                           "system_instruction": instruction, "answerable": answerable,
                           "reference": "" if answerable else REFUSAL, "domain": row.get("domain", ""),

@@ -200,6 +200,29 @@ def keep_trainable_fp32(model: Any) -> int:
     return count
 
 
+def score_only_completion_tokens_on_cpu() -> bool:
+    """Make TRL's fused LM head project only completion positions on the CPU too (exact, ~3x faster).
+
+    TRL 1.16 scores every position on devices without Triton (to keep tile shapes fixed for Neuron
+    compilation) and masks the prompt afterwards. With Gemma's 262k-token vocabulary that projects
+    the head over every prompt token: on the CPU the head then dominates a DPO step. Scoring only the
+    label positions gives identical log-probs (``tests/test_train.py`` checks it); CUDA is untouched.
+    Returns True when the patch is (now) active.
+    """
+    import trl.trainer.utils as trl_utils
+
+    current = trl_utils._use_triton
+    if getattr(current, "_gemma_facts_cpu_compact", False):
+        return True
+
+    def use_compact(device: Any, _original: Any = current) -> bool:
+        return device.type == "cpu" or _original(device)
+
+    use_compact._gemma_facts_cpu_compact = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = use_compact
+    return True
+
+
 def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None, model_cfg: ModelConfig,
                   train_cfg: TrainConfig, callbacks: list[Any] | None = None) -> Any:
     """A ``DPOTrainer`` with LoRA from ``lora_config``; the reference is the base (adapter disabled).
@@ -218,6 +241,7 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
     from helpers.training_callbacks import default_callbacks
 
     args = build_dpo_config(model_cfg, train_cfg, has_eval=eval_ds is not None)
+    score_only_completion_tokens_on_cpu()
     trainer = DPOTrainer(model=prepare_model(model, model_cfg), args=args, train_dataset=train_ds,
                          eval_dataset=eval_ds, processing_class=tokenizer, peft_config=lora_config(model_cfg),
                          callbacks=default_callbacks() if callbacks is None else callbacks)

@@ -460,3 +460,33 @@ def test_training_curves_and_memory_figures(tmp_path):
     assert heights == [1.0, 3.0, 5.0]  # GiB; the missing fp32 bar is left out
     assert [human_size(b) for b in (3 * 2**30, 5 * 2**20, 2048)] == ["3.00 GiB", "5.0 MiB", "2 KiB"]
     assert save_figure(fig, tmp_path / "figures" / "curves.png").stat().st_size > 0
+
+
+def test_cpu_compact_lm_head_gives_the_same_log_probs(smoke_model):
+    """The CPU speed-up patch must not change a single log-prob (only which rows are projected)."""
+    import torch
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from helpers.config import ModelConfig, config_for
+    from helpers.models import load_model_and_tokenizer
+    from helpers.train import score_only_completion_tokens_on_cpu
+
+    model, _ = load_model_and_tokenizer(config_for(ModelConfig, "smoke", load_in_4bit=False))
+    add_fused_lm_head(model)
+    ids = torch.randint(10, 500, (2, 24))
+    labels = ids.clone()
+    labels[:, :16] = -100  # prompt positions are masked, as in DPO
+    original = trl_utils._use_triton
+    try:
+        trl_utils._use_triton = lambda device: False  # TRL's CPU behaviour: score every position
+        with torch.no_grad():
+            full = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+        assert score_only_completion_tokens_on_cpu()
+        assert trl_utils._use_triton(torch.device("cpu")) is True
+        with torch.no_grad():
+            compact = model(input_ids=ids, labels=labels, fused_lm_head=True).log_probs
+    finally:
+        trl_utils._use_triton = original
+    assert torch.count_nonzero(full) == 2 * 8  # 8 completion labels per row are scored
+    assert torch.allclose(full, compact, atol=1e-6)
