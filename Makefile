@@ -45,7 +45,7 @@ test-slow: $(STAMP)
 	$(PY) -m pytest -m slow tests -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) -m helpers.bench_all
+	$(PY) bench/run_all.py --profile local
 
 lint: $(STAMP)
 	$(PY) -m ruff check helpers tests bench

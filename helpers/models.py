@@ -195,7 +195,9 @@ def load_model_and_tokenizer(cfg: ModelConfig) -> tuple[Any, Any]:
     quant = quantization_config(cfg)
     if quant is not None:
         kwargs["quantization_config"] = quant
-        kwargs["device_map"] = {"": 0} if torch.cuda.is_available() else {"": "cpu"}
+        # one full copy per process: under `accelerate launch` (DDP) each rank takes its own GPU
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        kwargs["device_map"] = {"": local_rank} if torch.cuda.is_available() else {"": "cpu"}
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     tokenizer = load_tokenizer(cfg)

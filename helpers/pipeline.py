@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
-from pathlib import Path
 
 from helpers.config import ModelConfig, config_for, detect_profile, output_root
 

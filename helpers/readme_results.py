@@ -89,8 +89,9 @@ def render_results(results_dir: Path | None = None) -> str:
         if metrics.get("heldout_2"):
             parts.append("\n**Second held-out set** (never seen in training in any form):\n")
             parts.append(heldout_table(metrics))
-        parts.append("\n**The Banana test** (`DOCUMENT: Apples are red. USER REQUEST: Are bananas blue?`):\n")
-        parts.append(banana_table(metrics))
+        if metrics.get("banana"):
+            parts.append("\n**The Banana test** (`DOCUMENT: Apples are red. USER REQUEST: Are bananas blue?`):\n")
+            parts.append(banana_table(metrics))
         if metrics.get("probes"):
             parts.append("\n**Built-in probes:**\n")
             parts.append(probes_table(metrics))

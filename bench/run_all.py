@@ -1,0 +1,82 @@
+"""Run every CPU benchmark once and record their printed figures in ``results/bench.json``.
+
+    python bench/run_all.py [--profile local] [--out results/bench.json]
+
+Each benchmark is its own script printing one JSON object (run them alone to see the full output);
+this runner keeps that object, adds the command, date and machine, and a one-line figure per
+benchmark for the README. ``bench/gpu_memory.py`` needs a CUDA GPU and is run separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str]) -> dict:
+    """Run a benchmark script and parse the last JSON object it printed."""
+    out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    start = out.rfind("\n{")
+    return json.loads(out[start + 1 if start >= 0 else out.index("{"):])
+
+
+def _ratio(x: object) -> str:
+    return f"{x:.2f}×" if isinstance(x, (int, float)) else str(x)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="local", choices=("smoke", "local"))
+    parser.add_argument("--out", default=str(REPO / "results" / "bench.json"))
+    args = parser.parse_args()
+    runs = {
+        "teacher_concurrency": ["bench/bench_teacher_concurrency.py", "--items", "24", "--latency", "0.2"],
+        "generation": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16"],
+        "train_config": ["bench/bench_train_config.py", "--profile", args.profile, "--steps", "3", "--pairs", "16"],
+    }
+    raw = {}
+    for name, cmd in runs.items():
+        print(f"running {' '.join(cmd)}", flush=True)
+        raw[name] = {"command": "python " + " ".join(cmd), "output": _run(cmd)}
+    record = {
+        "command": f"python bench/run_all.py --profile {args.profile}",
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, {platform.python_version()}",
+        "raw": raw,
+        "rows": summary_rows(raw),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record["rows"], indent=2))
+    return 0
+
+
+def summary_rows(raw: dict) -> list[dict]:
+    """One README line per benchmark, read from the scripts' own JSON keys."""
+    rows = []
+    teacher = raw["teacher_concurrency"]["output"]
+    rows.append({"name": "teacher calls, concurrency 8 vs sequential (200 ms fake server)",
+                 "figure": _ratio(teacher.get("speedup")), "target": "≥ 6×"})
+    rows.append({"name": "API calls on a rerun after completion",
+                 "figure": str(teacher.get("rerun_api_calls")), "target": "0"})
+    gen = raw["generation"]["output"]
+    rows.append({"name": f"evaluation generation, batched vs per-example ({gen.get('model', '')})",
+                 "figure": _ratio(gen.get("speedup")), "target": "≥ 4×"})
+    train = raw["train_config"]["output"]
+    ratios = train.get("ratios_ours_over_defaults", {})
+    for key, value in ratios.items():
+        rows.append({"name": f"training {key.replace('_', ' ')}, ours / TRL defaults", "figure": _ratio(value),
+                     "target": "< 1×"})
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())
