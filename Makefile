@@ -13,7 +13,7 @@ NBVAL_OUT ?= $(CURDIR)/.nbval-outputs
 FAKE_GOOGLE_KEY := gf-fake-google-key-5f1c0ffee
 FAKE_HF_TOKEN   := gf-fake-hf-token-9d2badcafe
 
-.PHONY: install demo test test-unit test-notebooks test-slow bench lint results clean
+.PHONY: install demo demo-long test test-unit test-notebooks test-slow bench lint results clean
 
 $(STAMP): requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	GEMMA_FACTS_PROFILE=local $(PY) -m helpers.pipeline
+
+# The documented longer run: same data and evaluation, more training (configs/local_long.json).
+demo-long: $(STAMP)
+	GEMMA_FACTS_PROFILE=local GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m helpers.pipeline --train-config configs/local_long.json
+
+# Copy a finished run into results/ and regenerate the README's results section from it.
+results: $(STAMP)
+	$(PY) -m helpers.readme_results --collect local
 
 test: $(STAMP)
 	rm -rf $(NBVAL_OUT)

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from datetime import datetime, timezone
+from pathlib import Path
 
 from helpers.config import ModelConfig, config_for, detect_profile, output_root
 
@@ -26,6 +27,7 @@ STAGES: list[tuple[str, list[str]]] = [
     ("data", [sys.executable, "-m", "helpers.data", "build"]),
     ("train", [sys.executable, "-m", "helpers.train"]),
     ("evaluate", [sys.executable, "-m", "helpers.evaluate"]),
+    ("figures", [sys.executable, "-m", "helpers.figures"]),
 ]
 
 
@@ -41,13 +43,18 @@ def prepare_model(profile: str) -> str:
     return resolve_model_path(config_for(ModelConfig, profile).model_id)
 
 
-def run_pipeline(profile: str, skip: tuple[str, ...] = ()) -> dict:
-    """Run the stages in order; stop at the first failing one with its exit code."""
+def run_pipeline(profile: str, skip: tuple[str, ...] = (), train_config: str | None = None) -> dict:
+    """Run the stages in order; stop at the first failing one with its exit code.
+
+    ``train_config`` (a ``python -m helpers.train --config`` JSON) changes training only, so the data
+    and the evaluation stay those of the profile: runs with different configs compare like for like.
+    """
     root = output_root()
     root.mkdir(parents=True, exist_ok=True)
     report: dict = {
         "profile": profile,
-        "command": "make demo  (python -m helpers.pipeline)",
+        "command": "python -m helpers.pipeline" + (f" --train-config {train_config}" if train_config else ""),
+        "train_config": json.loads(Path(train_config).read_text()) if train_config else None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''} cpus={_cpu_count()}".strip(),
         "stages": {},
@@ -56,6 +63,8 @@ def run_pipeline(profile: str, skip: tuple[str, ...] = ()) -> dict:
     for name, cmd in STAGES:
         if name in skip:
             continue
+        if name == "train" and train_config:
+            cmd = [*cmd, "--config", train_config]
         print(f"\n=== stage {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd)
@@ -84,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None, help="colab | local | smoke (default: env / hardware)")
     parser.add_argument("--skip", nargs="*", default=[], help="stage names to skip (e.g. data)")
+    parser.add_argument("--train-config", help="JSON for the train stage (python -m helpers.train --config)")
     parser.add_argument("--prepare-model-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     profile = detect_profile(args.profile)
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ["GEMMA_FACTS_PROFILE"] = profile
-    report = run_pipeline(profile, tuple(args.skip))
+    report = run_pipeline(profile, tuple(args.skip), args.train_config)
     return 1 if "failed_stage" in report else 0
 
 
