@@ -7,21 +7,11 @@ import dataclasses
 import io
 
 import pytest
-import torch
 
 from helpers.config import REFUSAL, ModelConfig, TrainConfig, config_for
 
 FAKE_HF_TOKEN = "hf_" + "A1b2C3d4E5" * 3  # shaped like a real token: hf_ + 30 alphanumerics
 FAKE_GOOGLE_KEY = "AIza" + "Sy0123456789abcdefghijKLMNOP"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors run as fast on one thread, and one thread never oversubscribes a shared runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def fake_report(model_id: str = "google/gemma-2-2b-it", prompt_format: str = "chat", **extra) -> dict:

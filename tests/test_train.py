@@ -22,15 +22,6 @@ CITIES = [("Paris", "France", "Lyon"), ("Rome", "Italy", "Milan"), ("Madrid", "S
           ("Oslo", "Norway", "Bergen"), ("Vienna", "Austria", "Graz"), ("Dublin", "Ireland", "Cork")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tiny tensors run as fast on one thread, and one thread never oversubscribes a shared runner."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def contract_row(doc_id: str, document: str, request: str, chosen: str, rejected: str, pair_type: str,
                  answerable: bool) -> dict:
     """One pair following the shared data contract."""
