@@ -21,9 +21,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _run(args: list[str]) -> dict:
+def _run(args: list[str], timeout: float | None = None) -> dict:
     """Run a benchmark script and parse the last JSON object it printed."""
-    out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=True,
+                         timeout=timeout).stdout
     start = out.rfind("\n{")
     return json.loads(out[start + 1 if start >= 0 else out.index("{"):])
 
@@ -36,6 +37,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="local", choices=("smoke", "local"))
     parser.add_argument("--out", default=str(REPO / "results" / "bench.json"))
+    parser.add_argument("--only", nargs="*", help="run only these benchmarks (names as in the output)")
+    parser.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark before it is recorded as timed out")
     args = parser.parse_args()
     runs = {
         "teacher_concurrency": ["bench/bench_teacher_concurrency.py", "--items", "24", "--latency", "0.2"],
@@ -44,8 +47,14 @@ def main() -> int:
     }
     raw = {}
     for name, cmd in runs.items():
+        if args.only and name not in args.only:
+            continue
         print(f"running {' '.join(cmd)}", flush=True)
-        raw[name] = {"command": "python " + " ".join(cmd), "output": _run(cmd)}
+        try:
+            raw[name] = {"command": "python " + " ".join(cmd), "output": _run(cmd, args.timeout)}
+        except subprocess.TimeoutExpired:
+            raw[name] = {"command": "python " + " ".join(cmd), "output": None,
+                         "error": f"did not finish within {args.timeout:.0f} s on this machine"}
     record = {
         "command": f"python bench/run_all.py --profile {args.profile}",
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -62,19 +71,24 @@ def main() -> int:
 def summary_rows(raw: dict) -> list[dict]:
     """One README line per benchmark, read from the scripts' own JSON keys."""
     rows = []
-    teacher = raw["teacher_concurrency"]["output"]
-    rows.append({"name": "teacher calls, concurrency 8 vs sequential (200 ms fake server)",
-                 "figure": _ratio(teacher.get("speedup")), "target": "≥ 6×"})
-    rows.append({"name": "API calls on a rerun after completion",
-                 "figure": str(teacher.get("rerun_api_calls")), "target": "0"})
-    gen = raw["generation"]["output"]
-    rows.append({"name": f"evaluation generation, batched vs per-example ({gen.get('model', '')})",
-                 "figure": _ratio(gen.get("speedup")), "target": "≥ 4×"})
-    train = raw["train_config"]["output"]
-    ratios = train.get("ratios_ours_over_defaults", {})
-    for key, value in ratios.items():
-        rows.append({"name": f"training {key.replace('_', ' ')}, ours / TRL defaults", "figure": _ratio(value),
-                     "target": "< 1×"})
+    for name, entry in raw.items():
+        if entry.get("output") is None:
+            rows.append({"name": name.replace("_", " "), "figure": entry.get("error", "no output"), "target": ""})
+    teacher = (raw.get("teacher_concurrency") or {}).get("output")
+    if teacher:
+        rows.append({"name": "teacher calls, concurrency 8 vs sequential (200 ms fake server)",
+                     "figure": _ratio(teacher.get("speedup")), "target": "≥ 6×"})
+        rows.append({"name": "API calls on a rerun after completion",
+                     "figure": str(teacher.get("rerun_api_calls")), "target": "0"})
+    gen = (raw.get("generation") or {}).get("output")
+    if gen:
+        rows.append({"name": f"evaluation generation, batched vs per-example ({gen.get('model', '')})",
+                     "figure": _ratio(gen.get("speedup")), "target": "≥ 4×"})
+    train = (raw.get("train_config") or {}).get("output")
+    if train:
+        for key, value in train.get("ratios_ours_over_defaults", {}).items():
+            rows.append({"name": f"training {key.replace('_', ' ')}, ours / TRL defaults",
+                         "figure": _ratio(value), "target": "< 1×"})
     return rows
 
 

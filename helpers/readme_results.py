@@ -70,8 +70,11 @@ def _run_section(run: dict[str, Any], train: dict[str, Any] | None) -> list[str]
 def target_checks(metrics: dict[str, Any], run: dict[str, Any] | None) -> list[str]:
     """Issue 6's targets, each checked against the record (a line with ✅ or ❌)."""
     base, aligned = metrics["base"], metrics["aligned"]
-    hb, ha = base["hallucination_rate"]["value"], aligned["hallucination_rate"]["value"]
-    ob, oa = base["over_refusal_rate"]["value"], aligned["over_refusal_rate"]["value"]
+    def value(side: dict[str, Any], key: str) -> float | None:
+        return (side.get(key) or {}).get("value")
+
+    hb, ha = value(base, "hallucination_rate"), value(aligned, "hallucination_rate")
+    ob, oa = value(base, "over_refusal_rate"), value(aligned, "over_refusal_rate")
     banana = metrics.get("banana") or {}
     checks = []
     if hb is not None and ha is not None:
