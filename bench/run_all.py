@@ -56,7 +56,7 @@ def main() -> int:
             raw[name] = {"command": "python " + " ".join(cmd), "output": None,
                          "error": f"did not finish within {args.timeout:.0f} s on this machine"}
     record = {
-        "command": f"python bench/run_all.py --profile {args.profile}",
+        "command": f"python bench/run_all.py --profile {args.profile}" + (f" --only {' '.join(args.only)}" if args.only else ""),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, {platform.python_version()}",
         "raw": raw,

@@ -126,7 +126,7 @@ def render_results(results_dir: Path | None = None) -> str:
             parts += [f"![{f}](results/{profile_dir.name}/figures/{f})" for f in figs]
     bench = _load(results_dir / "bench.json")
     if bench:
-        parts.append("\n### Benchmarks (`make bench`, one run each)\n")
+        parts.append(f"\n### Benchmarks (`{bench.get('command', 'make bench')}`, one run each)\n")
         parts.append("| benchmark | figure | target |")
         parts.append("|---|---|---|")
         for row in bench.get("rows", []):
