@@ -13,7 +13,7 @@ NBVAL_OUT ?= $(CURDIR)/.nbval-outputs
 FAKE_GOOGLE_KEY := gf-fake-google-key-5f1c0ffee
 FAKE_HF_TOKEN   := gf-fake-hf-token-9d2badcafe
 
-.PHONY: install demo demo-long test test-unit test-notebooks test-slow bench lint results clean
+.PHONY: install demo demo-long curve results-long test test-unit test-notebooks test-slow bench lint results clean
 
 $(STAMP): requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,9 +30,16 @@ demo: $(STAMP)
 demo-long: $(STAMP)
 	GEMMA_FACTS_PROFILE=local GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m helpers.pipeline --train-config configs/local_long.json
 
+# The measured curve of the longer run: every kept checkpoint on the held-out sets (outputs/long/curve.json).
+curve: $(STAMP)
+	GEMMA_FACTS_PROFILE=local $(PY) bench/curve_local.py --run-dir outputs/long
+
 # Copy a finished run into results/ and regenerate the README's results section from it.
 results: $(STAMP)
 	$(PY) -m helpers.readme_results --collect local
+
+results-long: $(STAMP)
+	GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m helpers.readme_results --collect local-long
 
 test: $(STAMP)
 	rm -rf $(NBVAL_OUT)

@@ -50,13 +50,25 @@ def main() -> int:
         if args.only and name not in args.only:
             continue
         print(f"running {' '.join(cmd)}", flush=True)
+        entry: dict = {"command": "python " + " ".join(cmd),
+                       "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         try:
-            raw[name] = {"command": "python " + " ".join(cmd), "output": _run(cmd, args.timeout)}
+            entry["output"] = _run(cmd, args.timeout)
         except subprocess.TimeoutExpired:
-            raw[name] = {"command": "python " + " ".join(cmd), "output": None,
-                         "error": f"did not finish within {args.timeout:.0f} s on this machine"}
+            entry.update(output=None, error=f"did not finish within {args.timeout:.0f} s on this machine")
+        raw[name] = entry
+    command = f"python bench/run_all.py --profile {args.profile}" + (f" --only {' '.join(args.only)}" if args.only else "")
+    commands = [command]
+    previous = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else None
+    if previous:  # --only refreshes some benchmarks and keeps the others' earlier records (each with its date)
+        kept = {k: {"date": previous.get("date"), **v} for k, v in previous.get("raw", {}).items() if k not in raw}
+        if kept:
+            older = previous.get("commands") or [previous.get("command", "")]
+            commands = [c for c in older if c] + commands
+            raw = {**kept, **raw}
     record = {
-        "command": f"python bench/run_all.py --profile {args.profile}" + (f" --only {' '.join(args.only)}" if args.only else ""),
+        "command": "; ".join(commands),
+        "commands": commands,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} CPU cores, {platform.python_version()}",
         "raw": raw,

@@ -208,6 +208,10 @@ class TrainConfig:
     save_total_limit: int = 2
     max_train_pairs: int | None = None
     max_eval_pairs: int | None = None
+    # "random": TRL's shuffled sampler. "by_document": each optimizer step sees requests about one
+    # document, refusal-chosen and answer-chosen pairs mixed, so the step's gradient cancels the
+    # "refuse more / less" drift and keeps what separates them: does the document hold the answer?
+    batch_order: str = "random"
     precompute_ref_log_probs: bool = False
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto: bf16 on Ampere+, fp16 on T4 (LoRA weights kept fp32), none on CPU
@@ -236,6 +240,7 @@ class TrainConfig:
                              f"({len(self.loss_type)}), got {len(self.loss_weights)}")
         _fraction(self, "warmup_ratio", open_hi=True)
         _choice(self, "mixed_precision", ("auto", "no", "fp16", "bf16"))
+        _choice(self, "batch_order", ("random", "by_document"))
         for name in ("max_train_pairs", "max_eval_pairs"):
             if getattr(self, name) is not None:
                 _positive(self, name)

@@ -42,6 +42,9 @@ def collect_run(profile: str = "local", source: Path | None = None, dest: Path |
         (dest / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     for fig in (source / "figures").glob("*.png"):
         shutil.copy2(fig, dest / "figures" / fig.name)
+    for extra in ("curve.json", "curve.png"):  # bench/curve_local.py, when it was run on this output root
+        if (source / extra).exists():
+            shutil.copy2(source / extra, dest / extra)
     return dest
 
 
@@ -90,6 +93,30 @@ def target_checks(metrics: dict[str, Any], run: dict[str, Any] | None) -> list[s
     return [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
 
 
+def curve_table(curve: dict[str, Any], set_name: str = "test") -> str:
+    """Rates per kept checkpoint (step 0 = base model) from ``bench/curve_local.py``'s record."""
+    lines = ["| step | hallucination | over-refusal | grounded accuracy |", "|---|---|---|---|"]
+    for point in curve.get("points", []):
+        rates = point["sets"].get(set_name)
+        if rates:
+            lines.append(f"| {point['step']} | " + " | ".join(_pct(rates[k]["value"]) for k in
+                         ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")) + " |")
+    return "\n".join(lines)
+
+
+def tuning_table(records: list[dict[str, Any]]) -> str:
+    """One row per dev-split tuning run of ``bench/tune_local.py`` (test split never read)."""
+    lines = ["| run | overrides | pairs | steps | dev hallucination | dev over-refusal | dev grounded acc. |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        a = r["aligned"]
+        mix = f" + data `{json.dumps(r['data_overrides'])}`" if r.get("data_overrides") else ""
+        lines.append(f"| {r['name']} | `{json.dumps(r['train_overrides'])}`{mix} | {r['train_pairs']} | {r['steps']} | "
+                     f"{_pct(a['hallucination_rate'])} | {_pct(a['over_refusal_rate'])} | "
+                     f"{_pct(a['grounded_accuracy'])} |")
+    return "\n".join(lines)
+
+
 def render_results(results_dir: Path | None = None) -> str:
     """Markdown for the README's results section from ``results/``."""
     results_dir = results_dir or repo_root() / "results"
@@ -120,10 +147,27 @@ def render_results(results_dir: Path | None = None) -> str:
         if metrics.get("probes"):
             parts.append("\n**Built-in probes:**\n")
             parts.append(probes_table(metrics))
+        curve = _load(profile_dir / "curve.json")
+        if curve:
+            parts.append(f"\n**Measured curve** (`{curve.get('command')}`; test split, offline judge):\n")
+            parts.append(curve_table(curve))
+            if (profile_dir / "curve.png").exists():
+                parts.append(f"\n![curve](results/{profile_dir.name}/curve.png)")
         figs = sorted(p.name for p in (profile_dir / "figures").glob("*.png"))
         if figs:
             parts.append("")
             parts += [f"![{f}](results/{profile_dir.name}/figures/{f})" for f in figs]
+    tuning_path = results_dir / "tuning.jsonl"
+    if tuning_path.exists():
+        records = [json.loads(line) for line in tuning_path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if records:
+            parts.append("\n### Recipe tuning on a dev split (`python bench/tune_local.py`)\n")
+            parts.append(f"{records[0]['dev_docs']} of the training documents held out as dev "
+                         f"({records[0]['dev_answerable']} answerable + {records[0]['dev_unanswerable']} unanswerable "
+                         "requests); the test split is never read. Base model on dev: "
+                         + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in
+                                     next((r["base"] for r in records if "base" in r), {}).items()) + ".\n")
+            parts.append(tuning_table(records))
     bench = _load(results_dir / "bench.json")
     if bench:
         parts.append(f"\n### Benchmarks (`{bench.get('command', 'make bench')}`, one run each)\n")

@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import math
+import random
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,11 +38,13 @@ __all__ = [
     "build_trainer",
     "check_single_bos",
     "describe_example",
+    "document_grouped_order",
     "estimate_eta",
     "finish_run",
     "find_resume_checkpoint",
     "keep_trainable_fp32",
     "load_pairs",
+    "order_by_document",
     "main",
     "mixed_precision_flags",
     "prepare_model",
@@ -112,6 +117,8 @@ def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval
         prediction_loss_only=True,  # else eval gathers (batch, length, vocab) logits: ~1 GB per batch for Gemma
         save_strategy="steps", save_steps=train_cfg.save_steps, save_total_limit=train_cfg.save_total_limit,
         report_to="none", seed=train_cfg.seed, data_seed=train_cfg.seed, dataloader_num_workers=0,
+        # by_document: the order is built by order_by_document and must not be reshuffled
+        train_sampling_strategy="sequential" if train_cfg.batch_order == "by_document" else "random",
     )
 
 
@@ -142,9 +149,50 @@ def select_pairs(pairs: Any, train_cfg: TrainConfig) -> tuple[Any, Any | None]:
         return split.shuffle(seed=train_cfg.seed).select(range(limit))
 
     train = cap(pairs["train"], train_cfg.max_train_pairs)
+    if train_cfg.batch_order == "by_document":
+        train = order_by_document(train, train_cfg)
     test = pairs["test"] if "test" in pairs else None
     test = cap(test, train_cfg.max_eval_pairs) if test is not None and len(test) else None
     return train, test
+
+
+def document_grouped_order(doc_ids: Sequence[str], answerable: Sequence[bool], group_size: int,
+                           seed: int) -> list[int]:
+    """Row order where each run of ``group_size`` rows shares one document, refusal/answer alternating.
+
+    Within a document the refusal-chosen and answer-chosen pairs are interleaved (so a micro-batch
+    of two already holds one of each when the document has both), cut into groups of
+    ``group_size``; the groups of all documents are shuffled with the seed. Leftover rows (a
+    document's last, incomplete group) are pooled and grouped at the end of the shuffle so that no
+    row is dropped.
+    """
+    if group_size <= 0:
+        raise ValueError(f"group_size must be > 0, got {group_size}")
+    rng = random.Random(seed)
+    by_doc: dict[str, tuple[list[int], list[int]]] = {}
+    for i, (doc, ans) in enumerate(zip(doc_ids, answerable, strict=True)):
+        by_doc.setdefault(str(doc), ([], []))[0 if ans else 1].append(i)
+    groups: list[list[int]] = []
+    leftovers: list[int] = []
+    for doc in sorted(by_doc):
+        answers, refusals = by_doc[doc]
+        rng.shuffle(answers)
+        rng.shuffle(refusals)
+        mixed = [i for pair in itertools.zip_longest(refusals, answers) for i in pair if i is not None]
+        full = len(mixed) - len(mixed) % group_size
+        groups += [mixed[k:k + group_size] for k in range(0, full, group_size)]
+        leftovers += mixed[full:]
+    rng.shuffle(groups)
+    rng.shuffle(leftovers)
+    groups += [leftovers[k:k + group_size] for k in range(0, len(leftovers), group_size)]
+    return [i for group in groups for i in group]
+
+
+def order_by_document(split: Any, train_cfg: TrainConfig) -> Any:
+    """The train split in ``document_grouped_order`` (one optimizer step ≈ one document)."""
+    group = train_cfg.per_device_train_batch_size * train_cfg.gradient_accumulation_steps
+    order = document_grouped_order(split["doc_id"], split["answerable"], group, train_cfg.seed)
+    return split.select(order)
 
 
 def to_trl_dataset(split: Any, prompt_format: str) -> Any:

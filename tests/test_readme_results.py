@@ -35,3 +35,25 @@ def test_render_reads_numbers_from_the_records(tmp_path):
     readme.write_text(f"intro\n{START}\nold 12%\n{END}\ntail\n")
     assert update_readme(readme, tmp_path) is True
     assert "old 12%" not in readme.read_text() and readme.read_text().endswith(f"{END}\ntail\n")
+
+
+def test_curve_and_tuning_records_reach_the_section(tmp_path):
+    metrics = {"base": {}, "aligned": {}, "banana": {}, "model": "m", "profile": "local"}
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "metrics.json").write_text(json.dumps(metrics))
+    rate = lambda v: {"value": v, "n": 4}  # noqa: E731
+    curve = {"command": "python bench/curve_local.py --run-dir x", "points": [
+        {"step": 0, "sets": {"test": {"hallucination_rate": rate(1.0), "over_refusal_rate": rate(0.0),
+                                      "grounded_accuracy": rate(0.25)}}},
+        {"step": 25, "sets": {"test": {"hallucination_rate": rate(0.5), "over_refusal_rate": rate(0.25),
+                                       "grounded_accuracy": rate(0.75)}}}]}
+    (tmp_path / "local" / "curve.json").write_text(json.dumps(curve))
+    tuning = {"name": "by_doc", "train_overrides": {"batch_order": "by_document"}, "train_pairs": 9, "steps": 3,
+              "dev_docs": 2, "dev_answerable": 4, "dev_unanswerable": 4, "pairs_dir": "/x/outputs/pairs",
+              "aligned": {"hallucination_rate": 0.75, "over_refusal_rate": 0.0, "grounded_accuracy": 0.5},
+              "base": {"hallucination_rate": 1.0, "over_refusal_rate": 0.0, "grounded_accuracy": 0.25}}
+    (tmp_path / "tuning.jsonl").write_text(json.dumps(tuning) + "\n")
+    out = render_results(tmp_path)
+    assert "| 25 | 50.0% | 25.0% | 75.0% |" in out and "| 0 | 100.0% | 0.0% | 25.0% |" in out
+    assert '| by_doc | `{"batch_order": "by_document"}` | 9 | 3 | 75.0% | 0.0% | 50.0% |' in out
+    assert "hallucination rate 100.0%" in out  # the base model's dev rates, from the record

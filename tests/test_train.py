@@ -115,6 +115,7 @@ def test_mixed_precision_refuses_impossible_requests():
     (dict(push_to_hub=True), "hub_repo_id must name the Hub repo"),
     (dict(warmup_ratio=1.0), r"warmup_ratio must be in \[0.0, 1.0\)"),
     (dict(max_eval_pairs=0), "max_eval_pairs must be > 0"),
+    (dict(batch_order="by_length"), "batch_order must be one of"),
 ])
 def test_train_config_rejects_bad_values(overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -133,6 +134,40 @@ def test_cli_reads_a_json_config_and_flags_override_it(tmp_path):
     cfg_file.write_text(json.dumps({"training": {}}))
     with pytest.raises(SystemExit, match="unknown section"):
         configs_from_args(["--config", str(cfg_file)])
+
+
+# --------------------------------------------------------------------------- document-grouped order
+
+
+def test_document_grouped_order_keeps_every_row_and_groups_one_document_per_step():
+    from helpers.train import document_grouped_order
+
+    docs = ["a"] * 6 + ["b"] * 4 + ["c"] * 5 + ["d"] * 1
+    answerable = [True, False, True, False, True, True] + [False, True, False, True] + [True] * 3 + [False] * 2 + [True]
+    order = document_grouped_order(docs, answerable, group_size=4, seed=7)
+    assert sorted(order) == list(range(len(docs)))  # a permutation: nothing dropped or repeated
+    full_groups = [order[k:k + 4] for k in range(0, 12, 4)]  # a:4, b:4, c:4 (then the pooled leftovers)
+    for group in full_groups:
+        assert len({docs[i] for i in group}) == 1
+        # refusal-chosen and answer-chosen alternate, so each micro-batch of 2 holds one of each
+        assert [answerable[i] for i in group[:2]].count(True) == 1
+    assert {docs[i] for i in order[12:]} == {"a", "c", "d"}  # leftovers pooled at the end
+    assert document_grouped_order(docs, answerable, 4, seed=7) == order  # seeded
+    assert document_grouped_order(docs, answerable, 4, seed=8) != order
+    with pytest.raises(ValueError, match="group_size must be > 0"):
+        document_grouped_order(docs, answerable, 0, seed=7)
+
+
+def test_by_document_order_reaches_the_trainer_unshuffled(pairs):
+    from helpers.train import build_dpo_config, order_by_document, select_pairs
+
+    model_cfg, train_cfg = smoke_configs(batch_order="by_document", per_device_train_batch_size=2,
+                                         gradient_accumulation_steps=1)
+    train, _ = select_pairs(pairs, train_cfg)
+    assert train["doc_id"] == order_by_document(pairs["train"], train_cfg)["doc_id"]
+    assert [len(set(train["doc_id"][k:k + 2])) for k in range(0, len(train), 2)] == [1] * (len(train) // 2)
+    assert build_dpo_config(model_cfg, train_cfg).train_sampling_strategy == "sequential"
+    assert build_dpo_config(*smoke_configs()).train_sampling_strategy == "random"
 
 
 # --------------------------------------------------------------------------- data → TRL examples
