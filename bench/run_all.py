@@ -38,12 +38,14 @@ def main() -> int:
     parser.add_argument("--profile", default="local", choices=("smoke", "local"))
     parser.add_argument("--out", default=str(REPO / "results" / "bench.json"))
     parser.add_argument("--only", nargs="*", help="run only these benchmarks (names as in the output)")
+    parser.add_argument("--train-steps", type=int, default=3,
+                        help="optimizer steps per training variant (the first is not timed)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark before it is recorded as timed out")
     args = parser.parse_args()
     runs = {
         "teacher_concurrency": ["bench/bench_teacher_concurrency.py", "--items", "24", "--latency", "0.2"],
         "generation": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16"],
-        "train_config": ["bench/bench_train_config.py", "--profile", args.profile, "--steps", "3", "--pairs", "16"],
+        "train_config": ["bench/bench_train_config.py", "--profile", args.profile, "--steps", str(args.train_steps), "--pairs", "16"],
     }
     raw = {}
     for name, cmd in runs.items():
@@ -57,7 +59,8 @@ def main() -> int:
         except subprocess.TimeoutExpired:
             entry.update(output=None, error=f"did not finish within {args.timeout:.0f} s on this machine")
         raw[name] = entry
-    command = f"python bench/run_all.py --profile {args.profile}" + (f" --only {' '.join(args.only)}" if args.only else "")
+    command = (f"python bench/run_all.py --profile {args.profile}" + (f" --only {' '.join(args.only)}" if args.only else "")
+               + (f" --train-steps {args.train_steps}" if args.train_steps != 3 else ""))
     commands = [command]
     previous = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else None
     if previous:  # --only refreshes some benchmarks and keeps the others' earlier records (each with its date)
