@@ -42,13 +42,9 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 def measure(model: object, tokenizer: object, items: list[dict], side: str, model_cfg: object,
             eval_cfg: object) -> dict:
     """The three headline rates of one side on ``items`` (offline judge), with counts."""
-    from helpers.evaluate import generate_side, judge_side
-    from helpers.metrics import side_metrics
+    from helpers.evaluate import side_metrics_offline
 
-    answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg)
-    judged = judge_side(items, answers, eval_cfg)
-    records = [{**j["offline"], "answerable": it["answerable"]} for it, j in zip(items, judged, strict=True)]
-    metrics = side_metrics(records)
+    metrics = side_metrics_offline(model, tokenizer, items, side, model_cfg, eval_cfg)
     return {k: {"value": metrics[k]["value"], "n": metrics[k]["n"]} for k in RATES}
 
 

@@ -41,13 +41,9 @@ def dev_split(train: object, n_dev_docs: int, seed: int) -> tuple[object, object
 def dev_metrics(model: object, tokenizer: object, items: list[dict], model_cfg: object, eval_cfg: object,
                 side: str) -> dict:
     """Hallucination / over-refusal / grounded accuracy of one side on the dev items (offline judge)."""
-    from helpers.evaluate import generate_side, judge_side
-    from helpers.metrics import side_metrics
+    from helpers.evaluate import side_metrics_offline
 
-    answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg)
-    judged = judge_side(items, answers, eval_cfg)
-    records = [{**j["offline"], "answerable": it["answerable"]} for it, j in zip(items, judged, strict=True)]
-    m = side_metrics(records)
+    m = side_metrics_offline(model, tokenizer, items, side, model_cfg, eval_cfg)
     return {k: round(m[k]["value"], 4) for k in ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")}
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "load_aligned_model",
     "main",
     "measure_latency",
+    "side_metrics_offline",
     "side_of",
 ]
 
@@ -351,6 +352,14 @@ def _run_set(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg:
                                 desc=f"{side} · {items[0]['set'] if items else ''}")
         judged[side] = judge_side(items, answers, eval_cfg, gemini)
     return judged
+
+
+def side_metrics_offline(model: Any, tokenizer: Any, items: list[dict[str, Any]], side: str,
+                         model_cfg: ModelConfig, eval_cfg: EvalConfig) -> dict[str, Any]:
+    """One side's headline rates on ``items`` with the offline judge, for the benches that probe a run
+    (the dev tuning and the checkpoint curve) without writing metrics.json."""
+    answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg)
+    return side_metrics(_records(items, judge_side(items, answers, eval_cfg), "offline"))
 
 
 def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any, Any] | None = None,
