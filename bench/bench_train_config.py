@@ -5,12 +5,18 @@
 * ``trl_defaults``: ``DPOTrainer(model=<checkpoint path>, args=DPOConfig(...))`` with TRL's defaults
   (full fine-tuning, a second model copy as reference, bf16 autocast, AdamW on every weight), only
   batch size, steps and data set to ours, saving off, and ``use_cpu`` on a CPU / fp16 on a T4, without
-  which TRL's default bf16 refuses to start.
+  which TRL's default bf16 refuses to start;
+* ``trl_defaults_fp32`` (opt-in): the same with ``bf16=False``. On a CPU without bf16 units TRL's
+  default bf16 autocast is emulated and very slow, so this variant separates "what TRL's defaults
+  cost" (full fine-tuning, a reference copy) from "bf16 on a CPU".
 
-Each variant runs once, in its own process (a process's peak RSS cannot be reset), and the parent
-prints one JSON object with peak memory, seconds per optimizer step and their ratios.
+Each variant runs once, in its own process (a process's peak RSS cannot be reset), with an optional
+``--variant-timeout``. Each variant's result is printed to stderr as soon as it finishes, and the final
+JSON keeps the finished ones when another timed out (recorded as such, with no ratio for it).
 
     python bench/bench_train_config.py [--profile smoke|local] [--steps 4] [--pairs 16] [--words N]
+                                       [--variants ours trl_defaults trl_defaults_fp32]
+                                       [--variant-timeout SECONDS]
 
 Defaults: the smoke profile (tiny random Gemma 2), which checks the script, not the hardware; use
 ``--profile local`` (embedded Gemma 3 270M, a few minutes on a CPU) for numbers worth quoting.
@@ -84,8 +90,8 @@ def run_ours(profile: str, steps: int, pairs_dir: Path, work: Path) -> dict:
             "trainable_params": sum(p.numel() for p in run.trainer.model.parameters() if p.requires_grad)}
 
 
-def run_trl_defaults(profile: str, steps: int, pairs_dir: Path, work: Path) -> dict:
-    """One run with TRL's defaults on the same checkpoint, data, batch and steps."""
+def run_trl_defaults(profile: str, steps: int, pairs_dir: Path, work: Path, fp32: bool = False) -> dict:
+    """One run with TRL's defaults on the same checkpoint, data, batch and steps (``fp32``: bf16 off)."""
     from datasets import load_from_disk
     from trl import DPOConfig, DPOTrainer
 
@@ -101,6 +107,8 @@ def run_trl_defaults(profile: str, steps: int, pairs_dir: Path, work: Path) -> d
     cuda = torch.cuda.is_available()
     # TRL's default bf16=True needs use_cpu on a CPU and fails on a T4 (no bf16), where fp16 is the only choice
     hardware = {"use_cpu": True} if not cuda else {} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    if fp32:
+        hardware.update(bf16=False, fp16=False)
     args = DPOConfig(output_dir=str(work / "trl"), max_steps=steps, report_to="none", save_strategy="no",
                      per_device_train_batch_size=train_cfg.per_device_train_batch_size,
                      gradient_accumulation_steps=train_cfg.gradient_accumulation_steps, **hardware)
@@ -113,22 +121,46 @@ def run_trl_defaults(profile: str, steps: int, pairs_dir: Path, work: Path) -> d
             "bf16": bool(args.bf16), "fp16": bool(args.fp16)}
 
 
+VARIANTS = ("ours", "trl_defaults", "trl_defaults_fp32")
+
+
 def child(variant: str, profile: str, steps: int, pairs_dir: Path) -> None:
     """Run one variant in this process and print its JSON."""
-    runner = run_ours if variant == "ours" else run_trl_defaults
     with tempfile.TemporaryDirectory() as tmp:
-        print("BENCH_RESULT " + json.dumps(runner(profile, steps, pairs_dir, Path(tmp)), default=str))
+        if variant == "ours":
+            result = run_ours(profile, steps, pairs_dir, Path(tmp))
+        else:
+            result = run_trl_defaults(profile, steps, pairs_dir, Path(tmp), fp32=variant == "trl_defaults_fp32")
+        print("BENCH_RESULT " + json.dumps(result, default=str))
 
 
 def spawn(variant: str, args: argparse.Namespace, pairs_dir: Path) -> dict:
-    """Run a variant in a fresh process; return its parsed result."""
+    """Run a variant in a fresh process; its parsed result, or a record of the timeout."""
     cmd = [sys.executable, __file__, "--child", variant, "--profile", args.profile, "--steps", str(args.steps),
            "--pairs-dir", str(pairs_dir)]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
-    if done.returncode or not lines:
-        raise SystemExit(f"{variant} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    return json.loads(lines[-1].removeprefix("BENCH_RESULT "))
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=args.variant_timeout)
+    except subprocess.TimeoutExpired:
+        result = {"timed_out": True,
+                  "error": f"did not finish {args.steps} steps (model load included) within {args.variant_timeout:.0f} s"}
+    else:
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("BENCH_RESULT ")]
+        if done.returncode or not lines:
+            raise SystemExit(f"{variant} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+        result = json.loads(lines[-1].removeprefix("BENCH_RESULT "))
+    print(f"{variant}: {json.dumps(result, default=str)}", file=sys.stderr, flush=True)
+    return result
+
+
+def ratios(ours: dict, other: dict) -> dict[str, float | None]:
+    """ours / other for memory, time per step and trainable parameters (None where either is missing)."""
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a and b else None
+
+    return {"peak_memory": ratio((ours.get("peak_memory") or {}).get("bytes"),
+                                 (other.get("peak_memory") or {}).get("bytes")),
+            "seconds_per_step": ratio(ours.get("seconds_per_step"), other.get("seconds_per_step")),
+            "trainable_params": ratio(ours.get("trainable_params"), other.get("trainable_params"))}
 
 
 def main() -> None:
@@ -137,7 +169,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per variant (the first is not timed)")
     parser.add_argument("--pairs", type=int, default=16)
     parser.add_argument("--words", type=int, help="document words per prompt (default: the profile's passage_words)")
-    parser.add_argument("--child", choices=("ours", "trl_defaults"), help=argparse.SUPPRESS)
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=["ours", "trl_defaults"],
+                        help="variants to run, in order; the first is the one the ratios divide")
+    parser.add_argument("--variant-timeout", type=float, default=None,
+                        help="seconds per variant before it is recorded as timed out")
+    parser.add_argument("--child", choices=VARIANTS, help=argparse.SUPPRESS)
     parser.add_argument("--pairs-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -152,19 +188,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         pairs_dir = Path(tmp) / "pairs"
         DatasetDict({"train": Dataset.from_list(sample_pairs(args.pairs, words))}).save_to_disk(str(pairs_dir))
-        ours, defaults = spawn("ours", args, pairs_dir), spawn("trl_defaults", args, pairs_dir)
+        results = {variant: spawn(variant, args, pairs_dir) for variant in args.variants}
 
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return round(a / b, 3) if a and b else None
-
+    first, *others = args.variants
     model_cfg = config_for(ModelConfig, args.profile)
     print(json.dumps({
         "bench": "train_config", "profile": args.profile, "model_id": model_cfg.model_id, "steps": args.steps,
-        "pairs": args.pairs, "document_words": words, "ours": ours, "trl_defaults": defaults,
-        "ratios_ours_over_defaults": {
-            "peak_memory": ratio(ours["peak_memory"].get("bytes"), defaults["peak_memory"].get("bytes")),
-            "seconds_per_step": ratio(ours["seconds_per_step"], defaults["seconds_per_step"]),
-            "trainable_params": ratio(ours["trainable_params"], defaults["trainable_params"])},
+        "pairs": args.pairs, "document_words": words, "variant_timeout_s": args.variant_timeout,
+        **results,
+        f"ratios_{first}_over": {v: ratios(results[first], results[v]) for v in others
+                                 if not results[v].get("timed_out") and not results[first].get("timed_out")},
         "machine": machine_info()}, indent=2, default=str))
 
 

@@ -41,11 +41,15 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=3,
                         help="optimizer steps per training variant (the first is not timed)")
     parser.add_argument("--timeout", type=float, default=1800, help="seconds per benchmark before it is recorded as timed out")
+    parser.add_argument("--variant-timeout", type=float, default=480,
+                        help="seconds per training variant before it is recorded as timed out (the others are kept)")
     args = parser.parse_args()
     runs = {
         "teacher_concurrency": ["bench/bench_teacher_concurrency.py", "--items", "24", "--latency", "0.2"],
         "generation": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16"],
-        "train_config": ["bench/bench_train_config.py", "--profile", args.profile, "--steps", str(args.train_steps), "--pairs", "16"],
+        "train_config": ["bench/bench_train_config.py", "--profile", args.profile, "--steps", str(args.train_steps),
+                         "--pairs", "16", "--variants", "ours", "trl_defaults", "trl_defaults_fp32",
+                         "--variant-timeout", f"{args.variant_timeout:.0f}"],
     }
     raw = {}
     for name, cmd in runs.items():
@@ -60,7 +64,8 @@ def main() -> int:
             entry.update(output=None, error=f"did not finish within {args.timeout:.0f} s on this machine")
         raw[name] = entry
     command = (f"python bench/run_all.py --profile {args.profile}" + (f" --only {' '.join(args.only)}" if args.only else "")
-               + (f" --train-steps {args.train_steps}" if args.train_steps != 3 else ""))
+               + (f" --train-steps {args.train_steps}" if args.train_steps != 3 else "")
+               + (f" --variant-timeout {args.variant_timeout:.0f}" if args.variant_timeout != 480 else ""))
     commands = [command]
     previous = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else None
     if previous:  # --only refreshes some benchmarks and keeps the others' earlier records (each with its date)
@@ -101,8 +106,34 @@ def summary_rows(raw: dict) -> list[dict]:
                      "figure": _ratio(gen.get("speedup")), "target": "≥ 4×"})
     train = (raw.get("train_config") or {}).get("output")
     if train:
-        for key, value in train.get("ratios_ours_over_defaults", {}).items():
-            rows.append({"name": f"training {key.replace('_', ' ')}, ours / TRL defaults",
+        rows += train_rows(train)
+    return rows
+
+
+TRL_VARIANTS = {"trl_defaults": "TRL defaults", "trl_defaults_fp32": "TRL defaults with bf16 off"}
+
+
+def train_rows(train: dict) -> list[dict]:
+    """Our step time and peak, then per TRL variant: ours / theirs, or the timeout it hit."""
+    rows = []
+    ours = train.get("ours") or {}
+    if ours.get("seconds_per_step"):
+        peak = (ours.get("peak_memory") or {}).get("bytes")
+        rows.append({"name": f"training, ours ({train.get('model_id', '')}, {train.get('steps')} steps)",
+                     "figure": f"{ours['seconds_per_step']:.1f} s/step"
+                               + (f", peak {peak / 2**30:.2f} GiB" if peak else ""), "target": ""})
+    ratios = train.get("ratios_ours_over") or train.get("ratios_ours_over_defaults") or {}
+    if ratios and not isinstance(next(iter(ratios.values())), dict):  # older records: one TRL variant
+        ratios = {"trl_defaults": ratios}
+    for variant, label in TRL_VARIANTS.items():
+        result = train.get(variant)
+        if result is None:
+            continue
+        if result.get("timed_out"):
+            rows.append({"name": f"training, {label}", "figure": result.get("error", "timed out"), "target": ""})
+            continue
+        for key, value in (ratios.get(variant) or {}).items():
+            rows.append({"name": f"training {key.replace('_', ' ')}, ours / {label}",
                          "figure": _ratio(value), "target": "< 1×"})
     return rows
 

@@ -51,7 +51,11 @@ def test_profiles_pick_sizes_and_models():
     assert local.model_id == "embedded:gemma3-270m" and local.prompt_format == "plain"
     assert smoke.model_id == "tiny-random:gemma2"
     for cfg in (colab, local, smoke):
-        assert cfg.load_in_4bit and cfg.attn_implementation == "eager"
+        assert cfg.load_in_4bit
+    # Gemma 2 needs eager attention for its logit softcapping; Gemma 3 (local) has none and uses SDPA
+    assert colab.attn_implementation == smoke.attn_implementation == "eager"
+    assert local.attn_implementation == "sdpa"
+    for cfg in (colab, local, smoke):
         assert set(cfg.lora_target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj"}
     assert colab.max_length == 512
     assert config_for(DataConfig, "colab").teacher == "gemini"

@@ -10,6 +10,7 @@ from helpers.generation import (
     encode_prompts,
     generate_answers,
     generate_token_ids,
+    stop_string_criteria,
     stop_token_ids,
 )
 from helpers.prompts import build_messages
@@ -117,7 +118,9 @@ def test_continuations_are_trimmed_at_eos_end_of_turn_and_pad(smoke_model):
     assert ids == [[10, 11], [13], [16, 17, 18]]
     call = model.calls[0]
     assert call["do_sample"] is False and call["max_new_tokens"] == 4
-    assert call["stop_strings"] and "USER REQUEST:" in call["stop_strings"]  # plain format stops early
+    (crit,) = call["stopping_criteria"]  # plain format stops early at a new prompt section
+    assert "USER REQUEST:" in crit.stop_strings
+    assert crit is stop_string_criteria(tok)  # built once per tokenizer, reused by every batch
 
 
 def test_batch_size_must_be_positive(smoke_model):
