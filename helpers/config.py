@@ -171,7 +171,7 @@ class DataConfig:
             raise ValueError(f"DataConfig.answer_budget ({self.answer_budget}) must be smaller than "
                              f"max_length ({self.max_length})")
         _fraction(self, "test_fraction", lo=0.0, hi=1.0, open_hi=True)
-        known = ("hallucination", "unanswerable", "unrelated", "over_refusal", "paraphrase")
+        known = ("hallucination", "unanswerable", "unrelated", "over_refusal", "paraphrase", "answer_removed")
         unknown = sorted(set(self.pairs_per_kind) - set(known))
         if unknown:
             raise ValueError(f"DataConfig.pairs_per_kind has unknown kind(s) {unknown}; known: {known}")

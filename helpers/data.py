@@ -31,6 +31,7 @@ from helpers.gemini_client import JsonlCache
 from helpers.pairs import (
     PAIR_COLUMNS,
     DocContext,
+    build_answer_removed_pairs,
     build_row_pairs,
     build_unrelated_pairs,
     dedup_pairs,
@@ -190,11 +191,13 @@ def _save_pairs(splits: dict[str, list[dict[str, Any]]], out: Path) -> None:
 
 
 def _build_pairs(rows: list[Row], docs: list[DocContext], outputs: list[Any], cfg: DataConfig,
-                 split_of: dict[str, str]) -> list[dict[str, Any]]:
+                 split_of: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
+    """All pairs of the configured mix, and how many counterfactual (answer-removed) pairs were skipped."""
     by_split: dict[str, list[DocContext]] = {}
     for doc in {d.doc_id: d for d in docs}.values():
         by_split.setdefault(split_of[doc.doc_id], []).append(doc)
     pairs: list[dict[str, Any]] = []
+    not_cut = 0
     for row, doc, taught in zip(rows, docs, outputs, strict=True):
         if taught is None:
             continue
@@ -202,7 +205,10 @@ def _build_pairs(rows: list[Row], docs: list[DocContext], outputs: list[Any], cf
         pairs += build_row_pairs(row, doc, taught, cfg.pairs_per_kind, rng)
         pairs += build_unrelated_pairs(row, taught, doc.doc_id, by_split[split_of[doc.doc_id]],
                                        cfg.pairs_per_kind.get("unrelated", 0), rng)
-    return pairs
+        removed, skipped = build_answer_removed_pairs(row, doc, taught, cfg.pairs_per_kind.get("answer_removed", 0))
+        pairs += removed
+        not_cut += skipped
+    return pairs, not_cut
 
 
 def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_format: str | None = None,
@@ -239,7 +245,7 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     keys = [_teacher_key(teacher_id, row, doc.excerpt, cfg.seed) for row, doc in zip(rows, docs, strict=True)]
     outputs, failed = _run_teacher(teacher, items, keys, JsonlCache(work / "teacher_outputs.jsonl"))
     split_of = split_documents([r.doc_id for r in rows], cfg.test_fraction, cfg.seed)
-    built = _build_pairs(rows, docs, outputs, cfg, split_of)
+    built, not_cut = _build_pairs(rows, docs, outputs, cfg, split_of)
     pairs, duplicates = dedup_pairs(built)
     lengths = [pair_token_length(p, prompt_format, tokenizer) for p in pairs]
     fitting = [p for p, (_, longest) in zip(pairs, lengths, strict=True) if longest <= cfg.max_length]
@@ -247,6 +253,8 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     _save_pairs(splits, out)
     report = _report(cfg, row_report, rows, excerpts, teacher, teacher_used, failed, built, fitting, splits,
                      duplicates, [chosen for chosen, _ in lengths], prompt_format, started)
+    if cfg.pairs_per_kind.get("answer_removed", 0):
+        report["pairs"]["answer_removed_skipped"] = not_cut  # answer could not be cut out cleanly
     path = report_path_for(out)
     path.write_text(redact(json.dumps(report, indent=2)))
     return report
@@ -292,7 +300,9 @@ def format_report_summary(report: dict[str, Any]) -> str:
         f"pairs: {pairs['total']} ({report['expansion']}x per seed row) | " +
         ", ".join(f"{k} {v}" for k, v in pairs["by_type"].items()),
         f"dropped: {pairs['duplicates_dropped']} duplicates, {pairs['too_long_dropped']} longer than "
-        f"{tokens['max_length']} tokens",
+        f"{tokens['max_length']} tokens"
+        + (f", {pairs['answer_removed_skipped']} answer-removed requests skipped (answer not cleanly cut out)"
+           if pairs.get("answer_removed_skipped") else ""),
         f"split: train {split['train']} pairs / {split['train_docs']} docs, test {split['test']} pairs / "
         f"{split['test_docs']} docs, shared docs {split['doc_overlap']}",
         f"tokens (prompt + chosen, {tokens['prompt_format']}): p50 {tokens['p50']:.0f}, p95 {tokens['p95']:.0f}, "

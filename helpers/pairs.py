@@ -8,7 +8,13 @@ Four pair types (counts per seed row from ``DataConfig.pairs_per_kind``):
   an unrelated document from the same split (``source="unrelated_doc"``, kind ``unrelated``);
 * ``over_refusal``: grounded answer (chosen) vs the refusal, so the model does not learn to refuse
   everything;
-* ``paraphrase``: a reworded answerable request, grounded answer vs a fabrication or the refusal.
+* ``paraphrase``: a reworded answerable request, grounded answer vs a fabrication or the refusal;
+* ``answer_removed`` (counterfactual, opt-in): the row's own answerable request shown with its own
+  excerpt *minus the sentences that hold the answer* — refusal (chosen) vs the original answer. The
+  request and the rest of the document are unchanged, so the only thing that separates this pair
+  from the ``over_refusal`` one is whether the answer is in the document. Rows where the answer
+  cannot be cut out cleanly (its distinctive terms still in the text, or most of the excerpt would
+  go) are skipped, not guessed (``remove_answer`` returns None).
 
 Documents are assigned to train/test before any pair is built (unrelated documents are drawn from
 the same split), so no document ever appears on both sides.
@@ -22,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.config import REFUSAL
-from helpers.excerpts import content_words, normalize
+from helpers.excerpts import content_words, normalize, sentence_spans
 from helpers.prompts import build_messages
 from helpers.rows import Row
 from helpers.teachers import TeacherOutput
@@ -31,11 +37,13 @@ __all__ = [
     "PAIR_COLUMNS",
     "PAIR_TYPES",
     "DocContext",
+    "build_answer_removed_pairs",
     "build_row_pairs",
     "build_unrelated_pairs",
     "dedup_pairs",
     "make_pair",
     "pick_unrelated",
+    "remove_answer",
     "split_documents",
 ]
 
@@ -142,6 +150,82 @@ def build_unrelated_pairs(row: Row, taught: TeacherOutput, own_doc: str, candida
                                    pair_type="unanswerable", source="unrelated_doc", doc_id=other.doc_id,
                                    domain=other.domain))
     return pairs
+
+
+def _distinctive_terms(answer: str, request: str, quote: str) -> set[str]:
+    """Answer words the request does not already contain: what the document must hold to answer."""
+    asked = set(content_words(request))
+    return {w for w in content_words(answer) + content_words(quote) if w not in asked and len(w) > 1}
+
+
+def remove_answer(excerpt: str, answer: str, request: str, quote: str = "", *,
+                  max_removed_share: float = 0.5, max_left_share: float = 0.2) -> str | None:
+    """``excerpt`` without the sentences that support ``answer``, or None when that cannot be done cleanly.
+
+    A sentence goes when it contains the teacher's supporting quote or shares distinctive terms
+    (answer words the request does not contain) with the answer; sentences go best match first until
+    at most ``max_left_share`` of those terms are left in the text. None when the answer has no
+    distinctive terms, when more than ``max_removed_share`` of the sentences would have to go, or
+    when a number from the answer is still in the text: an "answer removed" document that still
+    answers would teach the model to refuse answerable requests.
+    """
+    terms = _distinctive_terms(answer, request, quote)
+    spans = sentence_spans(excerpt)
+    if not terms or len(spans) < 2:
+        return None
+    quote_norm = normalize(quote)
+    scored = []
+    for k, (a, b) in enumerate(spans):
+        sentence = excerpt[a:b]
+        words = set(content_words(sentence))
+        holds_quote = bool(quote_norm) and (quote_norm in normalize(sentence) or normalize(sentence) in quote_norm)
+        scored.append((holds_quote, len(words & terms), k))
+    scored.sort(key=lambda t: (not t[0], -t[1], t[2]))
+    removed: set[int] = set()
+
+    def left_terms() -> set[str]:
+        kept = " ".join(excerpt[a:b] for k, (a, b) in enumerate(spans) if k not in removed)
+        return terms & set(content_words(kept))
+
+    for holds_quote, hits, k in scored:
+        if len(left_terms()) <= max_left_share * len(terms):
+            break
+        if not holds_quote and hits == 0:
+            break
+        removed.add(k)
+    left = left_terms()
+    numbers_left = {w for w in left if any(ch.isdigit() for ch in w)}
+    if (not removed or len(removed) > max_removed_share * len(spans)
+            or len(left) > max_left_share * len(terms) or numbers_left):
+        return None
+    pieces, cursor = [], 0
+    for k, (a, b) in enumerate(spans):
+        if k in removed:
+            pieces.append(excerpt[cursor:a])
+            cursor = b
+    pieces.append(excerpt[cursor:])
+    text = "".join(pieces)
+    text = "\n".join(line.rstrip() for line in text.splitlines())
+    while "\n\n\n" in text:
+        text = text.replace("\n\n\n", "\n\n")
+    return text.strip()
+
+
+def build_answer_removed_pairs(row: Row, doc: DocContext, taught: TeacherOutput, n: int) -> tuple[list[dict[str, Any]], int]:
+    """Counterfactual refusals: the row's answerable requests with their answer cut out of the excerpt.
+
+    Returns the pairs and how many requests were skipped because the answer could not be cut cleanly.
+    """
+    pairs, skipped = [], 0
+    for qa in taught.qa[:n]:
+        edited = remove_answer(doc.excerpt, qa.answer, qa.request, qa.supporting_quote)
+        if edited is None:
+            skipped += 1
+            continue
+        pairs.append(make_pair(document=edited, request=qa.request, system_instruction=row.system_instruction,
+                               chosen=REFUSAL, rejected=qa.answer, pair_type="unanswerable",
+                               source="answer_removed", doc_id=doc.doc_id, domain=doc.domain))
+    return pairs, skipped
 
 
 def dedup_pairs(pairs: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:

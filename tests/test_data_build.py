@@ -46,6 +46,23 @@ def test_offline_build_writes_contract_pairs_and_report(tmp_path):
     assert json.loads(report_path_for(tmp_path / "pairs").read_text())["pairs"] == report["pairs"]
 
 
+def test_answer_removed_pairs_are_built_on_request_and_their_skips_reported(tmp_path):
+    mix = {"hallucination": 0, "unanswerable": 0, "unrelated": 0, "over_refusal": 1, "paraphrase": 0,
+           "answer_removed": 1}
+    report = build_preference_data(smoke_cfg(tmp_path, pairs_per_kind=mix), tokenizer=approx_token_count)
+    data = load_from_disk(str(tmp_path / "pairs"))
+    pairs = list(data["train"]) + list(data["test"])
+    removed = [p for p in pairs if p["source"] == "answer_removed"]
+    assert removed and report["pairs"]["by_source"]["answer_removed"] == len(removed)
+    assert len(removed) + report["pairs"]["answer_removed_skipped"] == report["seed_rows"]
+    kept = {p["request"]: p for p in pairs if p["source"] == "refusal"}
+    for pair in removed:  # same request, shorter document, refusal chosen over the original answer
+        original = kept[pair["request"]]
+        assert pair["chosen"][0]["content"] == REFUSAL
+        assert pair["rejected"][0]["content"] == original["chosen"][0]["content"]
+        assert len(pair["document"]) < len(original["document"]) and pair["doc_id"] == original["doc_id"]
+
+
 def test_pairs_that_do_not_fit_are_dropped_and_counted(tmp_path):
     report = build_preference_data(smoke_cfg(tmp_path, max_length=130, answer_budget=20),
                                    tokenizer=approx_token_count)

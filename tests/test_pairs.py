@@ -10,11 +10,13 @@ from helpers.config import REFUSAL
 from helpers.pairs import (
     PAIR_COLUMNS,
     DocContext,
+    build_answer_removed_pairs,
     build_row_pairs,
     build_unrelated_pairs,
     dedup_pairs,
     make_pair,
     pick_unrelated,
+    remove_answer,
     split_documents,
 )
 from helpers.prompts import build_messages
@@ -92,3 +94,38 @@ def test_dedup_drops_repeats_and_identical_answers():
                              pair_type="hallucination", source="s", doc_id="d", domain="")
     kept, dropped = dedup_pairs([a, dict(a), same_answers])
     assert kept == [a] and dropped == 2
+
+
+def test_remove_answer_cuts_the_supporting_sentence_and_keeps_the_rest():
+    excerpt = ("The museum opened in 1998 on the old harbour site.\n"
+               "Admission costs 12 euros for adults and 6 euros for children.\n"
+               "The café on the top floor serves lunch until 3 pm.")
+    edited = remove_answer(excerpt, "Adults pay 12 euros and children pay 6 euros.",
+                           "How much does admission cost?", "Admission costs 12 euros for adults and 6 euros for children.")
+    assert edited is not None
+    assert "12 euros" not in edited and "6 euros" not in edited
+    assert "opened in 1998" in edited and "serves lunch" in edited
+
+
+def test_remove_answer_refuses_when_the_answer_is_still_in_the_text():
+    # the answer's number appears in two sentences; cutting the quote alone would leave it answerable
+    excerpt = ("Admission costs 12 euros.\nThe 12 euros ticket also covers the garden.\n"
+               "The café serves lunch.\nThe shop sells maps.")
+    assert remove_answer(excerpt, "It costs 12 euros.", "How much is admission?", "Admission costs 12 euros.",
+                         max_removed_share=0.25) is None
+    # nothing distinctive in the answer (it only repeats the request): cannot tell what to cut
+    assert remove_answer(excerpt, "Admission.", "What about admission?") is None
+
+
+def test_answer_removed_pairs_are_refusals_on_the_same_request_and_count_skips():
+    doc = DocContext("d1", "news", "The bridge opened in 1932.\nIt is 503 metres long.\nTolls were dropped in 1990.")
+    taught = TeacherOutput(row_id="r1", teacher="t", qa=[
+        GroundedQA(request="How long is the bridge?", answer="It is 503 metres long.",
+                   supporting_quote="It is 503 metres long."),
+        GroundedQA(request="What about the bridge?", answer="The bridge.")])
+    pairs, skipped = build_answer_removed_pairs(ROW, doc, taught, n=2)
+    assert skipped == 1 and len(pairs) == 1
+    (pair,) = pairs
+    assert pair["chosen"][0]["content"] == REFUSAL and pair["rejected"][0]["content"] == "It is 503 metres long."
+    assert pair["source"] == "answer_removed" and pair["doc_id"] == "d1" and not pair["answerable"]
+    assert "503" not in pair["document"] and "1932" in pair["document"]
