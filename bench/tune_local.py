@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, config_for
     from helpers.evaluate import eval_items
     from helpers.train import load_pairs, run_dpo
+    from helpers.train_report import code_revision
 
     overrides = json.loads(args.train)
     model_cfg = config_for(ModelConfig, args.profile)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if eval_logs:
         result["final_eval_reward_accuracy"] = round(eval_logs[-1]["eval_rewards/accuracies"], 4)
     result.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "machine": f"{platform.machine()} cpus={os.cpu_count()}",
+                   "machine": f"{platform.machine()} cpus={os.cpu_count()}", "code": code_revision(),
                    "command": "python bench/tune_local.py " + " ".join(argv if argv is not None else sys.argv[1:])})
     line = json.dumps(result)
     print(line)

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from helpers.config import ModelConfig, config_for, detect_profile, output_root
+from helpers.train_report import code_revision
 
 __all__ = ["STAGES", "main", "run_pipeline"]
 
@@ -57,6 +58,7 @@ def run_pipeline(profile: str, skip: tuple[str, ...] = (), train_config: str | N
         "train_config": json.loads(Path(train_config).read_text()) if train_config else None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''} cpus={_cpu_count()}".strip(),
+        "code": code_revision(),
         "stages": {},
     }
     start = time.perf_counter()

@@ -99,14 +99,34 @@ def _version(package: str) -> str | None:
         return None
 
 
+def code_revision() -> dict[str, Any] | None:
+    """The git commit of this checkout and whether tracked files differ from it; None outside git.
+
+    A record that names its commit can be reproduced after the code moves on
+    (``git checkout <commit> && make demo``), which a date alone does not allow.
+    """
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": commit, "dirty": bool(dirty)} if commit else None
+
+
 def machine_info() -> dict[str, Any]:
-    """Where the numbers were measured: OS, CPU count, accelerator, library versions."""
+    """Where the numbers were measured: OS, CPU count, accelerator, library versions, code revision."""
     import torch
 
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {"platform": platform.platform(), "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "gpu": gpu, "versions": {p: _version(p) for p in ("torch", "transformers", "trl", "peft",
-                                                               "bitsandbytes", "accelerate", "datasets")}}
+                                                               "bitsandbytes", "accelerate", "datasets")},
+            "code": code_revision()}
 
 
 def _callback(trainer: Any, name: str) -> Any | None:
