@@ -68,11 +68,13 @@ def main() -> int:
                + (f" --variant-timeout {args.variant_timeout:.0f}" if args.variant_timeout != 480 else ""))
     commands = [command]
     previous = json.loads(Path(args.out).read_text()) if args.only and Path(args.out).exists() else None
+    for entry in raw.values():
+        entry["run_by"] = command
     if previous:  # --only refreshes some benchmarks and keeps the others' earlier records (each with its date)
         kept = {k: {"date": previous.get("date"), **v} for k, v in previous.get("raw", {}).items() if k not in raw}
         if kept:
             older = previous.get("commands") or [previous.get("command", "")]
-            commands = [c for c in older if c] + commands
+            commands = [c for c in older if c and produced_any(c, kept)] + commands
             raw = {**kept, **raw}
     record = {
         "command": "; ".join(commands),
@@ -86,6 +88,15 @@ def main() -> int:
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n")
     print(json.dumps(record["rows"], indent=2))
     return 0
+
+
+def produced_any(command: str, kept: dict) -> bool:
+    """Whether an earlier run_all command produced one of the records still kept (so it stays listed)."""
+    runs = {entry.get("run_by") for entry in kept.values()}
+    if any(runs):
+        return command in runs
+    only = command.split("--only", 1)[1].split("--")[0].split() if "--only" in command else None
+    return only is None or any(name in only for name in kept)
 
 
 def summary_rows(raw: dict) -> list[dict]:

@@ -36,3 +36,14 @@ def test_ratios_are_none_when_a_figure_is_missing():
     bench = _load("bench_train_config")
     assert bench.ratios({"seconds_per_step": 2.0}, {"seconds_per_step": None})["seconds_per_step"] is None
     assert bench.ratios({"seconds_per_step": 2.0}, {"seconds_per_step": 4.0})["seconds_per_step"] == 0.5
+
+
+def test_only_commands_that_produced_a_kept_record_stay_listed():
+    run_all = _load("run_all")
+    kept = {"teacher_concurrency": {"date": "d"}}
+    assert run_all.produced_any("python bench/run_all.py --profile local --only teacher_concurrency generation", kept)
+    assert not run_all.produced_any("python bench/run_all.py --profile local --only train_config --train-steps 2", kept)
+    assert run_all.produced_any("python bench/run_all.py --profile local", kept)  # ran everything
+    kept = {"generation": {"run_by": "python bench/run_all.py --only generation"}}
+    assert run_all.produced_any("python bench/run_all.py --only generation", kept)
+    assert not run_all.produced_any("python bench/run_all.py --profile local", kept)
