@@ -313,9 +313,10 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
     # 128-token excerpts keep sequences near 220 tokens, and without gradient checkpointing (RAM is
     # plentiful on a CPU) a 2-pair DPO step takes ~8 s here (see bench/bench_train_config.py).
     "local": {
-        # Gemma 3 has no attention-logit softcapping, so SDPA is exact for it: ~10% faster DPO steps
-        # and ~17% faster batched generation than eager here, same greedy tokens (measured, see
-        # docs/local_results.md). Gemma 2 (colab, smoke) keeps eager.
+        # Gemma 3 has no attention-logit softcapping, so SDPA computes the same attention as eager
+        # (same greedy tokens: tests/test_generation.py) without materialising the expanded KV
+        # cache every decode step, which is what batched CPU generation spent a quarter of its time
+        # on. Gemma 2 (colab, smoke) keeps eager.
         ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True,
                           gradient_checkpointing=False, attn_implementation="sdpa"),
         DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline", document_tokens=128),

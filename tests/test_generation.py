@@ -127,3 +127,27 @@ def test_batch_size_must_be_positive(smoke_model):
     model, tokenizer = smoke_model
     with pytest.raises(ValueError, match="batch_size"):
         generate_token_ids(model, tokenizer, PROMPTS, prompt_format="chat", max_new_tokens=2, batch_size=0)
+
+
+def test_sdpa_gives_gemma3_the_same_greedy_tokens_as_eager(smoke_model):
+    """Why the local profile may use SDPA: Gemma 3 has no attention softcapping, so both paths agree.
+
+    A small random Gemma 3 (sliding-window and global layers, GQA), same weights under both
+    attention implementations, batched left-padded greedy decoding through the project's path.
+    """
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    _, tok = smoke_model
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4,
+                           num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=8,
+                           max_position_embeddings=512, pad_token_id=tok.pad_token_id,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+    assert cfg.attn_logit_softcapping is None
+    torch.manual_seed(0)
+    eager = Gemma3ForCausalLM._from_config(cfg, attn_implementation="eager").eval()
+    sdpa = Gemma3ForCausalLM._from_config(cfg, attn_implementation="sdpa").eval()
+    sdpa.load_state_dict(eager.state_dict())
+    assert sdpa.config._attn_implementation == "sdpa"
+    prompts = PROMPTS + [build_messages("A much longer document. " * 6, "Why is it longer?")]
+    kwargs = dict(prompt_format="plain", max_new_tokens=12, batch_size=len(prompts), progress=False)
+    assert generate_token_ids(sdpa, tok, prompts, **kwargs) == generate_token_ids(eager, tok, prompts, **kwargs)
