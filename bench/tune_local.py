@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     scored = dev if dev_from is None else dev_split(load_pairs(dev_from)["train"], args.dev_docs, model_cfg.seed)[1]
     items = eval_items(list(scored), args.max_examples, eval_cfg.seed, set_name="dev")
 
+    code = code_revision()  # the code this run starts with (HEAD may move while it trains)
     started = time.perf_counter()
     run = run_dpo(model_cfg, train_cfg, DatasetDict(train=train, test=dev))
     train_seconds = time.perf_counter() - started
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if eval_logs:
         result["final_eval_reward_accuracy"] = round(eval_logs[-1]["eval_rewards/accuracies"], 4)
     result.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                   "machine": f"{platform.machine()} cpus={os.cpu_count()}", "code": code_revision(),
+                   "machine": f"{platform.machine()} cpus={os.cpu_count()}", "code": code,
                    "command": "python bench/tune_local.py " + " ".join(argv if argv is not None else sys.argv[1:])})
     line = json.dumps(result)
     print(line)
