@@ -57,7 +57,10 @@ def _mib(n: int | None) -> str:
 
 
 def _run_section(run: dict[str, Any], train: dict[str, Any] | None) -> list[str]:
-    lines = [f"- Main command `{run.get('command')}` on `{run.get('machine')}`, {run.get('date')}: "
+    code = run.get("code") or {}
+    at = (f" at commit `{code['commit'][:10]}`" + (" (with local changes)" if code.get("dirty") else "")
+          if code.get("commit") else "")
+    lines = [f"- Main command `{run.get('command')}` on `{run.get('machine')}`, {run.get('date')}{at}: "
              f"**{run.get('total_seconds', 0) / 60:.1f} min** wall time in all, peak RSS "
              f"**{run.get('peak_rss_mb', 0) / 1024:.2f} GiB**."]
     stages = ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in run.get("stages", {}).items())

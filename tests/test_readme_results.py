@@ -31,6 +31,10 @@ def test_render_reads_numbers_from_the_records(tmp_path):
     # 0.9 -> "90.0%", 0.1 -> "10.0%"; relative 0.8889 -> "88.9%"
     assert "90.0% [60.0–98.0] (n=10)" in out and "10.0% [2.0–40.0] (n=10)" in out
     assert "**88.9%**" in out
+    run = {"command": "make demo", "machine": "x", "date": "d", "total_seconds": 600, "peak_rss_mb": 1024,
+           "code": {"commit": "0123456789abcdef", "dirty": True}, "stages": {}}
+    (tmp_path / "local" / "run_report.json").write_text(json.dumps(run))
+    assert "d at commit `0123456789` (with local changes): **10.0 min**" in render_results(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold 12%\n{END}\ntail\n")
     assert update_readme(readme, tmp_path) is True
