@@ -78,6 +78,12 @@ def _cap_per_side(items: list[dict[str, Any]], max_examples: int | None, seed: i
     return [it for i, it in enumerate(items) if i in keep]
 
 
+#: Pair sources that exist to teach, not to test: an "answer removed" request is the answerable
+#: one with its answer cut out of the document. Leaving them out keeps the held-out requests the same
+#: whatever mix trained the model (near-miss and unrelated-document requests, as a user would ask).
+TRAINING_ONLY_SOURCES: frozenset[str] = frozenset({"answer_removed"})
+
+
 def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, seed: int = 42,
                set_name: str = "test") -> list[dict[str, Any]]:
     """Unique (doc_id, request, answerable) prompts of the pairs' test split, with all their pair types.
@@ -89,6 +95,8 @@ def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, 
     """
     by_key: dict[tuple[str, str, bool], dict[str, Any]] = {}
     for row in rows:
+        if row.get("source") in TRAINING_ONLY_SOURCES:
+            continue
         key = (str(row.get("doc_id", "")), row["request"].strip(), bool(row["answerable"]))
         if key not in by_key:
             by_key[key] = _item(row, len(by_key), set_name)

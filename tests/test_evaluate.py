@@ -211,6 +211,10 @@ def test_eval_items_dedupe_and_cap_per_side():
     capped = eval_items(rows, max_examples=1, seed=0)
     assert sum(i["answerable"] for i in capped) == 1 and sum(not i["answerable"] for i in capped) == 1
     assert capped == eval_items(rows, max_examples=1, seed=0)  # seeded
+    # counterfactual training pairs (answer cut from the document) never become test requests
+    removed = [dict(r, source="answer_removed", answerable=False, reference=REFUSAL, document="cut",
+                    chosen=[{"role": "assistant", "content": REFUSAL}]) for r in rows if r["source"] == "teacher"]
+    assert eval_items(rows + removed) == items
 
 
 def test_long_heldout_documents_are_cut_to_fit_the_token_budget(smoke_model, tmp_path):
