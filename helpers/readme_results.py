@@ -134,6 +134,10 @@ def render_results(results_dir: Path | None = None) -> str:
         train = _load(profile_dir / "train_report.json")
         parts.append(f"### Profile `{profile_dir.name}`: `{metrics.get('model')}`")
         parts += _run_section(run, train) if run else []
+        if run and not run.get("code"):
+            parts.append("- *Made before run records named their commit, so possibly with an earlier recipe "
+                         "than today's preset (see [docs/local_results.md](docs/local_results.md)); rerun the "
+                         "command above to refresh it.*")
         parts.append("")
         parts.append("**Impact** (held-out documents, disjoint from training):\n")
         parts.append(impact_table(metrics))

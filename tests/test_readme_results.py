@@ -35,6 +35,9 @@ def test_render_reads_numbers_from_the_records(tmp_path):
            "code": {"commit": "0123456789abcdef", "dirty": True}, "stages": {}}
     (tmp_path / "local" / "run_report.json").write_text(json.dumps(run))
     assert "d at commit `0123456789` (with local changes): **10.0 min**" in render_results(tmp_path)
+    assert "Made before run records named their commit" not in render_results(tmp_path)
+    (tmp_path / "local" / "run_report.json").write_text(json.dumps({k: v for k, v in run.items() if k != "code"}))
+    assert "Made before run records named their commit" in render_results(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold 12%\n{END}\ntail\n")
     assert update_readme(readme, tmp_path) is True
