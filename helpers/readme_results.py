@@ -40,11 +40,17 @@ def collect_run(profile: str = "local", source: Path | None = None, dest: Path |
         if isinstance(data.get("tokens"), dict):
             data["tokens"].pop("lengths", None)
         (dest / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    for fig in (source / "figures").glob("*.png"):
-        shutil.copy2(fig, dest / "figures" / fig.name)
+    figures = {fig.name for fig in (source / "figures").glob("*.png")}
+    for stale in (dest / "figures").glob("*.png"):  # a figure this run did not make belongs to an older one
+        if stale.name not in figures:
+            stale.unlink()
+    for name in figures:
+        shutil.copy2(source / "figures" / name, dest / "figures" / name)
     for extra in ("curve.json", "curve.png"):  # bench/curve_local.py, when it was run on this output root
         if (source / extra).exists():
             shutil.copy2(source / extra, dest / extra)
+        elif (dest / extra).exists():  # measured on an earlier run: it must not sit beside this one's numbers
+            (dest / extra).unlink()
     return dest
 
 

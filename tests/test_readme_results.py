@@ -64,3 +64,21 @@ def test_curve_and_tuning_records_reach_the_section(tmp_path):
     assert "| 25 | 50.0% | 25.0% | 75.0% |" in out and "| 0 | 100.0% | 0.0% | 25.0% |" in out
     assert '| by_doc | `{"batch_order": "by_document"}` | 9 | 3 | 75.0% | 0.0% | 50.0% |' in out
     assert "hallucination rate 100.0%" in out  # the base model's dev rates, from the record
+
+
+def test_collect_drops_a_curve_and_figures_left_from_an_earlier_run(tmp_path):
+    from helpers.readme_results import collect_run
+
+    source, dest = tmp_path / "out", tmp_path / "results" / "local-long"
+    (source / "figures").mkdir(parents=True)
+    (source / "metrics.json").write_text(json.dumps({"model": "m"}))
+    (source / "figures" / "new.png").write_bytes(b"png")
+    (dest / "figures").mkdir(parents=True)
+    (dest / "curve.json").write_text("{}")
+    (dest / "figures" / "old.png").write_bytes(b"png")
+    collect_run("local-long", source=source, dest=dest)
+    assert not (dest / "curve.json").exists() and not (dest / "figures" / "old.png").exists()
+    assert (dest / "figures" / "new.png").exists() and json.loads((dest / "metrics.json").read_text()) == {"model": "m"}
+    (source / "curve.json").write_text('{"points": []}')
+    collect_run("local-long", source=source, dest=dest)
+    assert json.loads((dest / "curve.json").read_text()) == {"points": []}
