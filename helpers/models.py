@@ -27,6 +27,7 @@ __all__ = [
     "adapter_base_model",
     "build_tiny_gemma2",
     "convert_embedded_gemma3",
+    "offline_build_cached",
     "load_model_and_tokenizer",
     "load_tokenizer",
     "lora_config",
@@ -145,6 +146,15 @@ def convert_embedded_gemma3(target: Path) -> Path:
         shutil.rmtree(target)
     os.replace(tmp, target)
     return target
+
+
+def offline_build_cached(model_id: str) -> bool | None:
+    """Whether an offline model's one-time build is already on disk; None for hub ids.
+
+    Run records note it, so a wall time measured with a warm cache is not read as a fresh machine's.
+    """
+    folder = {EMBEDDED_GEMMA3: "gemma3-270m", TINY_GEMMA2: "tiny-gemma2"}.get(model_id)
+    return None if folder is None else (cache_root() / folder / BUILD_MARKER).exists()
 
 
 def resolve_model_path(model_id: str) -> str:

@@ -59,6 +59,7 @@ def run_pipeline(profile: str, skip: tuple[str, ...] = (), train_config: str | N
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''} cpus={_cpu_count()}".strip(),
         "code": code_revision(),
+        "model_build_cached": _model_build_cached(profile),
         "stages": {},
     }
     start = time.perf_counter()
@@ -83,6 +84,12 @@ def run_pipeline(profile: str, skip: tuple[str, ...] = (), train_config: str | N
     (root / "run_report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return report
+
+
+def _model_build_cached(profile: str) -> bool | None:
+    from helpers.models import offline_build_cached
+
+    return offline_build_cached(config_for(ModelConfig, profile).model_id)
 
 
 def _cpu_count() -> int:

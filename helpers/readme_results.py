@@ -98,7 +98,13 @@ def target_checks(metrics: dict[str, Any], run: dict[str, Any] | None) -> list[s
         checks.append((not banana["base"]["passed"] and banana["aligned"]["passed"],
                        "Banana test: base fails and aligned passes"))
     if run and run.get("total_seconds"):
-        checks.append((run["total_seconds"] <= 1800, f"wall time {run['total_seconds'] / 60:.1f} min ≤ 30 min"))
+        warm = run.get("model_build_cached")
+        if warm is None:  # records older than that field: a conversion takes about a minute, a cache hit ~0 s
+            prepare = run.get("stages", {}).get("prepare_model")
+            warm = prepare is not None and prepare.get("seconds", 0) < 10
+        cached = " (the one-time model conversion was already cached, so it is not in this figure)" if warm else ""
+        checks.append((run["total_seconds"] <= 1800,
+                       f"wall time {run['total_seconds'] / 60:.1f} min ≤ 30 min{cached}"))
     return [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
 
 

@@ -82,3 +82,27 @@ def test_collect_drops_a_curve_and_figures_left_from_an_earlier_run(tmp_path):
     (source / "curve.json").write_text('{"points": []}')
     collect_run("local-long", source=source, dest=dest)
     assert json.loads((dest / "curve.json").read_text()) == {"points": []}
+
+
+def test_wall_time_check_says_when_the_model_conversion_was_cached():
+    from helpers.readme_results import target_checks
+
+    metrics = {"base": {"hallucination_rate": {"value": 1.0}, "over_refusal_rate": {"value": 0.0}},
+               "aligned": {"hallucination_rate": {"value": 0.5}, "over_refusal_rate": {"value": 0.0}}}
+    note = "model conversion was already cached"
+    fresh = {"total_seconds": 1200, "stages": {"prepare_model": {"seconds": 70.0}}}
+    assert not any(note in line for line in target_checks(metrics, fresh))
+    old_warm = {"total_seconds": 1200, "stages": {"prepare_model": {"seconds": 0.0}}}
+    assert any(note in line for line in target_checks(metrics, old_warm))
+    assert any(note in line for line in target_checks(metrics, {**fresh, "model_build_cached": True}))
+
+
+def test_offline_build_cached_is_none_for_hub_models_and_tracks_the_marker(tmp_path, monkeypatch):
+    from helpers.models import BUILD_MARKER, offline_build_cached
+
+    monkeypatch.setenv("GEMMA_FACTS_CACHE", str(tmp_path))
+    assert offline_build_cached("google/gemma-2-2b-it") is None
+    assert offline_build_cached("embedded:gemma3-270m") is False
+    (tmp_path / "gemma3-270m").mkdir()
+    (tmp_path / "gemma3-270m" / BUILD_MARKER).write_text("{}")
+    assert offline_build_cached("embedded:gemma3-270m") is True
