@@ -148,22 +148,27 @@ def convert_embedded_gemma3(target: Path) -> Path:
     return target
 
 
+#: Offline model ids → (folder under ``cache_root()``, the function that builds it there once).
+_OFFLINE_BUILDS = {EMBEDDED_GEMMA3: ("gemma3-270m", convert_embedded_gemma3),
+                   TINY_GEMMA2: ("tiny-gemma2", build_tiny_gemma2)}
+
+
 def offline_build_cached(model_id: str) -> bool | None:
     """Whether an offline model's one-time build is already on disk; None for hub ids.
 
     Run records note it, so a wall time measured with a warm cache is not read as a fresh machine's.
     """
-    folder = {EMBEDDED_GEMMA3: "gemma3-270m", TINY_GEMMA2: "tiny-gemma2"}.get(model_id)
-    return None if folder is None else (cache_root() / folder / BUILD_MARKER).exists()
+    if model_id not in _OFFLINE_BUILDS:
+        return None
+    return (cache_root() / _OFFLINE_BUILDS[model_id][0] / BUILD_MARKER).exists()
 
 
 def resolve_model_path(model_id: str) -> str:
     """Map offline model ids to a local folder (building it once); hub ids pass through."""
-    if model_id == EMBEDDED_GEMMA3:
-        return str(convert_embedded_gemma3(cache_root() / "gemma3-270m"))
-    if model_id == TINY_GEMMA2:
-        return str(build_tiny_gemma2(cache_root() / "tiny-gemma2"))
-    return model_id
+    if model_id not in _OFFLINE_BUILDS:
+        return model_id
+    folder, build = _OFFLINE_BUILDS[model_id]
+    return str(build(cache_root() / folder))
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:

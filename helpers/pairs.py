@@ -174,26 +174,20 @@ def remove_answer(excerpt: str, answer: str, request: str, quote: str = "", *,
     if not terms or len(spans) < 2:
         return None
     quote_norm = normalize(quote)
+    found = [terms & set(content_words(excerpt[a:b])) for a, b in spans]  # distinctive terms per sentence
     scored = []
     for k, (a, b) in enumerate(spans):
-        sentence = excerpt[a:b]
-        words = set(content_words(sentence))
-        holds_quote = bool(quote_norm) and (quote_norm in normalize(sentence) or normalize(sentence) in quote_norm)
-        scored.append((holds_quote, len(words & terms), k))
+        sentence = normalize(excerpt[a:b])
+        holds_quote = bool(quote_norm) and (quote_norm in sentence or sentence in quote_norm)
+        scored.append((holds_quote, len(found[k]), k))
     scored.sort(key=lambda t: (not t[0], -t[1], t[2]))
     removed: set[int] = set()
-
-    def left_terms() -> set[str]:
-        kept = " ".join(excerpt[a:b] for k, (a, b) in enumerate(spans) if k not in removed)
-        return terms & set(content_words(kept))
-
+    left = set().union(*found)
     for holds_quote, hits, k in scored:
-        if len(left_terms()) <= max_left_share * len(terms):
-            break
-        if not holds_quote and hits == 0:
+        if len(left) <= max_left_share * len(terms) or (not holds_quote and hits == 0):
             break
         removed.add(k)
-    left = left_terms()
+        left = set().union(*(f for i, f in enumerate(found) if i not in removed))
     numbers_left = {w for w in left if any(ch.isdigit() for ch in w)}
     if (not removed or len(removed) > max_removed_share * len(spans)
             or len(left) > max_left_share * len(terms) or numbers_left):
