@@ -87,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     from helpers.config import EvalConfig, ModelConfig, config_for
     from helpers.evaluate import _load_test_rows, eval_items, heldout_items
     from helpers.models import load_model_and_tokenizer
+    from helpers.train_report import code_revision
 
     model_cfg = config_for(ModelConfig)
     eval_cfg = config_for(EvalConfig, **({"max_examples": args.max_examples} if args.max_examples else {}))
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
              "seconds": round(time.perf_counter() - started, 1),
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "machine": f"{platform.machine()} cpus={os.cpu_count()}",
+             "code": code_revision(), "run_code": _run_code(run_dir),
              "command": "python bench/curve_local.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out) if args.out else run_dir / "curve.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -125,6 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     plot(curve, out.with_suffix(".png"))
     print(json.dumps(curve["points"][-1]))
     return 0
+
+
+def _run_code(run_dir: Path) -> dict | None:
+    """The commit the measured run was trained at (its run_report), so the curve names both revisions."""
+    report = run_dir / "run_report.json"
+    try:
+        return json.loads(report.read_text(encoding="utf-8")).get("code")
+    except (OSError, ValueError):
+        return None
 
 
 if __name__ == "__main__":
