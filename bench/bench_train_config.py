@@ -2,6 +2,8 @@
 
 * ``ours``: the project path (``helpers.train``): 4-bit nf4 base, LoRA on q/k/v/o, the reference is
   the base with the adapter disabled, precision from the hardware;
+* ``ours_two_rows`` (opt-in): the same with TRL's two-row forward instead of one row per pair with
+  the prompt scored once (``TrainConfig.shared_prompt``);
 * ``trl_defaults``: ``DPOTrainer(model=<checkpoint path>, args=DPOConfig(...))`` with TRL's defaults
   (full fine-tuning, a second model copy as reference, bf16 autocast, AdamW on every weight), only
   batch size, steps and data set to ours, saving off, and ``use_cpu`` on a CPU / fp16 on a T4, without
@@ -15,7 +17,7 @@ Each variant runs once, in its own process (a process's peak RSS cannot be reset
 JSON keeps the finished ones when another timed out (recorded as such, with no ratio for it).
 
     python bench/bench_train_config.py [--profile smoke|local] [--steps 4] [--pairs 16] [--words N]
-                                       [--variants ours trl_defaults trl_defaults_fp32]
+                                       [--variants ours ours_two_rows trl_defaults trl_defaults_fp32]
                                        [--variant-timeout SECONDS]
 
 Defaults: the smoke profile (tiny random Gemma 2), which checks the script, not the hardware; use
@@ -66,22 +68,26 @@ def sample_pairs(n: int, words: int) -> list[dict]:
     return pairs
 
 
-def configs(profile: str, steps: int, work: Path) -> tuple[ModelConfig, TrainConfig]:
+def configs(profile: str, steps: int, work: Path, **overrides: object) -> tuple[ModelConfig, TrainConfig]:
     """The profile's configs with ``steps`` steps, no evaluation, no checkpoints, no extra loads."""
     train = config_for(TrainConfig, profile, max_steps=steps, save_steps=10 * steps, resume_from_checkpoint=False,
                        measure_16bit_footprint=False, checkpoint_dir=str(work / "checkpoints"),
-                       output_dir=str(work / "adapter"))
+                       output_dir=str(work / "adapter"), **overrides)
     return config_for(ModelConfig, profile), train
 
 
-def run_ours(profile: str, steps: int, pairs_dir: Path, work: Path) -> dict:
-    """One run of the project's own path; seconds/step and peak from its callbacks."""
+def run_ours(profile: str, steps: int, pairs_dir: Path, work: Path, shared_prompt: bool = True) -> dict:
+    """One run of the project's own path; seconds/step and peak from its callbacks.
+
+    ``shared_prompt=False`` is the same path with TRL's two-row forward (``ours_two_rows``): what
+    scoring a pair's prompt once (``helpers.shared_prompt``) saves.
+    """
     from datasets import load_from_disk
 
     from helpers.train import run_training, start_run
     from helpers.training_callbacks import PeakMemoryTracker, ProgressPrinter
 
-    model_cfg, train_cfg = configs(profile, steps, work)
+    model_cfg, train_cfg = configs(profile, steps, work, shared_prompt=shared_prompt)
     progress, memory = ProgressPrinter(printer=lambda *_: None), PeakMemoryTracker()
     pairs = load_from_disk(str(pairs_dir))
     run = start_run(model_cfg, train_cfg, {"train": pairs["train"]}, callbacks=[progress, memory])
@@ -121,14 +127,14 @@ def run_trl_defaults(profile: str, steps: int, pairs_dir: Path, work: Path, fp32
             "bf16": bool(args.bf16), "fp16": bool(args.fp16)}
 
 
-VARIANTS = ("ours", "trl_defaults", "trl_defaults_fp32")
+VARIANTS = ("ours", "ours_two_rows", "trl_defaults", "trl_defaults_fp32")
 
 
 def child(variant: str, profile: str, steps: int, pairs_dir: Path) -> None:
     """Run one variant in this process and print its JSON."""
     with tempfile.TemporaryDirectory() as tmp:
-        if variant == "ours":
-            result = run_ours(profile, steps, pairs_dir, Path(tmp))
+        if variant in ("ours", "ours_two_rows"):
+            result = run_ours(profile, steps, pairs_dir, Path(tmp), shared_prompt=variant == "ours")
         else:
             result = run_trl_defaults(profile, steps, pairs_dir, Path(tmp), fp32=variant == "trl_defaults_fp32")
         print("BENCH_RESULT " + json.dumps(result, default=str))

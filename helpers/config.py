@@ -213,6 +213,9 @@ class TrainConfig:
     # "refuse more / less" drift and keeps what separates them: does the document hold the answer?
     batch_order: str = "random"
     precompute_ref_log_probs: bool = False
+    # Score a pair's two answers in one row, the prompt computed once (helpers.shared_prompt): the same
+    # log-probs and gradients as TRL's two rows from ~40% fewer tokens. False: TRL's own forward.
+    shared_prompt: bool = True
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto: bf16 on Ampere+, fp16 on T4 (LoRA weights kept fp32), none on CPU
     resume_from_checkpoint: bool = True  # continue from the latest checkpoint in checkpoint_dir, if any

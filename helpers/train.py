@@ -286,6 +286,7 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
     from trl import DPOTrainer
 
     from helpers.models import lora_config
+    from helpers.shared_prompt import install_shared_prompt_forward
     from helpers.training_callbacks import default_callbacks
 
     args = build_dpo_config(model_cfg, train_cfg, has_eval=eval_ds is not None)
@@ -294,6 +295,8 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
                          eval_dataset=eval_ds, processing_class=tokenizer, peft_config=lora_config(model_cfg),
                          callbacks=default_callbacks() if callbacks is None else callbacks)
     keep_trainable_fp32(trainer.model)
+    if train_cfg.shared_prompt and not install_shared_prompt_forward(trainer.model):
+        print("Note: this model's attention takes no custom mask; pairs are scored as two rows (TRL's forward).")
     kept = len(trainer.train_dataset)
     if kept < len(train_ds):  # TRL drops pairs whose prompt alone fills max_length
         message = (f"{len(train_ds) - kept} of {len(train_ds)} training pairs have a prompt of at least "

@@ -141,6 +141,8 @@ def _tokens_per_second(log_history: list[dict[str, Any]], first_step: int, secon
 
 def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str, Any]) -> dict[str, Any]:
     """The report dict for a finished ``helpers.train.TrainingRun``."""
+    from helpers.shared_prompt import shared_prompt_stats
+
     trainer = run.trainer
     history = list(trainer.state.log_history)
     progress, memory = _callback(trainer, "ProgressPrinter"), _callback(trainer, "PeakMemoryTracker")
@@ -164,6 +166,8 @@ def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str
                                                              in METRIC_KEYS},
         "peak_memory": peak, "weight_footprint": footprint,
         "precision": {"fp16": bool(trainer.args.fp16), "bf16": bool(trainer.args.bf16)},
+        # tokens through the model with each pair's prompt scored once vs TRL's two rows (None: two rows)
+        "shared_prompt": shared_prompt_stats(trainer.model),
         "data": run.data_summary,
         "config": {"model": dataclasses.asdict(run.model_cfg), "train": dataclasses.asdict(run.train_cfg)},
         "log_history": history,

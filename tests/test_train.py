@@ -255,6 +255,9 @@ def test_smoke_run_saves_an_adapter_that_reloads_to_the_same_logits(pairs):
     assert report["peak_memory"]["bytes"] > 0 and report["weight_footprint"]["4bit_bytes"] > 0
     assert report["seconds_per_step"] > 0 and report["tokens_per_second"] > 0
     assert (Path(report["merged_dir"]) / "config.json").exists()  # merge_and_save_16bit=True
+    shared = report["shared_prompt"]  # every DPO forward (policy, reference, eval) scored each prompt once
+    assert shared["packed_calls"] > 0 and shared["fallback_calls"] == 0
+    assert shared["packed_tokens"] < shared["two_row_tokens"]
 
     base, tok = load_model_and_tokenizer(model_cfg)
     reloaded = PeftModel.from_pretrained(base, str(adapter)).eval()
