@@ -47,6 +47,40 @@ def dev_metrics(model: object, tokenizer: object, items: list[dict], model_cfg: 
     return {k: round(m[k]["value"], 4) for k in ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")}
 
 
+def checkpoint_scores(run: object, items: list[dict], model_cfg: object, eval_cfg: object, curve: bool,
+                      fractions: list[float]) -> dict:
+    """Dev scores of every kept checkpoint and of checkpoint averages; the model is left as trained."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from helpers.checkpoint_average import ADAPTER_WEIGHTS, average_into, checkpoints_from, load_adapter_weights
+    from helpers.train import _checkpoints
+
+    trainer = run.trainer  # type: ignore[attr-defined]
+    model, tokenizer, final = trainer.model, run.tokenizer, trainer.state.global_step  # type: ignore[attr-defined]
+    found = [(s, p) for s, p in _checkpoints(Path(run.train_cfg.checkpoint_dir))  # type: ignore[attr-defined]
+             if (p / ADAPTER_WEIGHTS).exists()]
+    trained = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+    out: dict = {}
+    if curve:
+        out["curve"] = []
+        for step, path in found:
+            set_peft_model_state_dict(model, load_adapter_weights(path))
+            out["curve"].append({"step": step, "aligned": dev_metrics(model, tokenizer, items, model_cfg, eval_cfg,
+                                                                      "aligned")})
+            print(json.dumps(out["curve"][-1]), flush=True)
+    for fraction in fractions:
+        chosen = checkpoints_from(found, final, fraction)
+        set_peft_model_state_dict(model, trained)
+        include_final = not chosen or chosen[-1][0] != final
+        average_into(model, [p for _, p in chosen], include_current=include_final)
+        entry = {"from_fraction": fraction, "steps": [s for s, _ in chosen] + ([final] if include_final else []),
+                 "aligned": dev_metrics(model, tokenizer, items, model_cfg, eval_cfg, "aligned")}
+        out.setdefault("averaged", []).append(entry)
+        print(json.dumps(entry), flush=True)
+    set_peft_model_state_dict(model, trained)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True, help="label of this run in the record")
@@ -64,6 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record", default=str(REPO / "results" / "tuning.jsonl"))
     parser.add_argument("--with-base", action="store_true", help="also measure the base model on dev")
     parser.add_argument("--profile", default="local", choices=("local", "smoke"), help="smoke: checks the script")
+    parser.add_argument("--curve", action="store_true",
+                        help="also score every kept checkpoint on dev (set save_steps / save_total_limit in --train)")
+    parser.add_argument("--average-from", type=float, nargs="*", default=[],
+                        help="also score the mean of the checkpoints from these fractions of the run on "
+                             "(helpers.checkpoint_average)")
     args = parser.parse_args(argv)
 
     work = Path(args.work) / args.name
@@ -111,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.with_base:
         result["base"] = dev_metrics(model, run.tokenizer, items, model_cfg, eval_cfg, "base")
+    if args.curve or args.average_from:
+        result.update(checkpoint_scores(run, items, model_cfg, eval_cfg, args.curve, args.average_from))
     eval_logs = [e for e in run.trainer.state.log_history if "eval_rewards/accuracies" in e]
     if eval_logs:
         result["final_eval_reward_accuracy"] = round(eval_logs[-1]["eval_rewards/accuracies"], 4)

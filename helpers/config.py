@@ -216,6 +216,9 @@ class TrainConfig:
     # Score a pair's two answers in one row, the prompt computed once (helpers.shared_prompt): the same
     # log-probs and gradients as TRL's two rows from ~40% fewer tokens. False: TRL's own forward.
     shared_prompt: bool = True
+    # Save the mean of the adapter weights of the checkpoints from this fraction of the run on (and the
+    # final weights) instead of the last weights alone (helpers.checkpoint_average); None: the last.
+    average_checkpoints_from: float | None = None
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto: bf16 on Ampere+, fp16 on T4 (LoRA weights kept fp32), none on CPU
     resume_from_checkpoint: bool = True  # continue from the latest checkpoint in checkpoint_dir, if any
@@ -244,6 +247,8 @@ class TrainConfig:
         _fraction(self, "warmup_ratio", open_hi=True)
         _choice(self, "mixed_precision", ("auto", "no", "fp16", "bf16"))
         _choice(self, "batch_order", ("random", "by_document"))
+        if self.average_checkpoints_from is not None:
+            _fraction(self, "average_checkpoints_from", lo=0.0, hi=1.0)
         for name in ("max_train_pairs", "max_eval_pairs"):
             if getattr(self, name) is not None:
                 _positive(self, name)

@@ -401,6 +401,7 @@ class TrainingRun:
     resume_from: str | None
     train_seconds: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
+    averaged: dict[str, Any] | None = None  # which checkpoints were averaged into the saved adapter
 
 
 def _summarise(split: Any) -> dict[str, Any]:
@@ -457,12 +458,28 @@ def save_adapter(trainer: Any, model_cfg: ModelConfig, out_dir: str | Path) -> P
     return out
 
 
+def average_checkpoints(run: TrainingRun) -> dict[str, Any]:
+    """Replace the trained adapter weights by their mean over the run's later checkpoints (and the end)."""
+    from helpers.checkpoint_average import average_into, checkpoints_from
+
+    fraction = float(run.train_cfg.average_checkpoints_from or 0.0)
+    final = run.trainer.state.global_step
+    chosen = checkpoints_from(_checkpoints(Path(run.train_cfg.checkpoint_dir)), final, fraction)
+    include_final = not chosen or chosen[-1][0] != final
+    count = average_into(run.trainer.model, [path for _, path in chosen], include_current=include_final)
+    steps = [step for step, _ in chosen] + ([final] if include_final else [])
+    print(f"Adapter = mean of {count} checkpoints (steps {steps}): TrainConfig.average_checkpoints_from={fraction}")
+    return {"from_fraction": fraction, "steps": steps}
+
+
 def finish_run(run: TrainingRun) -> dict[str, Any]:
     """Final evaluation, adapter + model card, ``train_report.json``; optional push and merge."""
     from helpers.model_card import write_model_card
     from helpers.train_report import build_train_report, measure_weight_footprint, write_train_report
 
     trainer, train_cfg = run.trainer, run.train_cfg
+    if train_cfg.average_checkpoints_from is not None:
+        run.averaged = average_checkpoints(run)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     adapter_dir = save_adapter(trainer, run.model_cfg, train_cfg.output_dir)
     if not trainer.is_world_process_zero():  # under DDP only rank 0 measures, writes and publishes

@@ -45,12 +45,15 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
     proc = subprocess.run([sys.executable, "bench/tune_local.py", "--profile", "smoke", "--name", "check",
                            "--pairs-dir", str(out / "pairs"), "--dev-docs", "2", "--max-examples", "2",
                            "--with-base", "--work", str(tmp_path / "tune"), "--record", str(record),
-                           "--train", '{"max_steps": 1}', "--data", '{"pairs_per_kind": {"unanswerable": 1}}'],
+                           "--train", '{"max_steps": 2, "save_steps": 1, "save_total_limit": 5}', "--curve",
+                           "--average-from", "0.5", "--data", '{"pairs_per_kind": {"unanswerable": 1}}'],
                           env=env, capture_output=True, text=True, timeout=600,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     tuned = json.loads(record.read_text().splitlines()[-1])
-    assert tuned["steps"] == 1 and tuned["dev_answerable"] >= 1 and tuned["dev_unanswerable"] >= 1
+    assert tuned["steps"] == 2 and tuned["dev_answerable"] >= 1 and tuned["dev_unanswerable"] >= 1
+    assert [point["step"] for point in tuned["curve"]] == [1, 2]  # every kept checkpoint scored on dev
+    assert tuned["averaged"][0]["steps"] == [1, 2] and "hallucination_rate" in tuned["averaged"][0]["aligned"]
     assert {"hallucination_rate", "over_refusal_rate"} <= set(tuned["aligned"]) and "base" in tuned
     # --data rebuilt the training pairs with only near-miss refusals, scored on the default pairs' dev requests
     assert tuned["data_overrides"] == {"pairs_per_kind": {"unanswerable": 1}}
