@@ -92,12 +92,17 @@ def main() -> int:
 
 
 def produced_any(command: str, kept: dict) -> bool:
-    """Whether an earlier run_all command produced one of the records still kept (so it stays listed)."""
-    runs = {entry.get("run_by") for entry in kept.values()}
-    if any(runs):
-        return command in runs
+    """Whether an earlier run_all command produced one of the records still kept (so it stays listed).
+
+    Records name the command that made them (``run_by``); for older records without it, a command
+    counts when its ``--only`` list (or no ``--only``: every benchmark) includes the record.
+    """
     only = command.split("--only", 1)[1].split("--")[0].split() if "--only" in command else None
-    return only is None or any(name in only for name in kept)
+    for name, entry in kept.items():
+        made_by = entry.get("run_by")
+        if made_by == command or (not made_by and (only is None or name in only)):
+            return True
+    return False
 
 
 def summary_rows(raw: dict) -> list[dict]:

@@ -47,3 +47,8 @@ def test_only_commands_that_produced_a_kept_record_stay_listed():
     kept = {"generation": {"run_by": "python bench/run_all.py --only generation"}}
     assert run_all.produced_any("python bench/run_all.py --only generation", kept)
     assert not run_all.produced_any("python bench/run_all.py --profile local", kept)
+    # a mix: the older record without run_by still keeps the command whose --only named it
+    kept = {"teacher_concurrency": {"date": "d"}, "generation": {"run_by": "python bench/run_all.py --only generation"}}
+    assert run_all.produced_any("python bench/run_all.py --only teacher_concurrency generation", kept)
+    assert run_all.produced_any("python bench/run_all.py --only generation", kept)
+    assert not run_all.produced_any("python bench/run_all.py --only train_config", kept)
