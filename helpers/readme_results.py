@@ -129,6 +129,12 @@ def tuning_table(records: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['name']} | `{json.dumps(r['train_overrides'])}`{mix} | {r['train_pairs']} | {r['steps']} | "
                      f"{_pct(a['hallucination_rate'])} | {_pct(a['over_refusal_rate'])} | "
                      f"{_pct(a['grounded_accuracy'])} |")
+        # the same run's kept checkpoints and checkpoint averages (tune_local --curve / --average-from)
+        extra = [(f"checkpoint {c['step']}", c["aligned"]) for c in r.get("curve") or []]
+        extra += [(f"mean of checkpoints {', '.join(map(str, m['steps']))}", m["aligned"]) for m in r.get("averaged") or []]
+        for label, m in extra:
+            lines.append(f"| {r['name']}, {label} | same run | | | {_pct(m['hallucination_rate'])} | "
+                         f"{_pct(m['over_refusal_rate'])} | {_pct(m['grounded_accuracy'])} |")
     return "\n".join(lines)
 
 

@@ -58,12 +58,18 @@ def test_curve_and_tuning_records_reach_the_section(tmp_path):
     tuning = {"name": "by_doc", "train_overrides": {"batch_order": "by_document"}, "train_pairs": 9, "steps": 3,
               "dev_docs": 2, "dev_answerable": 4, "dev_unanswerable": 4, "pairs_dir": "/x/outputs/pairs",
               "aligned": {"hallucination_rate": 0.75, "over_refusal_rate": 0.0, "grounded_accuracy": 0.5},
-              "base": {"hallucination_rate": 1.0, "over_refusal_rate": 0.0, "grounded_accuracy": 0.25}}
+              "base": {"hallucination_rate": 1.0, "over_refusal_rate": 0.0, "grounded_accuracy": 0.25},
+              "curve": [{"step": 2, "aligned": {"hallucination_rate": 0.5, "over_refusal_rate": 0.25,
+                                                "grounded_accuracy": 0.5}}],
+              "averaged": [{"from_fraction": 0.5, "steps": [2, 3], "aligned": {
+                  "hallucination_rate": 0.25, "over_refusal_rate": 0.0, "grounded_accuracy": 0.75}}]}
     (tmp_path / "tuning.jsonl").write_text(json.dumps(tuning) + "\n")
     out = render_results(tmp_path)
     assert "| 25 | 50.0% | 25.0% | 75.0% |" in out and "| 0 | 100.0% | 0.0% | 25.0% |" in out
     assert '| by_doc | `{"batch_order": "by_document"}` | 9 | 3 | 75.0% | 0.0% | 50.0% |' in out
     assert "hallucination rate 100.0%" in out  # the base model's dev rates, from the record
+    assert "| by_doc, checkpoint 2 | same run | | | 50.0% | 25.0% | 50.0% |" in out
+    assert "| by_doc, mean of checkpoints 2, 3 | same run | | | 25.0% | 0.0% | 75.0% |" in out
 
 
 def test_collect_drops_a_curve_and_figures_left_from_an_earlier_run(tmp_path):
