@@ -65,6 +65,11 @@ PAIR_COLUMNS = ("prompt", "chosen", "rejected", "pair_type", "source", "doc_id",
 RUN_SIGNATURE = "gemma_facts_run.json"
 SIGNATURE_KEYS = ("model_id", "prompt_format", "max_length", "load_in_4bit", "lora_r", "lora_alpha",
                   "lora_target_modules")
+# What a run trains on and how: resuming across a change of these would splice two different runs.
+# (max_steps / num_train_epochs may change: raising them continues a finished run.)
+TRAIN_SIGNATURE_KEYS = ("beta", "loss_type", "loss_weights", "learning_rate", "lr_scheduler_type", "optim",
+                        "per_device_train_batch_size", "gradient_accumulation_steps", "max_train_pairs",
+                        "batch_order", "seed")
 PAIRS_MADE_BY = "notebook 01 / python -m helpers.data build"
 
 
@@ -311,9 +316,40 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
 # --------------------------------------------------------------------------- checkpoints and ETA
 
 
-def _signature(model_cfg: ModelConfig) -> dict[str, Any]:
-    data = dataclasses.asdict(model_cfg)
-    return {key: list(data[key]) if isinstance(data[key], tuple) else data[key] for key in SIGNATURE_KEYS}
+def _signature(model_cfg: ModelConfig, train_cfg: TrainConfig | None = None,
+               pairs_digest: str | None = None) -> dict[str, Any]:
+    """What checkpoints must share with a run to be resumed by it: model, training settings, data."""
+    def pick(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
+        data = dataclasses.asdict(cfg)
+        return {key: list(data[key]) if isinstance(data[key], tuple) else data[key] for key in keys}
+
+    signature = pick(model_cfg, SIGNATURE_KEYS)
+    if train_cfg is not None:
+        signature["train"] = pick(train_cfg, TRAIN_SIGNATURE_KEYS)
+    if pairs_digest is not None:
+        signature["train_pairs_sha256"] = pairs_digest
+    return signature
+
+
+def pairs_digest(split: Any) -> str:
+    """A hash of the training pairs in training order (same data rebuilt → same hash)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for prompt, chosen, rejected in zip(split["prompt"], split["chosen"], split["rejected"], strict=True):
+        digest.update(json.dumps([prompt, chosen, rejected], sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def _differences(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(recorded) | set(current)):
+        there, here = recorded.get(key, "<not recorded>"), current.get(key, "<not recorded>")
+        if isinstance(there, dict) and isinstance(here, dict):
+            out += _differences(there, here, f"{prefix}{key}.")
+        elif there != here:
+            out.append(f"{prefix}{key}: {there!r} there, {here!r} here")
+    return out
 
 
 def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
@@ -326,8 +362,13 @@ def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def find_resume_checkpoint(train_cfg: TrainConfig, model_cfg: ModelConfig) -> str | None:
-    """The latest complete checkpoint to resume from, or None; refuses checkpoints of another model."""
+def find_resume_checkpoint(train_cfg: TrainConfig, model_cfg: ModelConfig,
+                           train_pairs_digest: str | None = None) -> str | None:
+    """The latest complete checkpoint to resume from, or None.
+
+    Refuses checkpoints of another model, other training settings or other training pairs (a run
+    resumed from them would be neither the old run nor the new one); the error names what differs.
+    """
     ckpt_dir = Path(train_cfg.checkpoint_dir)
     found = _checkpoints(ckpt_dir) if train_cfg.resume_from_checkpoint and ckpt_dir.is_dir() else []
     if not found:
@@ -335,10 +376,14 @@ def find_resume_checkpoint(train_cfg: TrainConfig, model_cfg: ModelConfig) -> st
     sig_path = ckpt_dir / RUN_SIGNATURE
     if sig_path.exists():
         recorded = json.loads(sig_path.read_text(encoding="utf-8"))
-        if recorded != _signature(model_cfg):
-            raise ValueError(f"The checkpoints in {ckpt_dir} were made with {recorded}, not {_signature(model_cfg)}. "
+        current = _signature(model_cfg, train_cfg, train_pairs_digest)
+        if train_pairs_digest is None:
+            recorded.pop("train_pairs_sha256", None)
+        differs = _differences(recorded, current)
+        if differs:
+            raise ValueError(f"The checkpoints in {ckpt_dir} were made with other settings ({'; '.join(differs)}). "
                              "Delete that folder, point TrainConfig.checkpoint_dir elsewhere, or set "
-                             "TrainConfig.resume_from_checkpoint=False.")
+                             "TrainConfig.resume_from_checkpoint=False to start a fresh run.")
     return str(found[-1][1])
 
 
@@ -402,6 +447,7 @@ class TrainingRun:
     train_seconds: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
     averaged: dict[str, Any] | None = None  # which checkpoints were averaged into the saved adapter
+    signature: dict[str, Any] = field(default_factory=dict)  # written beside the checkpoints
 
 
 def _summarise(split: Any) -> dict[str, Any]:
@@ -428,8 +474,10 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
                             None if eval_split is None else to_trl_dataset(eval_split, model_cfg.prompt_format),
                             model_cfg, train_cfg, callbacks)
     summary = {"train": _summarise(train_split), "test": _summarise(eval_split), "pairs_dir": train_cfg.pairs_dir}
+    digest = pairs_digest(train_split)
     return TrainingRun(model_cfg, train_cfg, trainer, tokenizer, summary, four_bit,
-                       find_resume_checkpoint(train_cfg, model_cfg))
+                       find_resume_checkpoint(train_cfg, model_cfg, digest),
+                       signature=_signature(model_cfg, train_cfg, digest))
 
 
 def run_training(run: TrainingRun) -> Any:
@@ -437,7 +485,8 @@ def run_training(run: TrainingRun) -> Any:
     ckpt_dir = Path(run.train_cfg.checkpoint_dir)
     if run.trainer.is_world_process_zero():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        (ckpt_dir / RUN_SIGNATURE).write_text(json.dumps(_signature(run.model_cfg)), encoding="utf-8")
+        signature = run.signature or _signature(run.model_cfg, run.train_cfg)
+        (ckpt_dir / RUN_SIGNATURE).write_text(json.dumps(signature), encoding="utf-8")
     if run.resume_from:
         print(f"Resuming from {run.resume_from} (step {_step_of(run.resume_from)})")
     started = time.perf_counter()

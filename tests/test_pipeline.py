@@ -58,3 +58,15 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
     # --data rebuilt the training pairs with only near-miss refusals, scored on the default pairs' dev requests
     assert tuned["data_overrides"] == {"pairs_per_kind": {"unanswerable": 1}}
     assert tuned["pairs_dir"] != str(out / "pairs") and tuned["dev_from"] == str(out / "pairs")
+
+    # early stopping on dev: the rule picks a checkpoint from the dev curve, then test numbers are read
+    early = tmp_path / "early.json"
+    proc = subprocess.run([sys.executable, "bench/dev_early_stopping.py", "--profile", "smoke", "--tune-name", "check",
+                           "--record", str(record), "--work", str(tmp_path / "tune"), "--out", str(early),
+                           "--max-over-refusal", "1.0"],
+                          env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    stopped = json.loads(early.read_text())
+    assert stopped["chosen_step"] in (1, 2) and stopped["last_step"] == 2
+    assert {"base", f"step{stopped['chosen_step']}", "step2"} <= set(stopped["scores"])
+    assert stopped["scores"]["base"]["test"]["over_refusal_rate"]["n"] == test_n

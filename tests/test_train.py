@@ -324,6 +324,30 @@ def test_resume_refuses_checkpoints_of_another_model(pairs, tmp_path):
         find_resume_checkpoint(train_cfg, model_cfg)
 
 
+def test_resume_refuses_checkpoints_of_other_training_settings_or_pairs(pairs):
+    """A changed preset must not continue an old run's checkpoint (it would splice two runs)."""
+    from helpers.train import RUN_SIGNATURE, _signature, find_resume_checkpoint, pairs_digest
+
+    model_cfg, train_cfg = smoke_configs()
+    ckpt = Path(train_cfg.checkpoint_dir)
+    (ckpt / "checkpoint-2").mkdir(parents=True)
+    (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
+    digest = pairs_digest(pairs["train"])
+    (ckpt / RUN_SIGNATURE).write_text(json.dumps(_signature(model_cfg, train_cfg, digest)))
+    assert find_resume_checkpoint(train_cfg, model_cfg, digest).endswith("checkpoint-2")
+    longer = config_for(TrainConfig, "smoke", **{**{k: getattr(train_cfg, k) for k in ("max_train_pairs",)},
+                                                 "max_steps": 10, "save_steps": 2, "eval_steps": 2})
+    assert find_resume_checkpoint(longer, model_cfg, digest)  # more steps: continue the same run
+    other_lr = config_for(TrainConfig, "smoke", max_steps=2, save_steps=2, eval_steps=2, learning_rate=5e-5)
+    with pytest.raises(ValueError, match=r"train\.learning_rate: 0\.001 there, 5e-05 here"):
+        find_resume_checkpoint(other_lr, model_cfg, digest)
+    with pytest.raises(ValueError, match="train_pairs_sha256"):
+        find_resume_checkpoint(train_cfg, model_cfg, pairs_digest(pairs["train"].select(range(3))))
+    (ckpt / RUN_SIGNATURE).write_text(json.dumps(_signature(model_cfg)))  # recorded before training settings were
+    with pytest.raises(ValueError, match="<not recorded>"):
+        find_resume_checkpoint(train_cfg, model_cfg, digest)
+
+
 # --------------------------------------------------------------------------- callbacks
 
 
