@@ -138,6 +138,23 @@ def tuning_table(records: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def early_stopping_section(early: dict[str, Any]) -> str:
+    """The checkpoint a dev rule chose, next to the run's last one and the base model, on the held-out sets."""
+    chosen, last = early["chosen_step"], early["last_step"]
+    lines = [f"Dev run `{early.get('tune_name')}` (trained without the dev documents); rule: {early.get('rule')} "
+             f"→ checkpoint **{chosen}** (last: {last}). Then, and only then, the held-out sets (offline judge):\n",
+             "| model | set | hallucination | over-refusal | grounded accuracy |", "|---|---|---|---|---|"]
+    labels = {"base": "base", f"step{chosen}": f"chosen on dev (step {chosen})"}
+    if last != chosen:
+        labels[f"step{last}"] = f"last checkpoint (step {last})"
+    for key, label in labels.items():
+        for set_name, rates in (early.get("scores", {}).get(key) or {}).items():
+            lines.append(f"| {label} | {set_name} | " + " | ".join(
+                f"{_pct(rates[r]['value'])} (n={rates[r]['n']})" for r in
+                ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")) + " |")
+    return "\n".join(lines)
+
+
 def render_results(results_dir: Path | None = None) -> str:
     """Markdown for the README's results section from ``results/``."""
     results_dir = results_dir or repo_root() / "results"
@@ -193,6 +210,10 @@ def render_results(results_dir: Path | None = None) -> str:
                          + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in
                                      next((r["base"] for r in records if "base" in r), {}).items()) + ".\n")
             parts.append(tuning_table(records))
+    early = _load(results_dir / "dev_early_stopping.json")
+    if early:
+        parts.append(f"\n### Early stopping on dev (`{early.get('command')}`)\n")
+        parts.append(early_stopping_section(early))
     bench = _load(results_dir / "bench.json")
     if bench:
         parts.append(f"\n### Benchmarks (`{bench.get('command', 'make bench')}`, one run each)\n")

@@ -112,3 +112,18 @@ def test_offline_build_cached_is_none_for_hub_models_and_tracks_the_marker(tmp_p
     (tmp_path / "gemma3-270m").mkdir()
     (tmp_path / "gemma3-270m" / BUILD_MARKER).write_text("{}")
     assert offline_build_cached("embedded:gemma3-270m") is True
+
+
+def test_early_stopping_record_reaches_the_section(tmp_path):
+    rate = lambda v: {"value": v, "n": 8}  # noqa: E731
+    scores = lambda h, o: {"test": {"hallucination_rate": rate(h), "over_refusal_rate": rate(o),  # noqa: E731
+                                    "grounded_accuracy": rate(0.5)}}
+    early = {"command": "python bench/dev_early_stopping.py --tune-name long", "tune_name": "long", "rule": "r",
+             "chosen_step": 50, "last_step": 75,
+             "scores": {"base": scores(1.0, 0.0), "step50": scores(0.25, 0.0), "step75": scores(0.5, 0.125)}}
+    (tmp_path / "dev_early_stopping.json").write_text(json.dumps(early))
+    out = render_results(tmp_path)
+    assert "→ checkpoint **50** (last: 75)" in out
+    assert "| chosen on dev (step 50) | test | 25.0% (n=8) | 0.0% (n=8) | 50.0% (n=8) |" in out
+    assert "| last checkpoint (step 75) | test | 50.0% (n=8) | 12.5% (n=8) | 50.0% (n=8) |" in out
+    assert "| base | test | 100.0% (n=8) |" in out
