@@ -5,7 +5,7 @@ which checkpoint is kept matters as much as the recipe. This script takes a dev 
 ``bench/tune_local.py --curve`` (trained without the dev documents, every kept checkpoint scored
 on them), applies a rule fixed *before* looking at any test number, and only then evaluates the
 chosen checkpoint — and, for comparison, the run's last one and the base model — on the test split
-and the second held-out set:
+and the second held-out set, with the built-in probes (the Banana test among them):
 
     rule: among checkpoints whose dev over-refusal is at most ``--max-over-refusal`` (the issue's
     "+5 points" over a base model that refuses none), the one with the lowest dev hallucination
@@ -42,6 +42,15 @@ def choose(curve: list[dict], max_over_refusal: float) -> dict:
         return min(ok, key=lambda p: (p["aligned"]["hallucination_rate"], -p["step"]))
     return min(curve, key=lambda p: (p["aligned"]["hallucination_rate"] + p["aligned"]["over_refusal_rate"],
                                      -p["step"]))
+
+
+def probe_answers(model: object, tokenizer: object, side: str, model_cfg: object, eval_cfg: object) -> list[dict]:
+    """The built-in probes (the Banana test first) answered by one side."""
+    from helpers.evaluate import generate_side
+    from helpers.probes import run_probes
+
+    return run_probes(lambda msgs: generate_side(model, tokenizer, msgs, side, model_cfg, eval_cfg,
+                                                 desc=f"{side} probes"))
 
 
 def last_record(path: Path, name: str) -> dict:
@@ -89,18 +98,20 @@ def main(argv: list[str] | None = None) -> int:
     model.eval()
     scores = {"base": {name: measure(model, tokenizer, items, "base", model_cfg, eval_cfg)
                        for name, items in sets.items()}}
+    probes = {"base": probe_answers(model, tokenizer, "base", model_cfg, eval_cfg)}
     for step in steps:
         if f"step{step}" not in model.peft_config:
             model.load_adapter(str(folder / f"checkpoint-{step}"), adapter_name=f"step{step}")
         model.set_adapter(f"step{step}")
         scores[f"step{step}"] = {name: measure(model, tokenizer, items, "aligned", model_cfg, eval_cfg)
                                  for name, items in sets.items()}
+        probes[f"step{step}"] = probe_answers(model, tokenizer, "aligned", model_cfg, eval_cfg)
         print(json.dumps({"step": step, **scores[f"step{step}"]}), flush=True)
     result = {
         "tune_name": args.tune_name, "tune_command": record["command"], "tune_code": record.get("code"),
         "rule": f"lowest dev hallucination among checkpoints with dev over-refusal <= {args.max_over_refusal}",
         "dev_curve": record["curve"], "chosen_step": chosen["step"], "last_step": last["step"],
-        "scores": scores, "judge": "offline", "seconds": round(time.perf_counter() - started, 1),
+        "scores": scores, "probes": probes, "judge": "offline", "seconds": round(time.perf_counter() - started, 1),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} cpus={os.cpu_count()}", "code": code_revision(),
         "command": "python bench/dev_early_stopping.py " + " ".join(argv if argv is not None else sys.argv[1:]),

@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_logs = [e for e in run.trainer.state.log_history if "eval_rewards/accuracies" in e]
     if eval_logs:
         result["final_eval_reward_accuracy"] = round(eval_logs[-1]["eval_rewards/accuracies"], 4)
+    result["total_seconds"] = round(time.perf_counter() - started, 1)  # training + every dev scoring
     result.update({"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                    "machine": f"{platform.machine()} cpus={os.cpu_count()}", "code": code,
                    "command": "python bench/tune_local.py " + " ".join(argv if argv is not None else sys.argv[1:])})

@@ -152,6 +152,12 @@ def early_stopping_section(early: dict[str, Any]) -> str:
             lines.append(f"| {label} | {set_name} | " + " | ".join(
                 f"{_pct(rates[r]['value'])} (n={rates[r]['n']})" for r in
                 ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")) + " |")
+    banana = [(label, next((p for p in early.get("probes", {}).get(key) or [] if p["name"] == "banana"), None))
+              for key, label in labels.items()]
+    if any(row for _, row in banana):
+        lines.append("\nThe Banana test (`DOCUMENT: Apples are red. USER REQUEST: Are bananas blue?`): " + "; ".join(
+            f"{label}: “{row['answer'].strip()}” ({'pass' if row['passed'] else 'fail'})" for label, row in banana if row)
+            + ".")
     return "\n".join(lines)
 
 

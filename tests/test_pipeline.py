@@ -70,3 +70,4 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
     assert stopped["chosen_step"] in (1, 2) and stopped["last_step"] == 2
     assert {"base", f"step{stopped['chosen_step']}", "step2"} <= set(stopped["scores"])
     assert stopped["scores"]["base"]["test"]["over_refusal_rate"]["n"] == test_n
+    assert stopped["probes"]["base"][0]["name"] == "banana" and "passed" in stopped["probes"]["step2"][0]

@@ -120,10 +120,13 @@ def test_early_stopping_record_reaches_the_section(tmp_path):
                                     "grounded_accuracy": rate(0.5)}}
     early = {"command": "python bench/dev_early_stopping.py --tune-name long", "tune_name": "long", "rule": "r",
              "chosen_step": 50, "last_step": 75,
-             "scores": {"base": scores(1.0, 0.0), "step50": scores(0.25, 0.0), "step75": scores(0.5, 0.125)}}
+             "scores": {"base": scores(1.0, 0.0), "step50": scores(0.25, 0.0), "step75": scores(0.5, 0.125)},
+             "probes": {"base": [{"name": "banana", "answer": "Yes.", "passed": False}],
+                        "step50": [{"name": "banana", "answer": "No info.", "passed": True}]}}
     (tmp_path / "dev_early_stopping.json").write_text(json.dumps(early))
     out = render_results(tmp_path)
     assert "→ checkpoint **50** (last: 75)" in out
     assert "| chosen on dev (step 50) | test | 25.0% (n=8) | 0.0% (n=8) | 50.0% (n=8) |" in out
     assert "| last checkpoint (step 75) | test | 50.0% (n=8) | 12.5% (n=8) | 50.0% (n=8) |" in out
     assert "| base | test | 100.0% (n=8) |" in out
+    assert "base: “Yes.” (fail); chosen on dev (step 50): “No info.” (pass)." in out
