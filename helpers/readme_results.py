@@ -220,6 +220,15 @@ def render_results(results_dir: Path | None = None) -> str:
     if early:
         parts.append(f"\n### Early stopping on dev (`{early.get('command')}`)\n")
         parts.append(early_stopping_section(early))
+        tuned = [r for r in (records if tuning_path.exists() else []) if r.get("name") == early.get("tune_name")]
+        if tuned:
+            dev = tuned[-1]
+            spent = (f"{dev['total_seconds'] / 60:.1f} min for the dev run with its checkpoint scoring"
+                     if dev.get("total_seconds") else
+                     f"{dev['train_seconds'] / 60:.1f} min for the dev run's training (its checkpoint scoring "
+                     "was not timed in this record)")
+            parts.append(f"\nWall time: {spent}, then {early.get('seconds', 0) / 60:.1f} min for the choice and "
+                         f"the held-out scoring (`{dev['command']}`).")
     bench = _load(results_dir / "bench.json")
     if bench:
         parts.append(f"\n### Benchmarks (`{bench.get('command', 'make bench')}`, one run each)\n")

@@ -123,8 +123,14 @@ def test_early_stopping_record_reaches_the_section(tmp_path):
              "scores": {"base": scores(1.0, 0.0), "step50": scores(0.25, 0.0), "step75": scores(0.5, 0.125)},
              "probes": {"base": [{"name": "banana", "answer": "Yes.", "passed": False}],
                         "step50": [{"name": "banana", "answer": "No info.", "passed": True}]}}
+    early["seconds"] = 300.0
     (tmp_path / "dev_early_stopping.json").write_text(json.dumps(early))
+    tuning = {"name": "long", "train_overrides": {}, "train_pairs": 9, "steps": 75, "dev_docs": 2, "dev_answerable": 4,
+              "dev_unanswerable": 4, "train_seconds": 600.0, "total_seconds": 900.0, "command": "tune",
+              "aligned": {"hallucination_rate": 0.5, "over_refusal_rate": 0.0, "grounded_accuracy": 0.5}}
+    (tmp_path / "tuning.jsonl").write_text(json.dumps(tuning) + "\n")
     out = render_results(tmp_path)
+    assert "Wall time: 15.0 min for the dev run with its checkpoint scoring, then 5.0 min" in out
     assert "→ checkpoint **50** (last: 75)" in out
     assert "| chosen on dev (step 50) | test | 25.0% (n=8) | 0.0% (n=8) | 50.0% (n=8) |" in out
     assert "| last checkpoint (step 75) | test | 50.0% (n=8) | 12.5% (n=8) | 50.0% (n=8) |" in out
