@@ -34,7 +34,7 @@ demo-long: $(STAMP)
 curve: $(STAMP)
 	GEMMA_FACTS_PROFILE=local $(PY) bench/curve_local.py --run-dir outputs/long
 
-# Early stopping on dev (~45 min on 2 cores): train the long recipe without 8 dev documents, score every
+# Early stopping on dev (~42 min on 2 cores): train the long recipe without 8 dev documents, score every
 # kept checkpoint on them, keep the one a fixed rule picks, then read the held-out sets
 # (results/tuning.jsonl + results/dev_early_stopping.json; `python -m helpers.readme_results` renders them).
 EARLY_STOP_TRAIN = {"max_train_pairs": null, "num_train_epochs": 2.0, "eval_steps": 50, "save_steps": 25, "save_total_limit": 10}
