@@ -52,7 +52,7 @@ def checkpoint_scores(run: object, items: list[dict], model_cfg: object, eval_cf
     """Dev scores of every kept checkpoint and of checkpoint averages; the model is left as trained."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    from helpers.checkpoint_average import ADAPTER_WEIGHTS, average_into, checkpoints_from, load_adapter_weights
+    from helpers.checkpoint_average import ADAPTER_WEIGHTS, average_run_checkpoints, load_adapter_weights
     from helpers.train import _checkpoints
 
     trainer = run.trainer  # type: ignore[attr-defined]
@@ -69,11 +69,8 @@ def checkpoint_scores(run: object, items: list[dict], model_cfg: object, eval_cf
                                                                       "aligned")})
             print(json.dumps(out["curve"][-1]), flush=True)
     for fraction in fractions:
-        chosen = checkpoints_from(found, final, fraction)
         set_peft_model_state_dict(model, trained)
-        include_final = not chosen or chosen[-1][0] != final
-        average_into(model, [p for _, p in chosen], include_current=include_final)
-        entry = {"from_fraction": fraction, "steps": [s for s, _ in chosen] + ([final] if include_final else []),
+        entry = {"from_fraction": fraction, "steps": average_run_checkpoints(model, found, final, fraction),
                  "aligned": dev_metrics(model, tokenizer, items, model_cfg, eval_cfg, "aligned")}
         out.setdefault("averaged", []).append(entry)
         print(json.dumps(entry), flush=True)

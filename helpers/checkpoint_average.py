@@ -65,3 +65,12 @@ def average_into(model: Any, folders: list[Path], include_current: bool = False)
     if unexpected:
         raise ValueError(f"averaged adapter weights did not fit the model: {unexpected[:4]}")
     return len(members)
+
+
+def average_run_checkpoints(model: Any, found: list[tuple[int, Path]], final_step: int, fraction: float) -> list[int]:
+    """Average into ``model`` the checkpoints from ``fraction`` of the run on, plus its current weights
+    when the last step was not checkpointed; returns the steps averaged."""
+    chosen = checkpoints_from(found, final_step, fraction)
+    include_final = not chosen or chosen[-1][0] != final_step
+    average_into(model, [path for _, path in chosen], include_current=include_final)
+    return [step for step, _ in chosen] + ([final_step] if include_final else [])

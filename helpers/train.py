@@ -509,15 +509,13 @@ def save_adapter(trainer: Any, model_cfg: ModelConfig, out_dir: str | Path) -> P
 
 def average_checkpoints(run: TrainingRun) -> dict[str, Any]:
     """Replace the trained adapter weights by their mean over the run's later checkpoints (and the end)."""
-    from helpers.checkpoint_average import average_into, checkpoints_from
+    from helpers.checkpoint_average import average_run_checkpoints
 
     fraction = float(run.train_cfg.average_checkpoints_from or 0.0)
-    final = run.trainer.state.global_step
-    chosen = checkpoints_from(_checkpoints(Path(run.train_cfg.checkpoint_dir)), final, fraction)
-    include_final = not chosen or chosen[-1][0] != final
-    count = average_into(run.trainer.model, [path for _, path in chosen], include_current=include_final)
-    steps = [step for step, _ in chosen] + ([final] if include_final else [])
-    print(f"Adapter = mean of {count} checkpoints (steps {steps}): TrainConfig.average_checkpoints_from={fraction}")
+    steps = average_run_checkpoints(run.trainer.model, _checkpoints(Path(run.train_cfg.checkpoint_dir)),
+                                    run.trainer.state.global_step, fraction)
+    print(f"Adapter = mean of {len(steps)} checkpoints (steps {steps}): "
+          f"TrainConfig.average_checkpoints_from={fraction}")
     return {"from_fraction": fraction, "steps": steps}
 
 
