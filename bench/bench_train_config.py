@@ -71,7 +71,7 @@ def sample_pairs(n: int, words: int) -> list[dict]:
 def configs(profile: str, steps: int, work: Path, **overrides: object) -> tuple[ModelConfig, TrainConfig]:
     """The profile's configs with ``steps`` steps, no evaluation, no checkpoints, no extra loads."""
     train = config_for(TrainConfig, profile, max_steps=steps, save_steps=10 * steps, resume_from_checkpoint=False,
-                       measure_16bit_footprint=False, checkpoint_dir=str(work / "checkpoints"),
+                       measure_16bit_footprint=False, select_dev_documents=0, checkpoint_dir=str(work / "checkpoints"),
                        output_dir=str(work / "adapter"), **overrides)
     return config_for(ModelConfig, profile), train
 

@@ -37,11 +37,9 @@ def choose(curve: list[dict], max_over_refusal: float) -> dict:
     """The checkpoint the rule picks from a dev curve (``[{"step", "aligned": {...rates}}]``)."""
     if not curve:
         raise ValueError("the dev record has no curve: run bench/tune_local.py with --curve")
-    ok = [p for p in curve if p["aligned"]["over_refusal_rate"] <= max_over_refusal + 1e-9]
-    if ok:
-        return min(ok, key=lambda p: (p["aligned"]["hallucination_rate"], -p["step"]))
-    return min(curve, key=lambda p: (p["aligned"]["hallucination_rate"] + p["aligned"]["over_refusal_rate"],
-                                     -p["step"]))
+    from helpers.dev_selection import choose_checkpoint
+
+    return choose_checkpoint(curve, max_over_refusal)
 
 
 def probe_answers(model: object, tokenizer: object, side: str, model_cfg: object, eval_cfg: object) -> list[dict]:
@@ -76,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from peft import PeftModel
 
     from helpers.config import EvalConfig, ModelConfig, config_for
+    from helpers.dev_selection import rule_text
     from helpers.evaluate import _load_test_rows, eval_items, heldout_items
     from helpers.models import load_model_and_tokenizer
     from helpers.train_report import code_revision
@@ -109,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"step": step, **scores[f"step{step}"]}), flush=True)
     result = {
         "tune_name": args.tune_name, "tune_command": record["command"], "tune_code": record.get("code"),
-        "rule": f"lowest dev hallucination among checkpoints with dev over-refusal <= {args.max_over_refusal}",
+        "rule": rule_text(args.max_over_refusal),
         "dev_curve": record["curve"], "chosen_step": chosen["step"], "last_step": last["step"],
         "scores": scores, "probes": probes, "judge": "offline", "seconds": round(time.perf_counter() - started, 1),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import sys
 import time
 from datetime import datetime, timezone
@@ -28,23 +27,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def dev_split(train: object, n_dev_docs: int, seed: int) -> tuple[object, object]:
-    """Training pairs → (train', dev): ``n_dev_docs`` training documents, chosen with the seed, go to dev."""
-    docs = sorted(set(train["doc_id"]))  # type: ignore[index]
-    random.Random(seed).shuffle(docs)
-    dev_docs = set(docs[:n_dev_docs])
-    keep = [i for i, d in enumerate(train["doc_id"]) if d not in dev_docs]  # type: ignore[index]
-    dev = [i for i, d in enumerate(train["doc_id"]) if d in dev_docs]  # type: ignore[index]
-    return train.select(keep), train.select(dev)  # type: ignore[attr-defined]
-
-
 def dev_metrics(model: object, tokenizer: object, items: list[dict], model_cfg: object, eval_cfg: object,
                 side: str) -> dict:
     """Hallucination / over-refusal / grounded accuracy of one side on the dev items (offline judge)."""
-    from helpers.evaluate import side_metrics_offline
+    from helpers.dev_selection import score_on_dev
 
-    m = side_metrics_offline(model, tokenizer, items, side, model_cfg, eval_cfg)
-    return {k: round(m[k]["value"], 4) for k in ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")}
+    return score_on_dev(model, tokenizer, items, model_cfg, eval_cfg, side)
 
 
 def checkpoint_scores(run: object, items: list[dict], model_cfg: object, eval_cfg: object, curve: bool,
@@ -108,14 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import DatasetDict
 
     from helpers.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, config_for
+    from helpers.dev_selection import dev_split
     from helpers.evaluate import eval_items
     from helpers.train import load_pairs, run_dpo
     from helpers.train_report import code_revision
 
     overrides = json.loads(args.train)
     model_cfg = config_for(ModelConfig, args.profile)
+    # select_dev_documents=0: this script carves its own dev split (the same documents, same seed)
     train_cfg = config_for(TrainConfig, args.profile, **{"measure_16bit_footprint": False, "resume_from_checkpoint": False,
-                                                    **overrides})
+                                                    "select_dev_documents": 0, **overrides})
     eval_cfg = config_for(EvalConfig, args.profile)
     data_overrides = json.loads(args.data) if args.data else None
     train_pairs_dir, dev_from = args.pairs_dir, args.dev_from

@@ -219,6 +219,16 @@ class TrainConfig:
     # Save the mean of the adapter weights of the checkpoints from this fraction of the run on (and the
     # final weights) instead of the last weights alone (helpers.checkpoint_average); None: the last.
     average_checkpoints_from: float | None = None
+    # Early stopping on dev (helpers.dev_selection): move this many training documents to a dev split
+    # before training; afterwards score the kept checkpoints from `select_from_fraction` of the run on
+    # (and the final weights) on their requests, and keep the ones the rule picks. 0: keep the last.
+    # Keep save_total_limit >= the checkpoints in that window.
+    select_dev_documents: int = 0
+    select_from_fraction: float = 0.6
+    select_max_over_refusal: float = 0.05  # the "over-refusal <= base + 5 points" (base refuses ~none)
+    select_max_examples: int = 24  # dev requests per side (answerable / unanswerable)
+    # Enough tokens to see a refusal, or a claim after one; the rule reads no more than that.
+    select_max_new_tokens: int = 32
     max_grad_norm: float = 1.0
     mixed_precision: str = "auto"  # auto: bf16 on Ampere+, fp16 on T4 (LoRA weights kept fp32), none on CPU
     resume_from_checkpoint: bool = True  # continue from the latest checkpoint in checkpoint_dir, if any
@@ -249,6 +259,15 @@ class TrainConfig:
         _choice(self, "batch_order", ("random", "by_document"))
         if self.average_checkpoints_from is not None:
             _fraction(self, "average_checkpoints_from", lo=0.0, hi=1.0)
+        if self.select_dev_documents < 0:
+            raise ValueError("TrainConfig.select_dev_documents must be >= 0 (0 keeps the last weights)")
+        if self.select_dev_documents and self.average_checkpoints_from is not None:
+            raise ValueError("TrainConfig: choose either select_dev_documents (keep one checkpoint picked on "
+                             "dev) or average_checkpoints_from (average the later ones), not both")
+        _fraction(self, "select_from_fraction", lo=0.0, hi=1.0)
+        _fraction(self, "select_max_over_refusal", lo=0.0, hi=1.0)
+        for name in ("select_max_examples", "select_max_new_tokens"):
+            _positive(self, name)
         for name in ("max_train_pairs", "max_eval_pairs"):
             if getattr(self, name) is not None:
                 _positive(self, name)
@@ -333,15 +352,19 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
         DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline", document_tokens=128,
                          pairs_per_kind={"hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2,
                                          "paraphrase": 1, "answer_removed": 2}),
-        # Two epochs (120 steps): scoring each pair's prompt once (shared_prompt) made a step ~1.5x
-        # faster, which buys the longer schedule inside the 30-minute budget. On dev, 2 epochs ended at
-        # 35% hallucination / 4% over-refusal vs 39% / 8% for the earlier 1-epoch, 50-step run
-        # (results/tuning.jsonl: preset_long_dev vs answer_removed_by_document).
+        # Early stopping on dev inside the 30-minute budget: 8 of the 38 training documents are held
+        # out (the dev split bench/tune_local.py tunes on); 108 steps over the other 294 pairs (~1.5
+        # epochs, ~19 min here), a checkpoint every 18 steps, and the last three (72, 90, 108) answer
+        # the dev requests; the rule in helpers.dev_selection keeps one. On the separate dev run
+        # (results/tuning.jsonl: preset_long_dev) the dev rates swung from checkpoint to checkpoint
+        # (step 100: 4% hallucination / 38% over-refusal; 125: 22% / 4%; end: 35% / 4%), which is
+        # why the choice is made on dev rather than by taking the last weights.
         TrainConfig: dict(learning_rate=5e-4, loss_weights=(1.0, 0.5), per_device_train_batch_size=2,
                           batch_order="by_document",
-                          gradient_accumulation_steps=2, max_train_pairs=240, num_train_epochs=2.0,
-                          logging_steps=5, eval_steps=50, save_steps=25, per_device_eval_batch_size=4,
-                          max_eval_pairs=16),
+                          gradient_accumulation_steps=2, max_train_pairs=None, max_steps=108,
+                          logging_steps=6, eval_steps=54, save_steps=18, save_total_limit=3,
+                          select_dev_documents=8, select_from_fraction=0.6,
+                          per_device_eval_batch_size=4, max_eval_pairs=16),
         # 16 rows per generate call: on a CPU each decode step re-dequantises the 4-bit weights, so
         # wider batches amortise it (bench/bench_generation.py)
         EvalConfig: dict(max_new_tokens=48, batch_size=16, max_examples=24, latency_prompts=1,

@@ -447,6 +447,8 @@ class TrainingRun:
     train_seconds: float = 0.0
     report: dict[str, Any] = field(default_factory=dict)
     averaged: dict[str, Any] | None = None  # which checkpoints were averaged into the saved adapter
+    dev_pairs: Any | None = None  # training documents held out for the checkpoint choice (select_dev_documents)
+    selection: dict[str, Any] | None = None  # the dev scores and the checkpoint kept (helpers.dev_selection)
     signature: dict[str, Any] = field(default_factory=dict)  # written beside the checkpoints
 
 
@@ -467,6 +469,12 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
 
     if pairs is None:
         pairs = load_pairs(require_input(train_cfg.pairs_dir, PAIRS_MADE_BY))
+    dev_pairs = None
+    if train_cfg.select_dev_documents:
+        from helpers.dev_selection import dev_split
+
+        kept, dev_pairs = dev_split(pairs["train"], train_cfg.select_dev_documents, model_cfg.seed)
+        pairs = {**dict(pairs.items()), "train": kept}
     train_split, eval_split = select_pairs(pairs, train_cfg)
     model, tokenizer = load_model_and_tokenizer(model_cfg)
     four_bit = weight_footprint_bytes(model) if getattr(model, "is_loaded_in_4bit", False) else None
@@ -474,10 +482,12 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
                             None if eval_split is None else to_trl_dataset(eval_split, model_cfg.prompt_format),
                             model_cfg, train_cfg, callbacks)
     summary = {"train": _summarise(train_split), "test": _summarise(eval_split), "pairs_dir": train_cfg.pairs_dir}
+    if dev_pairs is not None:
+        summary["dev"] = _summarise(dev_pairs)
     digest = pairs_digest(train_split)
     return TrainingRun(model_cfg, train_cfg, trainer, tokenizer, summary, four_bit,
                        find_resume_checkpoint(train_cfg, model_cfg, digest),
-                       signature=_signature(model_cfg, train_cfg, digest))
+                       signature=_signature(model_cfg, train_cfg, digest), dev_pairs=dev_pairs)
 
 
 def run_training(run: TrainingRun) -> Any:
@@ -527,6 +537,11 @@ def finish_run(run: TrainingRun) -> dict[str, Any]:
     trainer, train_cfg = run.trainer, run.train_cfg
     if train_cfg.average_checkpoints_from is not None:
         run.averaged = average_checkpoints(run)
+    if run.dev_pairs is not None and trainer.is_world_process_zero():
+        from helpers.dev_selection import select_checkpoint
+
+        run.selection = select_checkpoint(trainer.model, run.tokenizer, run.dev_pairs, train_cfg.checkpoint_dir,
+                                          trainer.state.global_step, run.model_cfg, train_cfg)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     adapter_dir = save_adapter(trainer, run.model_cfg, train_cfg.output_dir)
     if not trainer.is_world_process_zero():  # under DDP only rank 0 measures, writes and publishes

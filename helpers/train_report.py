@@ -169,6 +169,7 @@ def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str
         # tokens through the model with each pair's prompt scored once vs TRL's two rows (None: two rows)
         "shared_prompt": shared_prompt_stats(trainer.model),
         "averaged_checkpoints": getattr(run, "averaged", None),  # None: the adapter is the last weights
+        "checkpoint_selection": getattr(run, "selection", None),  # None: no dev choice (the last weights)
         "data": run.data_summary,
         "config": {"model": dataclasses.asdict(run.model_cfg), "train": dataclasses.asdict(run.train_cfg)},
         "log_history": history,
