@@ -264,6 +264,9 @@ class TrainConfig:
         if self.select_dev_documents and self.average_checkpoints_from is not None:
             raise ValueError("TrainConfig: choose either select_dev_documents (keep one checkpoint picked on "
                              "dev) or average_checkpoints_from (average the later ones), not both")
+        if self.select_dev_documents and (self.push_to_hub or self.merge_and_save_16bit):
+            raise ValueError("TrainConfig: with select_dev_documents the adapter is chosen after training "
+                             "(python -m helpers.dev_selection); push or merge it after that step, not from training")
         _fraction(self, "select_from_fraction", lo=0.0, hi=1.0)
         _fraction(self, "select_max_over_refusal", lo=0.0, hi=1.0)
         for name in ("select_max_examples", "select_max_new_tokens"):
@@ -353,16 +356,16 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
                          pairs_per_kind={"hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2,
                                          "paraphrase": 1, "answer_removed": 2}),
         # Early stopping on dev inside the 30-minute budget: 8 of the 38 training documents are held
-        # out (the dev split bench/tune_local.py tunes on); 108 steps over the other 294 pairs (~1.5
-        # epochs, ~19 min here), a checkpoint every 18 steps, and the last three (72, 90, 108) answer
-        # the dev requests; the rule in helpers.dev_selection keeps one. On the separate dev run
-        # (results/tuning.jsonl: preset_long_dev) the dev rates swung from checkpoint to checkpoint
-        # (step 100: 4% hallucination / 38% over-refusal; 125: 22% / 4%; end: 35% / 4%), which is
-        # why the choice is made on dev rather than by taking the last weights.
+        # out (the dev split bench/tune_local.py tunes on); 100 steps over the other 294 pairs (~1.4
+        # epochs, ~18 min here), a checkpoint every 20 steps, and the last three (60, 80, 100) answer
+        # the dev requests in their own stage (python -m helpers.dev_selection); the fixed rule keeps
+        # one. On the separate dev run (results/tuning.jsonl: preset_long_dev) the dev rates swung from
+        # checkpoint to checkpoint (step 100: 4% hallucination / 38% over-refusal; 125: 22% / 4%; end:
+        # 35% / 4%), which is why the choice is made on dev rather than by taking the last weights.
         TrainConfig: dict(learning_rate=5e-4, loss_weights=(1.0, 0.5), per_device_train_batch_size=2,
                           batch_order="by_document",
-                          gradient_accumulation_steps=2, max_train_pairs=None, max_steps=108,
-                          logging_steps=6, eval_steps=54, save_steps=18, save_total_limit=3,
+                          gradient_accumulation_steps=2, max_train_pairs=None, max_steps=100,
+                          logging_steps=5, eval_steps=50, save_steps=20, save_total_limit=3,
                           select_dev_documents=8, select_from_fraction=0.6,
                           per_device_eval_batch_size=4, max_eval_pairs=16),
         # 16 rows per generate call: on a CPU each decode step re-dequantises the 4-bit weights, so

@@ -16,12 +16,14 @@ a separate dev run first). ``bench/tune_local.py`` uses the same dev split for t
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_split", "rule_text", "score_on_dev", "select_checkpoint"]
+__all__ = ["RATE_KEYS", "candidates", "choose_checkpoint", "dev_split", "rule_text", "score_on_dev",
+           "select_checkpoint", "select_on_dev"]
 
 RATE_KEYS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
@@ -75,40 +77,34 @@ def candidates(found: list[tuple[int, Path]], final_step: int, from_fraction: fl
     return picked
 
 
-def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, checkpoint_dir: str | Path, final_step: int,
-                      model_cfg: Any, train_cfg: Any) -> dict[str, Any]:
-    """Score the candidate checkpoints on dev, load the chosen weights into ``model``, return the record.
+def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tuple[int, Path]], final_step: int,
+                      final_dir: Path, model_cfg: Any, train_cfg: Any) -> dict[str, Any]:
+    """Score the candidates on dev with ``model`` (a PEFT model), return the record with the chosen step.
 
-    ``model`` is the trained PEFT model; it ends holding the chosen adapter weights (the caller
-    saves them as the adapter).
+    ``found`` are the run's checkpoints; ``final_dir`` holds the final weights in case the last step
+    was not checkpointed. The model is left holding the chosen weights.
     """
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import set_peft_model_state_dict
 
-    from helpers.checkpoint_average import ADAPTER_WEIGHTS, load_adapter_weights
+    from helpers.checkpoint_average import load_adapter_weights
     from helpers.config import EvalConfig, config_for
     from helpers.evaluate import eval_items
-    from helpers.train import _checkpoints
 
     started = time.perf_counter()
     eval_cfg = config_for(EvalConfig, train_cfg.profile, max_new_tokens=train_cfg.select_max_new_tokens)
     items = eval_items(list(dev_pairs), train_cfg.select_max_examples, model_cfg.seed, set_name="dev")
     if not items:
         raise ValueError("the dev documents produced no dev requests; raise TrainConfig.select_dev_documents")
-    found = [(s, p) for s, p in _checkpoints(Path(checkpoint_dir)) if (p / ADAPTER_WEIGHTS).exists()]
-    final = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-    was_training = model.training
+    folders = {step: path or final_dir for step, path in candidates(found, final_step, train_cfg.select_from_fraction)}
     model.eval()
     curve = []
-    for step, path in candidates(found, final_step, train_cfg.select_from_fraction):
-        set_peft_model_state_dict(model, final if path is None else load_adapter_weights(path))
+    for step, folder in folders.items():
+        set_peft_model_state_dict(model, load_adapter_weights(folder))
         curve.append({"step": step, "aligned": score_on_dev(model, tokenizer, items, model_cfg, eval_cfg)})
         print(f"dev, step {step}: hallucination {curve[-1]['aligned']['hallucination_rate']:.1%}, "
               f"over-refusal {curve[-1]['aligned']['over_refusal_rate']:.1%}", flush=True)
     chosen = choose_checkpoint(curve, train_cfg.select_max_over_refusal)
-    path = dict(found).get(chosen["step"]) if chosen["step"] != final_step else None
-    set_peft_model_state_dict(model, final if path is None else load_adapter_weights(path))
-    model.train(was_training)
-    print(f"Kept the weights of step {chosen['step']} of {final_step} ({rule_text(train_cfg.select_max_over_refusal)}).")
+    set_peft_model_state_dict(model, load_adapter_weights(folders[chosen["step"]]))
     return {
         "rule": rule_text(train_cfg.select_max_over_refusal),
         "dev_documents": train_cfg.select_dev_documents, "dev_pairs": len(dev_pairs),
@@ -116,5 +112,76 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, checkpoint_dir
         "dev_unanswerable": sum(not it["answerable"] for it in items),
         "max_new_tokens": eval_cfg.max_new_tokens, "from_fraction": train_cfg.select_from_fraction,
         "curve": curve, "chosen_step": chosen["step"], "final_step": final_step,
-        "seconds": round(time.perf_counter() - started, 1),
+        "chosen_from": str(folders[chosen["step"]]), "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def select_on_dev(model_cfg: Any, train_cfg: Any) -> dict[str, Any] | None:
+    """After training: choose among the run's checkpoints on dev and make the chosen one *the* adapter.
+
+    Runs on a freshly loaded base (its own process in ``make demo``): the trainer's model generates
+    ~1.8x slower on a CPU than the loader's (measured: 16 dev prompts in ~36 s vs ~19 s), and a
+    fresh process returns the training memory first. Writes the chosen weights into
+    ``train_cfg.output_dir``, the choice into ``train_report.json`` and the model card. Idempotent:
+    candidates are read from the checkpoints, so a second call makes the same choice.
+    Returns None (and changes nothing) when ``select_dev_documents`` is 0.
+    """
+    import shutil
+
+    from helpers.checkpoint_average import ADAPTER_WEIGHTS
+    from helpers.config import output_root
+    from helpers.evaluate import ADAPTER_MADE_BY, load_aligned_model
+    from helpers.model_card import write_model_card
+    from helpers.notebook import require_input
+    from helpers.train import PAIRS_MADE_BY, _checkpoints, load_pairs
+    from helpers.train_report import write_train_report
+
+    if not train_cfg.select_dev_documents:
+        print("TrainConfig.select_dev_documents is 0: the adapter is the run's last weights.")
+        return None
+    adapter_dir = Path(require_input(train_cfg.output_dir, ADAPTER_MADE_BY))
+    report_path = output_root() / "train_report.json"
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
+    found = [(s, p) for s, p in _checkpoints(Path(train_cfg.checkpoint_dir)) if (p / ADAPTER_WEIGHTS).exists()]
+    final_step = int(report.get("steps") or (found[-1][0] if found else 0))
+    if not found and not final_step:
+        raise ValueError(f"no checkpoint under {train_cfg.checkpoint_dir} and no train report: train first "
+                         f"({ADAPTER_MADE_BY})")
+    if (report.get("checkpoint_selection") or {}).get("final_step") == final_step and \
+            not any(s == final_step for s, _ in found):
+        raise ValueError("the adapter already holds a chosen checkpoint and the final weights were not "
+                         "checkpointed, so the choice cannot be remade; rerun training")
+    _, dev_pairs = dev_split(load_pairs(require_input(train_cfg.pairs_dir, PAIRS_MADE_BY))["train"],
+                             train_cfg.select_dev_documents, model_cfg.seed)
+    model, tokenizer = load_aligned_model(model_cfg, adapter_dir)
+    selection = select_checkpoint(model, tokenizer, dev_pairs, found, final_step, adapter_dir, model_cfg, train_cfg)
+    source = Path(selection["chosen_from"]) / ADAPTER_WEIGHTS
+    if source.resolve() != (adapter_dir / ADAPTER_WEIGHTS).resolve():
+        shutil.copyfile(source, adapter_dir / ADAPTER_WEIGHTS)
+    print(f"Adapter = step {selection['chosen_step']} of {final_step} ({selection['rule']}).")
+    if report:
+        report["checkpoint_selection"] = selection
+        write_train_report(report, report_path)
+        write_model_card(adapter_dir, report)
+    return selection
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m helpers.dev_selection``: the pipeline's stage between training and evaluation."""
+    import argparse
+
+    from helpers.config import ModelConfig, TrainConfig, config_for, detect_profile
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--profile", default=None)
+    parser.add_argument("--config", help="the train stage's --config JSON (its TrainConfig overrides)")
+    args = parser.parse_args(argv)
+    profile = detect_profile(args.profile)
+    sections = json.loads(Path(args.config).read_text()) if args.config else {}
+    select_on_dev(config_for(ModelConfig, profile, **sections.get("model", {})),
+                  config_for(TrainConfig, profile, **sections.get("train", {})))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -65,13 +65,19 @@ def _config_table(report: dict[str, Any]) -> str:
               "max length": model["max_length"], "prompt format": model["prompt_format"],
               "precision": ", ".join(k for k, v in report.get("precision", {}).items() if v) or "fp32",
               "steps": report.get("steps")}
+    selection = report.get("checkpoint_selection")
+    if selection:  # the adapter is an earlier checkpoint, chosen on dev (helpers.dev_selection)
+        picked["weights kept"] = (f"step {selection['chosen_step']} of {selection['final_step']}, chosen on "
+                                  f"{selection['dev_documents']} held-out training documents ({selection['rule']})")
     return "\n".join(["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in picked.items()])
 
 
 def _data_section(report: dict[str, Any]) -> str:
     data = report.get("data", {})
     lines = []
-    for split in ("train", "test"):
+    for split in ("train", "dev", "test"):
+        if split == "dev" and split not in data:
+            continue
         info = data.get(split, {})
         kinds = ", ".join(f"{k} {v}" for k, v in info.get("pair_types", {}).items())
         lines.append(f"- **{split}**: {info.get('pairs', 0)} pairs from {info.get('documents', 0)} documents"

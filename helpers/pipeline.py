@@ -1,7 +1,9 @@
 """The main command: every stage of the local profile, end to end, timed (``make demo``).
 
 Each stage runs as its own process through the same CLI a user would type (``python -m
-helpers.data build``, ``python -m helpers.train``, ``python -m helpers.evaluate``), so the
+helpers.data build``, ``python -m helpers.train``, ``python -m helpers.dev_selection`` (the
+checkpoint chosen on dev; a no-op unless ``TrainConfig.select_dev_documents``), ``python -m
+helpers.evaluate``), so the
 pipeline proves the terminal path works and a stage's memory is returned before the next starts.
 Wall time and peak RSS per stage go to ``<output root>/run_report.json``.
 """
@@ -27,6 +29,7 @@ STAGES: list[tuple[str, list[str]]] = [
     ("prepare_model", [sys.executable, "-m", "helpers.pipeline", "--prepare-model-only"]),
     ("data", [sys.executable, "-m", "helpers.data", "build"]),
     ("train", [sys.executable, "-m", "helpers.train"]),
+    ("select", [sys.executable, "-m", "helpers.dev_selection"]),  # a no-op unless select_dev_documents
     ("evaluate", [sys.executable, "-m", "helpers.evaluate"]),
     ("figures", [sys.executable, "-m", "helpers.figures"]),
 ]
@@ -66,7 +69,7 @@ def run_pipeline(profile: str, skip: tuple[str, ...] = (), train_config: str | N
     for name, cmd in STAGES:
         if name in skip:
             continue
-        if name == "train" and train_config:
+        if name in ("train", "select") and train_config:
             cmd = [*cmd, "--config", train_config]
         print(f"\n=== stage {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()

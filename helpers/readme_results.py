@@ -76,7 +76,19 @@ def _run_section(run: dict[str, Any], train: dict[str, Any] | None) -> list[str]
         lines.append(f"- Training: {train.get('steps')} DPO steps, {train.get('seconds_per_step')} s/step, "
                      f"{train.get('tokens_per_second')} tokens/s; weights {_mib(fp.get('4bit_bytes'))} MiB in "
                      f"4-bit vs {_mib(fp.get('16bit_bytes'))} MiB in {fp.get('16bit_dtype', '16-bit')}.")
+        if train.get("checkpoint_selection"):
+            lines.append(selection_line(train["checkpoint_selection"]))
     return lines
+
+
+def selection_line(sel: dict[str, Any]) -> str:
+    """The checkpoint the main command kept, and the dev rates it was chosen from (helpers.dev_selection)."""
+    rates = "; ".join(f"step {p['step']}: {_pct(p['aligned']['hallucination_rate'])} / "
+                      f"{_pct(p['aligned']['over_refusal_rate'])}" for p in sel["curve"])
+    return (f"- Checkpoint kept: **step {sel['chosen_step']} of {sel['final_step']}**, chosen on "
+            f"{sel['dev_documents']} training documents held out as dev ({sel['dev_answerable']} answerable + "
+            f"{sel['dev_unanswerable']} unanswerable requests), {sel['rule']}. Dev hallucination / over-refusal: "
+            f"{rates} ({sel['seconds'] / 60:.1f} min of the train stage).")
 
 
 def target_checks(metrics: dict[str, Any], run: dict[str, Any] | None) -> list[str]:

@@ -448,7 +448,6 @@ class TrainingRun:
     report: dict[str, Any] = field(default_factory=dict)
     averaged: dict[str, Any] | None = None  # which checkpoints were averaged into the saved adapter
     dev_pairs: Any | None = None  # training documents held out for the checkpoint choice (select_dev_documents)
-    selection: dict[str, Any] | None = None  # the dev scores and the checkpoint kept (helpers.dev_selection)
     signature: dict[str, Any] = field(default_factory=dict)  # written beside the checkpoints
 
 
@@ -537,11 +536,6 @@ def finish_run(run: TrainingRun) -> dict[str, Any]:
     trainer, train_cfg = run.trainer, run.train_cfg
     if train_cfg.average_checkpoints_from is not None:
         run.averaged = average_checkpoints(run)
-    if run.dev_pairs is not None and trainer.is_world_process_zero():
-        from helpers.dev_selection import select_checkpoint
-
-        run.selection = select_checkpoint(trainer.model, run.tokenizer, run.dev_pairs, train_cfg.checkpoint_dir,
-                                          trainer.state.global_step, run.model_cfg, train_cfg)
     final_eval = trainer.evaluate() if trainer.eval_dataset is not None else {}
     adapter_dir = save_adapter(trainer, run.model_cfg, train_cfg.output_dir)
     if not trainer.is_world_process_zero():  # under DDP only rank 0 measures, writes and publishes
@@ -661,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
     run = run_dpo(model_cfg, train_cfg)
     if run.trainer.is_world_process_zero():
         print(json.dumps(report_headline(run.report), indent=2, default=str))
+        if train_cfg.select_dev_documents:
+            print("Next: python -m helpers.dev_selection (keeps the checkpoint chosen on the dev documents; "
+                  "make demo runs it as its own stage).")
     return 0
 
 

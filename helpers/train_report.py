@@ -169,7 +169,7 @@ def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str
         # tokens through the model with each pair's prompt scored once vs TRL's two rows (None: two rows)
         "shared_prompt": shared_prompt_stats(trainer.model),
         "averaged_checkpoints": getattr(run, "averaged", None),  # None: the adapter is the last weights
-        "checkpoint_selection": getattr(run, "selection", None),  # None: no dev choice (the last weights)
+        "checkpoint_selection": None,  # python -m helpers.dev_selection fills it in when it picks a checkpoint
         "data": run.data_summary,
         "config": {"model": dataclasses.asdict(run.model_cfg), "train": dataclasses.asdict(run.train_cfg)},
         "log_history": history,
@@ -179,7 +179,8 @@ def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str
 def report_headline(report: dict[str, Any]) -> dict[str, Any]:
     """The numbers worth printing after a run (the full report also holds configs and the log)."""
     keys = ("profile", "model_id", "steps", "resumed_from_step", "seconds_per_step", "tokens_per_second",
-            "train_seconds", "final_train", "final_eval", "peak_memory", "weight_footprint", "precision")
+            "train_seconds", "final_train", "final_eval", "peak_memory", "weight_footprint", "precision",
+            "checkpoint_selection")
     return {key: report.get(key) for key in keys}
 
 

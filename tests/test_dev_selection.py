@@ -55,29 +55,55 @@ def test_config_checks():
         config_for(TrainConfig, "smoke", select_dev_documents=2, select_from_fraction=1.5)
 
 
-def test_training_keeps_the_checkpoint_chosen_on_dev():
+def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
+    from helpers.dev_selection import select_on_dev
+    from helpers.model_card import render_model_card
     from helpers.train import run_dpo
 
     pairs = DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:5])),
                          "test": Dataset.from_list(city_rows(CITIES[5:]))})
+    model_cfg = config_for(ModelConfig, "smoke")
     train_cfg = config_for(TrainConfig, "smoke", max_steps=4, save_steps=1, save_total_limit=10, eval_steps=10,
                            measure_16bit_footprint=False, learning_rate=5e-3, select_dev_documents=2,
                            select_from_fraction=0.5, select_max_new_tokens=4)
-    run = run_dpo(config_for(ModelConfig, "smoke"), train_cfg, pairs)
-    report = json.loads((output_root() / "train_report.json").read_text())
-    selection = report["checkpoint_selection"]
+    pairs.save_to_disk(train_cfg.pairs_dir)
+    run_dpo(model_cfg, train_cfg)
+    report_path = output_root() / "train_report.json"
+    report = json.loads(report_path.read_text())
     assert report["data"]["train"]["documents"] == 3 and report["data"]["dev"]["documents"] == 2
+    assert report["checkpoint_selection"] is None  # training alone keeps the last weights
+    ckpt = Path(train_cfg.checkpoint_dir)
+    final = load_adapter_weights(Path(train_cfg.output_dir))
+    torch.testing.assert_close(final, load_adapter_weights(ckpt / "checkpoint-4"))  # the end is checkpointed
+
+    selection = select_on_dev(model_cfg, train_cfg)
     assert [p["step"] for p in selection["curve"]] == [2, 3, 4]
-    assert selection["final_step"] == 4 and selection["chosen_step"] in (2, 3, 4)
+    assert selection["final_step"] == 4
     assert selection["dev_answerable"] == 2 and selection["dev_unanswerable"] == 2
-    expected = choose_checkpoint(selection["curve"], train_cfg.select_max_over_refusal)
-    assert selection["chosen_step"] == expected["step"]
+    assert selection["chosen_step"] == choose_checkpoint(selection["curve"], train_cfg.select_max_over_refusal)["step"]
     saved = load_adapter_weights(Path(train_cfg.output_dir))
-    chosen = load_adapter_weights(Path(train_cfg.checkpoint_dir) / f"checkpoint-{selection['chosen_step']}")
-    other = load_adapter_weights(Path(train_cfg.checkpoint_dir) / "checkpoint-2"
-                                 if selection["chosen_step"] != 2 else Path(train_cfg.checkpoint_dir) / "checkpoint-4")
+    chosen = load_adapter_weights(ckpt / f"checkpoint-{selection['chosen_step']}")
+    other = load_adapter_weights(ckpt / ("checkpoint-2" if selection["chosen_step"] != 2 else "checkpoint-4"))
     key = next(k for k in saved if "lora_B" in k)
     assert not torch.allclose(chosen[key], other[key])  # the candidates differ, so the check below can fail
     for name, value in saved.items():
         torch.testing.assert_close(value, chosen[name])
-    assert run.selection == selection
+    report = json.loads(report_path.read_text())
+    assert report["checkpoint_selection"]["chosen_step"] == selection["chosen_step"]
+    card = (Path(train_cfg.output_dir) / "README.md").read_text()
+    assert card == render_model_card(report) and f"step {selection['chosen_step']} of 4" in card
+    # a second call reads the checkpoints again, so it makes the same choice from the same rates
+    again = select_on_dev(model_cfg, train_cfg)
+    assert again["curve"] == selection["curve"] and again["chosen_step"] == selection["chosen_step"]
+
+
+def test_selection_is_a_no_op_when_off(capsys):
+    from helpers.dev_selection import select_on_dev
+
+    assert select_on_dev(config_for(ModelConfig, "smoke"), config_for(TrainConfig, "smoke")) is None
+    assert "select_dev_documents is 0" in capsys.readouterr().out
+
+
+def test_selection_cannot_be_combined_with_push_or_merge():
+    with pytest.raises(ValueError, match="after that step"):
+        config_for(TrainConfig, "smoke", select_dev_documents=2, merge_and_save_16bit=True)

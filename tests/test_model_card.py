@@ -45,6 +45,18 @@ def test_card_states_base_data_config_and_metrics():
     assert "1.0×sigmoid + 0.2×sft" in card and "fp16" in card
     assert "2.00 GiB in 4-bit nf4 vs 5.00 GiB in float16" in card  # from the measured footprint
     assert "## Limits" in card and "over-refusal" in card
+    assert "weights kept" not in card and "**dev**" not in card
+
+
+def test_card_names_the_checkpoint_chosen_on_dev():
+    from helpers.model_card import render_model_card
+
+    report = fake_report(checkpoint_selection={"chosen_step": 90, "final_step": 108, "dev_documents": 8,
+                                               "rule": "lowest dev hallucination"})
+    report["data"]["dev"] = {"pairs": 12, "documents": 8, "pair_types": {"unanswerable": 12}}
+    card = render_model_card(report)
+    assert "| weights kept | step 90 of 108, chosen on 8 held-out training documents (lowest dev hallucination) |" in card
+    assert "**dev**: 12 pairs from 8 documents" in card
 
 
 def test_offline_bases_get_no_hub_front_matter():

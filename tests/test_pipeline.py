@@ -16,7 +16,7 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
                           timeout=600, cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     run = json.loads((out / "run_report.json").read_text())
-    assert list(run["stages"]) == ["prepare_model", "data", "train", "evaluate", "figures"]
+    assert list(run["stages"]) == ["prepare_model", "data", "train", "select", "evaluate", "figures"]
     assert all(stage["exit_code"] == 0 for stage in run["stages"].values())
     assert run["peak_rss_mb"] > 0 and run["total_seconds"] > 0
     # the artefact contract of issue 2

@@ -136,3 +136,21 @@ def test_early_stopping_record_reaches_the_section(tmp_path):
     assert "| last checkpoint (step 75) | test | 50.0% (n=8) | 12.5% (n=8) | 50.0% (n=8) |" in out
     assert "| base | test | 100.0% (n=8) |" in out
     assert "base: “Yes.” (fail); chosen on dev (step 50): “No info.” (pass)." in out
+
+
+def test_checkpoint_choice_of_the_main_command_reaches_the_section(tmp_path):
+    from helpers.readme_results import selection_line
+
+    sel = {"rule": "lowest dev hallucination among checkpoints with dev over-refusal <= 0.05", "dev_documents": 8,
+           "dev_answerable": 24, "dev_unanswerable": 23, "chosen_step": 90, "final_step": 108, "seconds": 210,
+           "curve": [{"step": 72, "aligned": {"hallucination_rate": 0.5, "over_refusal_rate": 0.0}},
+                     {"step": 90, "aligned": {"hallucination_rate": 0.125, "over_refusal_rate": 0.0417}}]}
+    line = selection_line(sel)
+    assert "**step 90 of 108**" in line and "step 72: 50.0% / 0.0%; step 90: 12.5% / 4.2%" in line
+    assert "(3.5 min of the train stage)" in line and "24 answerable + 23 unanswerable" in line
+    (tmp_path / "local").mkdir()
+    metrics = {"base": {}, "aligned": {}, "banana": {}, "model": "m"}
+    (tmp_path / "local" / "metrics.json").write_text(json.dumps(metrics))
+    (tmp_path / "local" / "run_report.json").write_text(json.dumps({"command": "c", "stages": {}, "total_seconds": 1}))
+    (tmp_path / "local" / "train_report.json").write_text(json.dumps({"steps": 108, "checkpoint_selection": sel}))
+    assert line in render_results(tmp_path)
