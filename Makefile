@@ -26,7 +26,8 @@ install: $(STAMP)
 demo: $(STAMP)
 	GEMMA_FACTS_PROFILE=local $(PY) -m helpers.pipeline
 
-# The documented longer run: same data and evaluation, more training (configs/local_long.json).
+# The documented longer run: the same pipeline, data, dev choice and evaluation with two epochs
+# (148 steps, candidates from step 75; configs/local_long.json), ~37 min on 2 cores.
 demo-long: $(STAMP)
 	GEMMA_FACTS_PROFILE=local GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m helpers.pipeline --train-config configs/local_long.json
 
@@ -34,10 +35,11 @@ demo-long: $(STAMP)
 curve: $(STAMP)
 	GEMMA_FACTS_PROFILE=local $(PY) bench/curve_local.py --run-dir outputs/long
 
-# Early stopping on dev (~42 min on 2 cores): train the long recipe without 8 dev documents, score every
+# The first early-stopping measurement, before the dev choice was a pipeline stage (~42 min on 2 cores):
+# train the long recipe without 8 dev documents, score every
 # kept checkpoint on them, keep the one a fixed rule picks, then read the held-out sets
 # (results/tuning.jsonl + results/dev_early_stopping.json; `python -m helpers.readme_results` renders them).
-EARLY_STOP_TRAIN = {"max_train_pairs": null, "num_train_epochs": 2.0, "eval_steps": 50, "save_steps": 25, "save_total_limit": 10}
+EARLY_STOP_TRAIN = {"max_train_pairs": null, "max_steps": -1, "num_train_epochs": 2.0, "eval_steps": 50, "save_steps": 25, "save_total_limit": 10}
 demo-early-stop: $(STAMP)
 	GEMMA_FACTS_PROFILE=local $(PY) -m helpers.data build
 	GEMMA_FACTS_PROFILE=local $(PY) bench/tune_local.py --name early_stop --train '$(EARLY_STOP_TRAIN)' --curve

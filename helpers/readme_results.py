@@ -88,7 +88,7 @@ def selection_line(sel: dict[str, Any]) -> str:
     return (f"- Checkpoint kept: **step {sel['chosen_step']} of {sel['final_step']}**, chosen on "
             f"{sel['dev_documents']} training documents held out as dev ({sel['dev_answerable']} answerable + "
             f"{sel['dev_unanswerable']} unanswerable requests), {sel['rule']}. Dev hallucination / over-refusal: "
-            f"{rates} ({sel['seconds'] / 60:.1f} min of the train stage).")
+            f"{rates} (dev scoring {sel['seconds'] / 60:.1f} min).")
 
 
 def target_checks(metrics: dict[str, Any], run: dict[str, Any] | None) -> list[str]:

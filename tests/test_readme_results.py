@@ -147,7 +147,7 @@ def test_checkpoint_choice_of_the_main_command_reaches_the_section(tmp_path):
                      {"step": 90, "aligned": {"hallucination_rate": 0.125, "over_refusal_rate": 0.0417}}]}
     line = selection_line(sel)
     assert "**step 90 of 108**" in line and "step 72: 50.0% / 0.0%; step 90: 12.5% / 4.2%" in line
-    assert "(3.5 min of the train stage)" in line and "24 answerable + 23 unanswerable" in line
+    assert "(dev scoring 3.5 min)" in line and "24 answerable + 23 unanswerable" in line
     (tmp_path / "local").mkdir()
     metrics = {"base": {}, "aligned": {}, "banana": {}, "model": "m"}
     (tmp_path / "local" / "metrics.json").write_text(json.dumps(metrics))
