@@ -116,7 +116,7 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
     }
 
 
-def select_on_dev(model_cfg: Any, train_cfg: Any) -> dict[str, Any] | None:
+def select_on_dev(model_cfg: Any, train_cfg: Any, into: Any | None = None) -> dict[str, Any] | None:
     """After training: choose among the run's checkpoints on dev and make the chosen one *the* adapter.
 
     Runs on a freshly loaded base (its own process in ``make demo``): the trainer's model generates
@@ -124,6 +124,8 @@ def select_on_dev(model_cfg: Any, train_cfg: Any) -> dict[str, Any] | None:
     fresh process returns the training memory first. Writes the chosen weights into
     ``train_cfg.output_dir``, the choice into ``train_report.json`` and the model card. Idempotent:
     candidates are read from the checkpoints, so a second call makes the same choice.
+    ``into``: a PEFT model still in memory (the notebook's trainer model) that receives the chosen
+    weights too, so what is in memory matches the saved adapter.
     Returns None (and changes nothing) when ``select_dev_documents`` is 0.
     """
     import shutil
@@ -158,6 +160,13 @@ def select_on_dev(model_cfg: Any, train_cfg: Any) -> dict[str, Any] | None:
     source = Path(selection["chosen_from"]) / ADAPTER_WEIGHTS
     if source.resolve() != (adapter_dir / ADAPTER_WEIGHTS).resolve():
         shutil.copyfile(source, adapter_dir / ADAPTER_WEIGHTS)
+    if into is not None:
+        from peft import set_peft_model_state_dict
+
+        from helpers.checkpoint_average import load_adapter_weights
+
+        set_peft_model_state_dict(into, load_adapter_weights(adapter_dir))
+    del model
     print(f"Adapter = step {selection['chosen_step']} of {final_step} ({selection['rule']}).")
     if report:
         report["checkpoint_selection"] = selection

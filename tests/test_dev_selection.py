@@ -67,7 +67,7 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
                            measure_16bit_footprint=False, learning_rate=5e-3, select_dev_documents=2,
                            select_from_fraction=0.5, select_max_new_tokens=4)
     pairs.save_to_disk(train_cfg.pairs_dir)
-    run_dpo(model_cfg, train_cfg)
+    run = run_dpo(model_cfg, train_cfg)
     report_path = output_root() / "train_report.json"
     report = json.loads(report_path.read_text())
     assert report["data"]["train"]["documents"] == 3 and report["data"]["dev"]["documents"] == 2
@@ -76,7 +76,7 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
     final = load_adapter_weights(Path(train_cfg.output_dir))
     torch.testing.assert_close(final, load_adapter_weights(ckpt / "checkpoint-4"))  # the end is checkpointed
 
-    selection = select_on_dev(model_cfg, train_cfg)
+    selection = select_on_dev(model_cfg, train_cfg, into=run.trainer.model)
     assert [p["step"] for p in selection["curve"]] == [2, 3, 4]
     assert selection["final_step"] == 4
     assert selection["dev_answerable"] == 2 and selection["dev_unanswerable"] == 2
@@ -88,6 +88,11 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
     assert not torch.allclose(chosen[key], other[key])  # the candidates differ, so the check below can fail
     for name, value in saved.items():
         torch.testing.assert_close(value, chosen[name])
+    from peft import get_peft_model_state_dict
+
+    live = get_peft_model_state_dict(run.trainer.model)  # the model in memory follows the choice
+    for name, value in saved.items():
+        torch.testing.assert_close(live[name].float().cpu(), value.float().cpu())
     report = json.loads(report_path.read_text())
     assert report["checkpoint_selection"]["chosen_step"] == selection["chosen_step"]
     card = (Path(train_cfg.output_dir) / "README.md").read_text()
