@@ -100,6 +100,12 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
     # a second call reads the checkpoints again, so it makes the same choice from the same rates
     again = select_on_dev(model_cfg, train_cfg)
     assert again["curve"] == selection["curve"] and again["chosen_step"] == selection["chosen_step"]
+    # without the final checkpoint the adapter folder may hold a chosen step, not the end: refuse to guess
+    import shutil
+
+    shutil.rmtree(ckpt / "checkpoint-4")
+    with pytest.raises(ValueError, match="cannot be remade"):
+        select_on_dev(model_cfg, train_cfg)
 
 
 def test_selection_is_a_no_op_when_off(capsys):
