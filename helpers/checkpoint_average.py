@@ -67,10 +67,18 @@ def average_into(model: Any, folders: list[Path], include_current: bool = False)
     return len(members)
 
 
+def later_weights(found: list[tuple[int, Path]], final_step: int, fraction: float) -> list[tuple[int, Path | None]]:
+    """``checkpoints_from``, plus ``(final_step, None)`` — the weights in memory — when the last step
+    was not checkpointed: the run's weights from ``fraction`` of it on, each exactly once."""
+    picked: list[tuple[int, Path | None]] = list(checkpoints_from(found, final_step, fraction))
+    if not picked or picked[-1][0] != final_step:
+        picked.append((final_step, None))
+    return picked
+
+
 def average_run_checkpoints(model: Any, found: list[tuple[int, Path]], final_step: int, fraction: float) -> list[int]:
     """Average into ``model`` the checkpoints from ``fraction`` of the run on, plus its current weights
     when the last step was not checkpointed; returns the steps averaged."""
-    chosen = checkpoints_from(found, final_step, fraction)
-    include_final = not chosen or chosen[-1][0] != final_step
-    average_into(model, [path for _, path in chosen], include_current=include_final)
-    return [step for step, _ in chosen] + ([final_step] if include_final else [])
+    picked = later_weights(found, final_step, fraction)
+    average_into(model, [path for _, path in picked if path is not None], include_current=picked[-1][1] is None)
+    return [step for step, _ in picked]

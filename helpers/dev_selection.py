@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RATE_KEYS", "candidates", "choose_checkpoint", "dev_split", "rule_text", "score_on_dev",
+__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_split", "rule_text", "score_on_dev",
            "select_checkpoint", "select_on_dev"]
 
 RATE_KEYS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
@@ -68,25 +68,17 @@ def score_on_dev(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_
     return {k: round(m[k]["value"], 4) for k in RATE_KEYS}
 
 
-def candidates(found: list[tuple[int, Path]], final_step: int, from_fraction: float) -> list[tuple[int, Path | None]]:
-    """Kept checkpoints from ``from_fraction`` of the run on, and the final weights (path None) if unsaved."""
-    start = from_fraction * final_step
-    picked: list[tuple[int, Path | None]] = [(s, p) for s, p in found if start <= s <= final_step]
-    if not any(s == final_step for s, _ in picked):
-        picked.append((final_step, None))
-    return picked
-
-
 def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tuple[int, Path]], final_step: int,
                       final_dir: Path, model_cfg: Any, train_cfg: Any) -> dict[str, Any]:
     """Score the candidates on dev with ``model`` (a PEFT model), return the record with the chosen step.
 
     ``found`` are the run's checkpoints; ``final_dir`` holds the final weights in case the last step
-    was not checkpointed. The model is left holding the chosen weights.
+    was not checkpointed. The candidates are ``helpers.checkpoint_average.later_weights``, the same
+    window the checkpoint average uses.
     """
     from peft import set_peft_model_state_dict
 
-    from helpers.checkpoint_average import load_adapter_weights
+    from helpers.checkpoint_average import later_weights, load_adapter_weights
     from helpers.config import EvalConfig, config_for
     from helpers.evaluate import eval_items
 
@@ -95,7 +87,8 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
     items = eval_items(list(dev_pairs), train_cfg.select_max_examples, model_cfg.seed, set_name="dev")
     if not items:
         raise ValueError("the dev documents produced no dev requests; raise TrainConfig.select_dev_documents")
-    folders = {step: path or final_dir for step, path in candidates(found, final_step, train_cfg.select_from_fraction)}
+    folders = {step: path or final_dir
+               for step, path in later_weights(found, final_step, train_cfg.select_from_fraction)}
     model.eval()
     curve = []
     for step, folder in folders.items():
@@ -104,7 +97,6 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
         print(f"dev, step {step}: hallucination {curve[-1]['aligned']['hallucination_rate']:.1%}, "
               f"over-refusal {curve[-1]['aligned']['over_refusal_rate']:.1%}", flush=True)
     chosen = choose_checkpoint(curve, train_cfg.select_max_over_refusal)
-    set_peft_model_state_dict(model, load_adapter_weights(folders[chosen["step"]]))
     return {
         "rule": rule_text(train_cfg.select_max_over_refusal),
         "dev_documents": train_cfg.select_dev_documents, "dev_pairs": len(dev_pairs),
@@ -166,7 +158,6 @@ def select_on_dev(model_cfg: Any, train_cfg: Any, into: Any | None = None) -> di
         from helpers.checkpoint_average import load_adapter_weights
 
         set_peft_model_state_dict(into, load_adapter_weights(adapter_dir))
-    del model
     print(f"Adapter = step {selection['chosen_step']} of {final_step} ({selection['rule']}).")
     if report:
         report["checkpoint_selection"] = selection

@@ -9,9 +9,10 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
+from helpers.checkpoint_average import later_weights as candidates
 from helpers.checkpoint_average import load_adapter_weights
 from helpers.config import ModelConfig, TrainConfig, config_for, output_root
-from helpers.dev_selection import candidates, choose_checkpoint, dev_split
+from helpers.dev_selection import choose_checkpoint, dev_split
 from tests.test_train import CITIES, city_rows
 
 
@@ -41,6 +42,9 @@ def test_dev_split_moves_whole_documents_the_same_way_each_time():
 
 def test_candidates_are_the_later_checkpoints_and_the_final_weights(tmp_path):
     found = [(s, tmp_path / f"checkpoint-{s}") for s in (20, 40, 60, 80)]
+    for _, folder in found:  # checkpoints that hold adapter weights
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"")
     assert [s for s, _ in candidates(found, 80, 0.6)] == [60, 80]  # 80 is saved: no extra entry
     assert [(s, p) for s, p in candidates(found, 90, 0.5)][-1] == (90, None)  # unsaved end: the live weights
     assert [s for s, _ in candidates(found, 90, 0.5)] == [60, 80, 90]
