@@ -15,7 +15,7 @@ FAKE_HF_TOKEN   := gf-fake-hf-token-9d2badcafe
 
 .PHONY: install demo demo-long demo-early-stop curve results-long test test-unit test-notebooks test-slow bench lint results clean
 
-$(STAMP): requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
+$(STAMP): requirements-colab.txt requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .

@@ -20,6 +20,7 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 
 from gemini_server import FAKE_API_KEY, FakeGeminiServer, fake_teacher_reply  # noqa: E402
 
+from helpers.config import GEMINI_MODEL  # noqa: E402
 from helpers.gemini_client import GeminiClient  # noqa: E402
 from helpers.rows import load_rows  # noqa: E402
 from helpers.teachers import GeminiTeacher, TeachItem  # noqa: E402
@@ -28,7 +29,7 @@ from helpers.teachers import GeminiTeacher, TeachItem  # noqa: E402
 def timed_teach(server: FakeGeminiServer, items: list[TeachItem], concurrency: int, cache: Path) -> dict:
     """Teach all items once; wall time, API calls and the overlap the server saw."""
     server.max_active = 0
-    client = GeminiClient("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=server.base_url, cache_path=cache,
+    client = GeminiClient(GEMINI_MODEL, api_key=FAKE_API_KEY, base_url=server.base_url, cache_path=cache,
                           concurrency=concurrency, requests_per_minute=100_000)
     teacher = GeminiTeacher(client=client)
     start = time.perf_counter()

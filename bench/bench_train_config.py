@@ -112,7 +112,9 @@ def run_trl_defaults(profile: str, steps: int, pairs_dir: Path, work: Path, fp32
 
     cuda = torch.cuda.is_available()
     # TRL's default bf16=True needs use_cpu on a CPU and fails on a T4 (no bf16), where fp16 is the only choice
-    hardware = {"use_cpu": True} if not cuda else {} if torch.cuda.is_bf16_supported() else {"fp16": True}
+    from helpers.models import native_bf16
+
+    hardware = {"use_cpu": True} if not cuda else {} if native_bf16() else {"fp16": True}
     if fp32:
         hardware.update(bf16=False, fp16=False)
     args = DPOConfig(output_dir=str(work / "trl"), max_steps=steps, report_to="none", save_strategy="no",

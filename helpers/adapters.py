@@ -120,16 +120,16 @@ def merge_adapter_to_16bit(model_cfg: ModelConfig, adapter_dir: str | Path, out_
         model_cfg: the config that trained the adapter (its 4-bit flag is ignored here).
         adapter_dir: the trained adapter.
         out_dir: where the merged model and tokenizer go.
-        dtype: ``"bfloat16"``/``"float16"``/``"float32"``; default bf16 (fp16 on GPUs without bf16).
+        dtype: ``"bfloat16"``/``"float16"``/``"float32"``; default bf16 (fp16 on GPUs without native bf16, a T4).
     Returns:
         ``out_dir``.
     """
     import torch
 
-    from helpers.models import load_model_and_tokenizer
+    from helpers.models import load_model_and_tokenizer, native_bf16
 
     if dtype is None:
-        dtype = "float16" if torch.cuda.is_available() and not torch.cuda.is_bf16_supported() else "bfloat16"
+        dtype = "float16" if torch.cuda.is_available() and not native_bf16() else "bfloat16"
     base_cfg = dataclasses.replace(model_cfg, load_in_4bit=False, compute_dtype=dtype)
     base, tokenizer = load_model_and_tokenizer(base_cfg)
     merged = load_adapter(base, adapter_dir).merge_and_unload()

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "GEMINI_JUDGE_MODEL",
+    "GEMINI_MODEL",
     "PROFILES",
     "REFUSAL",
     "DataConfig",
@@ -28,6 +30,8 @@ __all__ = [
     "config_for",
     "cuda_available",
     "detect_profile",
+    "file_overrides",
+    "in_colab",
     "output_root",
     "show_config",
 ]
@@ -36,6 +40,9 @@ PROFILES = ("colab", "local", "smoke")
 PROFILE_ENV = "GEMMA_FACTS_PROFILE"
 OUTPUT_ENV = "GEMMA_FACTS_OUTPUT"
 CACHE_ENV = "GEMMA_FACTS_CACHE"
+#: A JSON file layered over the profile preset: ``{"model": {...}, "data": {...}, "train": {...}, "eval": {...}}``.
+#: Your own sizes without editing a cell (the simulated Colab run shrinks the colab preset this way).
+CONFIG_ENV = "GEMMA_FACTS_CONFIG"
 
 #: The canonical refusal sentence the aligned model must produce when the document lacks the answer.
 REFUSAL = "The provided document does not contain this information."
@@ -45,6 +52,30 @@ EMBEDDED_GEMMA3 = "embedded:gemma3-270m"
 TINY_GEMMA2 = "tiny-random:gemma2"
 
 BUNDLED_SAMPLE = "bundled"
+
+#: The default Gemini model of the teacher (stage 01). Google's deprecations page (Nov 2026):
+#: gemini-2.5-flash/pro are shut down; GA now: gemini-3.5-flash (May 2026), gemini-3.5-flash-lite
+#: (July 2026), gemini-3.8-flash (Sept 2026).
+GEMINI_MODEL = "gemini-3.5-flash"
+#: The default Gemini judge (stage 03). Free-tier quotas are per model, so a judge on Flash-Lite has a
+#: day of its own: notebook 03 fits the same day as notebook 01's teacher on Flash. It judges a sample
+#: (``EvalConfig.gemini_judge_sample``) next to the offline judge, which scores everything; set
+#: ``gemini_model=GEMINI_MODEL`` for the stronger judge when its quota allows.
+GEMINI_JUDGE_MODEL = "gemini-3.5-flash-lite"
+#: Shut-down ids: a 404 for one of these says "retired" and names ``GEMINI_MODEL`` as the fix.
+RETIRED_GEMINI_MODELS = frozenset({"gemini-2.5-flash", "gemini-2.5-pro", "gemini-1.5-flash", "gemini-1.5-pro",
+                                   "gemini-1.0-pro"})
+#: Free-tier limits ASSUMED when a config does not set them (Dec 2025 cut: 20 to 500 requests/day
+#: depending on model and month, Flash-Lite higher; ~10 requests/minute). Not read from your account:
+#: check https://aistudio.google.com/rate-limit and set ``requests_per_day`` / ``gemini_requests_per_day``.
+#: Limits are per project and per model, and reset at midnight Pacific time.
+FREE_TIER_REQUESTS_PER_MINUTE = 10
+FREE_TIER_REQUESTS_PER_DAY = {"flash-lite": 100, "default": 20}
+
+
+def free_tier_requests_per_day(model: str) -> int:
+    """The assumed free-tier requests/day for ``model`` (Flash-Lite higher than Flash; conservative)."""
+    return FREE_TIER_REQUESTS_PER_DAY["flash-lite" if "lite" in model.lower() else "default"]
 
 
 def cuda_available() -> bool:
@@ -56,9 +87,20 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def in_colab() -> bool:
+    """True inside a Google Colab runtime (Colab imports ``google.colab`` before any cell runs)."""
+    import sys
+
+    return "google.colab" in sys.modules
+
+
 def detect_profile(profile: str | None = None) -> str:
-    """Resolve the profile: explicit argument, then ``GEMMA_FACTS_PROFILE``, then CUDA → colab else local."""
-    name = profile or os.environ.get(PROFILE_ENV) or ("colab" if cuda_available() else "local")
+    """Resolve the profile: explicit argument, then ``GEMMA_FACTS_PROFILE``, then Colab or CUDA → colab, else local.
+
+    On Colab the profile is colab even on a CPU runtime: falling back to ``local`` there would train
+    another model silently; ``helpers.notebook.prepare_notebook`` says loudly that a GPU is missing.
+    """
+    name = profile or os.environ.get(PROFILE_ENV) or ("colab" if in_colab() or cuda_available() else "local")
     name = name.strip().lower()
     if name not in PROFILES:
         raise ValueError(f"profile: unknown profile {name!r}; choose one of {', '.join(PROFILES)} "
@@ -111,7 +153,7 @@ class ModelConfig:
     profile: str = "local"
     model_id: str = EMBEDDED_GEMMA3
     load_in_4bit: bool = True
-    compute_dtype: str = "auto"  # auto: bf16 where supported, fp16 on T4, fp32 on CPU
+    compute_dtype: str = "auto"  # auto: bf16 on GPUs with native bf16 (sm_80+), fp16 on a T4, fp32 on CPU
     attn_implementation: str = "eager"  # Gemma 2 needs eager for logit softcapping
     prompt_format: str = "plain"  # "chat" (Gemma turns) or "plain" (DOCUMENT:/USER REQUEST:)
     max_length: int = 512
@@ -145,7 +187,7 @@ class DataConfig:
     hf_config: str | None = "examples"
     hf_split: str = "public"
     teacher: str = "offline"  # "offline" or "gemini"
-    gemini_model: str = "gemini-2.5-flash"
+    gemini_model: str = GEMINI_MODEL
     max_rows: int | None = None
     max_length: int = 512  # token budget for prompt + answer (same as training)
     answer_budget: int = 96  # tokens kept for the answer inside max_length
@@ -155,14 +197,20 @@ class DataConfig:
         "hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2, "paraphrase": 1})
     test_fraction: float = 0.2
     seed: int = 42
-    concurrency: int = 8
-    requests_per_minute: int = 60
+    concurrency: int = 2  # Gemini calls in flight (free tier: 10 requests/minute leave nothing for more)
+    requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE
+    # Gemini requests this build may send per Pacific day (None: the assumed free-tier limit of
+    # gemini_model, see FREE_TIER_REQUESTS_PER_DAY); the client stops cleanly there, rerun the next day.
+    requests_per_day: int | None = None
     out_dir: str = ""  # default: <output root>/pairs
 
     def __post_init__(self) -> None:
         self.profile = detect_profile(self.profile)
         _choice(self, "teacher", ("offline", "gemini"))
         _positive(self, "max_length", "answer_budget", "passage_words", "concurrency", "requests_per_minute")
+        if self.requests_per_day is None:
+            self.requests_per_day = free_tier_requests_per_day(self.gemini_model)
+        _positive(self, "requests_per_day")
         if self.max_rows is not None:
             _positive(self, "max_rows")
         if self.document_tokens is not None:
@@ -293,9 +341,15 @@ class EvalConfig:
     metrics_path: str = ""  # default: <output root>/metrics.json
     generations_path: str = ""  # default: <output root>/generations.jsonl
     judge: str = "offline"  # "offline" or "gemini" (falls back to offline, loudly, without a key)
-    gemini_model: str = "gemini-2.5-flash"
-    gemini_concurrency: int = 8
-    gemini_requests_per_minute: int = 60
+    gemini_model: str = GEMINI_JUDGE_MODEL
+    gemini_concurrency: int = 2
+    gemini_requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE
+    gemini_requests_per_day: int | None = None  # None: the assumed free-tier limit of gemini_model
+    # Items (per item set) the Gemini judge sees, each on both sides = 2 calls per item. 8 items = 16
+    # calls fit a 20-request free-tier day with room for retries. When the sample is smaller than the
+    # set, the offline judge scores everything (headline metrics) and Gemini's agreement with it is
+    # reported on the sample. None: Gemini judges every item (a paid key).
+    gemini_judge_sample: int | None = 8
     max_new_tokens: int = 64
     batch_size: int = 8
     max_examples: int | None = None  # per side (answerable / unanswerable)
@@ -313,6 +367,11 @@ class EvalConfig:
                   "heldout_max_rows")
         if self.max_examples is not None:
             _positive(self, "max_examples")
+        if self.gemini_requests_per_day is None:
+            self.gemini_requests_per_day = free_tier_requests_per_day(self.gemini_model)
+        _positive(self, "gemini_requests_per_day")
+        if self.gemini_judge_sample is not None:
+            _positive(self, "gemini_judge_sample")
         _fraction(self, "min_reference_recall")
         for name in ("latency_prompts", "n_examples"):
             if getattr(self, name) < 0:
@@ -331,13 +390,21 @@ class EvalConfig:
 PRESETS: dict[str, dict[type, dict[str, Any]]] = {
     "colab": {
         ModelConfig: dict(model_id="google/gemma-2-2b-it", prompt_format="chat", lora_r=16, lora_alpha=32),
-        # Gemini free tier: ~10 requests/min and a daily cap; 200 rows (one call each) fit in one day.
-        DataConfig: dict(input="google/FACTS-grounding-public", teacher="gemini", max_rows=200,
-                         requests_per_minute=10, concurrency=4),
+        # Gemini free tier: ~10 requests/min and a daily cap (assumed 20/day for Flash): 20 rows, one call
+        # each, fit one day, so notebooks 01-03 run in one sitting. More rows (max_rows=200 is ~10 days)
+        # stop cleanly each day and resume from the cache on Drive; the plan printed before the first
+        # call says how many days (helpers.quota).
+        DataConfig: dict(input="google/FACTS-grounding-public", teacher="gemini", max_rows=20,
+                         requests_per_minute=FREE_TIER_REQUESTS_PER_MINUTE, concurrency=2),
         TrainConfig: dict(learning_rate=5e-5, num_train_epochs=2.0, per_device_train_batch_size=1,
-                          per_device_eval_batch_size=2, gradient_accumulation_steps=8, logging_steps=10,
-                          eval_steps=50, save_steps=50, max_eval_pairs=128),
-        EvalConfig: dict(judge="gemini", max_new_tokens=128, batch_size=8, latency_prompts=4),
+                          per_device_eval_batch_size=2, gradient_accumulation_steps=8, logging_steps=5,
+                          # ~160 pairs x 2 epochs / 8 = ~40 steps: a checkpoint every 10, so a disconnect
+                          # costs at most 10 steps (notebook 02 resumes from Drive)
+                          eval_steps=10, save_steps=10, max_eval_pairs=128),
+        # Offline judge on every item + Gemini on a sample that fits one free-tier day (agreement on it).
+        EvalConfig: dict(judge="gemini", max_new_tokens=128, batch_size=8, latency_prompts=4,
+                         gemini_requests_per_minute=FREE_TIER_REQUESTS_PER_MINUTE, gemini_concurrency=2,
+                         gemini_judge_sample=8),
     },
     # Sized so `make demo` (conversion + data + DPO + evaluation) fits ~30 min on 2 CPU cores:
     # 128-token excerpts keep sequences near 220 tokens, and without gradient checkpointing (RAM is
@@ -386,14 +453,44 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
 }
 
 
+#: Section of a config file (``GEMMA_FACTS_CONFIG``) for each stage config.
+CONFIG_SECTIONS: dict[type, str] = {ModelConfig: "model", DataConfig: "data", TrainConfig: "train", EvalConfig: "eval"}
+
+
+def file_overrides(cls: type, path: str | Path | None = None) -> dict[str, Any]:
+    """The fields a config file (default: ``$GEMMA_FACTS_CONFIG``) sets for ``cls``; {} without a file.
+
+    Raises:
+        ValueError: the file is missing, is not a JSON object, or names an unknown section.
+    """
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return {}
+    file = Path(path)
+    if not file.is_file():
+        raise ValueError(f"{CONFIG_ENV}={file}: no such config file")
+    try:
+        sections = json.loads(file.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise ValueError(f"{CONFIG_ENV}={file}: not valid JSON ({exc})") from None
+    if not isinstance(sections, dict):
+        raise ValueError(f"{CONFIG_ENV}={file}: expected a JSON object with sections {sorted(CONFIG_SECTIONS.values())}")
+    unknown = set(sections) - set(CONFIG_SECTIONS.values())
+    if unknown:
+        raise ValueError(f"{CONFIG_ENV}={file}: unknown section(s) {sorted(unknown)}; "
+                         f"use {sorted(CONFIG_SECTIONS.values())}")
+    return dict(sections.get(CONFIG_SECTIONS[cls], {}))
+
+
 def config_for(cls: type, profile: str | None = None, **overrides: Any) -> Any:
-    """Build a stage config with the profile's preset sizes, then explicit overrides."""
+    """Build a stage config: the profile's preset, then the ``GEMMA_FACTS_CONFIG`` file, then explicit overrides."""
     name = detect_profile(profile)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(overrides) - known
+    from_file = file_overrides(cls)
+    unknown = (set(overrides) | set(from_file)) - known
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
-    values = {**PRESETS[name].get(cls, {}), **overrides, "profile": name}
+    values = {**PRESETS[name].get(cls, {}), **from_file, **overrides, "profile": name}
     return cls(**values)
 
 

@@ -5,10 +5,15 @@ soon as it exists, and Gemini replies to ``<out>_work/gemini_cache.jsonl`` one b
 build rerun with the same config makes no repeated call for finished rows and produces the same
 pairs. The pairs folder is written to a temporary folder and moved into place at the end.
 
+With the Gemini teacher the quota plan (calls, limits, minutes today, days) is printed and the model
+checked before the first call. A run the client stopped (the day's quota spent, a refused key, an
+unknown model) raises ``GeminiRunStopped`` with the progress and what to do, and writes no pairs;
+so does a build that would end with 0 pairs or an empty split (``EmptyBuildError``).
+
 CLI::
 
     python -m helpers.data build --input PATH_OR_HF_ID --teacher offline|gemini --out DIR \\
-        [--max-rows N] [--profile P]
+        [--max-rows N] [--profile P] [--requests-per-day N]
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from typing import Any
 
 from helpers.config import DataConfig, config_for
 from helpers.excerpts import TokenCounter, document_budget, select_excerpt, token_counter
-from helpers.gemini_client import JsonlCache
+from helpers.gemini_client import GeminiRunStopped, JsonlCache
 from helpers.pairs import (
     PAIR_COLUMNS,
     DocContext,
@@ -42,6 +47,7 @@ from helpers.rows import Row, load_rows
 from helpers.secrets import MissingSecretError, redact, require_secret
 
 __all__ = [
+    "EmptyBuildError",
     "build_preference_data",
     "format_report_summary",
     "main",
@@ -57,6 +63,10 @@ __all__ = [
 #: Room for template paraphrases of a request ("According to the document, …").
 PARAPHRASE_SLACK = "Using only the provided text: Please answer from the document."
 TEACHER_CHUNK = 16
+
+
+class EmptyBuildError(ValueError):
+    """The build would save 0 pairs (or an empty split): nothing is written, the message says why."""
 
 
 def work_dir_for(out_dir: str | Path) -> Path:
@@ -88,7 +98,7 @@ def make_teacher(cfg: DataConfig, work: Path) -> tuple[Any, str]:
         try:
             teacher = GeminiTeacher(cfg.gemini_model, cache_path=work / "gemini_cache.jsonl",
                                     concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
-                                    answer_words=answer_words)
+                                    requests_per_day=cfg.requests_per_day, answer_words=answer_words)
             return teacher, "gemini"
         except MissingSecretError as exc:
             bar = "*" * 78
@@ -137,6 +147,9 @@ def _run_teacher(teacher: Any, items: list[Any], keys: list[str], cache: JsonlCa
             outputs[i] = TeacherOutput.model_validate(cache.get(key))
         else:
             pending.append(i)
+    preflight = getattr(teacher, "preflight", None)  # the Gemini teacher: quota plan + model check
+    if pending and preflight is not None:
+        preflight([items[i] for i in pending], done=len(items) - len(pending))
     failed = 0
     with tqdm(total=len(items), initial=len(items) - len(pending), desc=f"teacher ({teacher.name})") as bar:
         for start in range(0, len(pending), TEACHER_CHUNK):
@@ -148,7 +161,42 @@ def _run_teacher(teacher: Any, items: list[Any], keys: list[str], cache: JsonlCa
                 cache.put(keys[i], out.model_dump(mode="json"))
                 outputs[i] = out
             bar.update(len(chunk))
+            if _stop_reason(teacher):  # every later chunk would be not_attempted: stop here
+                break
     return outputs, failed
+
+
+def _stop_reason(teacher: Any) -> str:
+    return str(teacher.stats().get("stop_reason") or "")
+
+
+def _raise_if_stopped(teacher: Any, outputs: list[Any], work: Path) -> None:
+    """A stopped teacher run writes no pairs: a partial dataset must not reach notebook 02 unnoticed."""
+    reason = _stop_reason(teacher)
+    if not reason:
+        return
+    done = sum(o is not None for o in outputs)
+    stats = teacher.stats()
+    raise GeminiRunStopped(reason, f"{stats['stopped']}\nProgress: {done} of {len(outputs)} rows taught, kept in "
+                                   f"{work} (0 repeated calls when you rerun). No pairs were written. To build "
+                                   f"from what is taught so far instead, set DataConfig.max_rows={done} (rows "
+                                   f"are sent in order, so the first ones are the taught ones).")
+
+
+def _check_not_empty(splits: dict[str, list[dict[str, Any]]], cfg: DataConfig, rows: int, failed: int,
+                     teacher: Any, built: int) -> None:
+    """0 pairs, or an empty train/test split, is an error with its likely cause, never a saved dataset."""
+    empty = [name for name in ("train", "test") if not splits[name] and (name == "train" or cfg.test_fraction > 0)]
+    if not empty:
+        return
+    stats = teacher.stats()
+    total = sum(len(v) for v in splits.values())
+    cause = (f"the teacher failed on {failed} of {rows} rows (failures by reason: {stats.get('failures')})"
+             if failed else f"{built} pairs were built, {total} fit max_length={cfg.max_length}")
+    raise EmptyBuildError(f"The build would save {total} pairs with an empty {' and '.join(empty)} split from "
+                          f"{rows} rows: {cause}. Nothing was written to {cfg.out_dir}. Fix the cause (the "
+                          f"teacher's failures above, more rows via DataConfig.max_rows, a larger "
+                          f"DataConfig.max_length) and rerun: finished rows are cached.")
 
 
 def pair_token_length(pair: dict[str, Any], prompt_format: str, tokenizer: Any) -> tuple[int, int]:
@@ -244,12 +292,14 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     teacher_id = getattr(teacher, "cache_id", teacher.name)
     keys = [_teacher_key(teacher_id, row, doc.excerpt, cfg.seed) for row, doc in zip(rows, docs, strict=True)]
     outputs, failed = _run_teacher(teacher, items, keys, JsonlCache(work / "teacher_outputs.jsonl"))
+    _raise_if_stopped(teacher, outputs, work)
     split_of = split_documents([r.doc_id for r in rows], cfg.test_fraction, cfg.seed)
     built, not_cut = _build_pairs(rows, docs, outputs, cfg, split_of)
     pairs, duplicates = dedup_pairs(built)
     lengths = [pair_token_length(p, prompt_format, tokenizer) for p in pairs]
     fitting = [p for p, (_, longest) in zip(pairs, lengths, strict=True) if longest <= cfg.max_length]
     splits = {name: [p for p in fitting if split_of[p["doc_id"]] == name] for name in ("train", "test")}
+    _check_not_empty(splits, cfg, len(rows), failed, teacher, len(built))
     _save_pairs(splits, out)
     report = _report(cfg, row_report, rows, excerpts, teacher, teacher_used, failed, built, fitting, splits,
                      duplicates, [chosen for chosen, _ in lengths], prompt_format, started)
@@ -334,6 +384,7 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--out", help="pairs folder (default: <output root>/pairs)")
     build.add_argument("--max-rows", type=int)
     build.add_argument("--profile", choices=("colab", "local", "smoke"))
+    build.add_argument("--requests-per-day", type=int, help="Gemini daily budget (default: the assumed free tier)")
     return parser
 
 
@@ -341,7 +392,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints the report summary as JSON."""
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in (("input", args.input), ("teacher", args.teacher), ("out_dir", args.out),
-                                   ("max_rows", args.max_rows)) if v is not None}
+                                   ("max_rows", args.max_rows), ("requests_per_day", args.requests_per_day))
+                 if v is not None}
     cfg = config_for(DataConfig, args.profile, **overrides)
     report = build_preference_data(cfg)
     summary = {k: v for k, v in report.items() if k != "tokens"}

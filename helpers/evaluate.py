@@ -10,6 +10,12 @@ both with its own and with an unrelated document counts once per answerability).
 FACTS-schema file adds a second held-out set: each row's request with its own document
 (answerable) and with the next row's document (unanswerable), reported separately as ``heldout_2``.
 
+Judging: the offline judge scores every item. The Gemini judge (``judge="gemini"``) scores a seeded
+sample of ``EvalConfig.gemini_judge_sample`` items per set, both sides (2 calls per item), sized to fit
+a free-tier day; when the sample is smaller than the set the headline metrics stay offline and
+``metrics["gemini_sample"]`` holds Gemini's rates and its agreement with the offline judge on the
+sample. Before any Gemini call the model is checked and the quota plan printed.
+
 CLI: ``python -m helpers.evaluate [--profile P] [--judge offline|gemini] [--max-examples N]``.
 """
 
@@ -40,6 +46,7 @@ __all__ = [
     "SIDES",
     "evaluate",
     "eval_items",
+    "gemini_sample_ids",
     "generate_side",
     "heldout_items",
     "judge_side",
@@ -233,22 +240,62 @@ def _free_memory() -> None:
 
 # -- judging ----------------------------------------------------------------------------------------
 def _gemini_judge(eval_cfg: EvalConfig) -> Any | None:
-    """The Gemini judge, or None (said loudly) when no key is configured."""
+    """The Gemini judge, model-checked, or None (said loudly) when no key is configured.
+
+    A retired/unknown model or a refused key raises ``GeminiPreflightError`` here, before any model loads.
+    """
     from helpers.judges import GeminiJudge
     from helpers.secrets import MissingSecretError
 
     try:
-        return GeminiJudge(eval_cfg.gemini_model, cache_path=str(output_root() / "judge_cache.jsonl"),
-                           concurrency=eval_cfg.gemini_concurrency,
-                           requests_per_minute=eval_cfg.gemini_requests_per_minute)
+        judge = GeminiJudge(eval_cfg.gemini_model, cache_path=str(output_root() / "judge_cache.jsonl"),
+                            concurrency=eval_cfg.gemini_concurrency,
+                            requests_per_minute=eval_cfg.gemini_requests_per_minute,
+                            requests_per_day=eval_cfg.gemini_requests_per_day)
     except MissingSecretError as exc:
         print(f"\n*** Gemini judge unavailable, using the OFFLINE judge instead: {redact(str(exc))} ***\n")
         return None
+    judge.check_model()
+    return judge
+
+
+def gemini_sample_ids(items: Sequence[dict[str, Any]], sample: int | None, seed: int = 42) -> set[str] | None:
+    """Ids of the items the Gemini judge sees: ``sample`` of them, half answerable where possible, seeded;
+    None (every item) when ``sample`` is None or covers the set."""
+    if sample is None or sample >= len(items):
+        return None
+    groups = [[it["id"] for it in items if it["answerable"] is flag] for flag in (True, False)]
+    for group in groups:
+        random.Random(seed).shuffle(group)
+    first = min(len(groups[0]), (sample + 1) // 2)
+    second = min(len(groups[1]), sample - first)
+    first = min(len(groups[0]), sample - second)  # a short side leaves its share to the other
+    return set(groups[0][:first] + groups[1][:second])
+
+
+def _print_judge_estimate(gemini: Any, sets: dict[str, tuple[int, int]], eval_cfg: EvalConfig) -> None:
+    """Before generation: the upper bound of Gemini calls (the answers, hence the cache hits, come later)."""
+    from helpers import quota
+
+    calls = sum(2 * judged for judged, _ in sets.values())
+    parts = ", ".join(f"{name}: {judged} of {total} items" for name, (judged, total) in sets.items())
+    print(f"Gemini judge on {parts} (EvalConfig.gemini_judge_sample), both sides: up to {calls} calls; the "
+          f"offline judge scores every item.")
+    client = gemini.client
+    if getattr(client, "ledger", None) is not None and client.requests_per_day:
+        quota.quota_plan("Gemini judge, estimate before the answers exist (notebook 03)", client.model, calls, 0,
+                         requests_per_minute=client.requests_per_minute, requests_per_day=client.requests_per_day,
+                         ledger=client.ledger,
+                         limit_fields="EvalConfig.gemini_requests_per_minute, EvalConfig.gemini_requests_per_day",
+                         fewer_calls="EvalConfig.gemini_judge_sample").print()
 
 
 def judge_side(items: Sequence[dict[str, Any]], answers: Sequence[str], eval_cfg: EvalConfig,
-               gemini: Any | None = None) -> list[dict[str, Any]]:
-    """Per item: the offline verdict, and the Gemini verdict (or its failure reason) when a judge is given."""
+               gemini: Any | None = None, gemini_ids: set[str] | None = None) -> list[dict[str, Any]]:
+    """Per item: the offline verdict, and the Gemini verdict (or its failure reason) when a judge is given.
+
+    ``gemini_ids``: the items the Gemini judge sees (None: all of them).
+    """
     out = []
     for item, answer in zip(items, answers, strict=True):
         prompt_text = render_prompt(item["prompt"], "plain")
@@ -257,9 +304,11 @@ def judge_side(items: Sequence[dict[str, Any]], answers: Sequence[str], eval_cfg
                                 min_recall=eval_cfg.min_reference_recall)
         out.append({"answer": answer, "offline": verdict.to_dict()})
     if gemini is not None:
-        replies = gemini.judge_many([{"answer": a, "document": it["document"], "request": it["request"],
-                                      "answerable": it["answerable"]} for it, a in zip(items, answers, strict=True)])
-        for record, reply in zip(out, replies, strict=True):
+        picked = [i for i, it in enumerate(items) if gemini_ids is None or it.get("id") in gemini_ids]
+        replies = gemini.judge_many([{"answer": answers[i], "document": items[i]["document"],
+                                      "request": items[i]["request"], "answerable": items[i]["answerable"]}
+                                     for i in picked]) if picked else []
+        for record, reply in zip([out[i] for i in picked], replies, strict=True):
             record["gemini"] = reply.to_dict() if isinstance(reply, Verdict) else {
                 "failure": getattr(reply, "reason", "unexpected"), "message": redact(str(reply))[:300]}
     return out
@@ -277,8 +326,13 @@ def _records(items: Sequence[dict[str, Any]], judged: Sequence[dict[str, Any]], 
     return records
 
 
-def _summarise(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any]]], judge: str) -> dict[str, Any]:
-    """Headline metrics, breakdowns, judge failures and judge agreement for one item set."""
+def _summarise(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any]]], judge: str,
+               gemini_ids: set[str] | None = None, with_gemini: bool = False) -> dict[str, Any]:
+    """Headline metrics, breakdowns, judge failures and judge agreement for one item set.
+
+    ``with_gemini`` with an offline primary judge: Gemini judged the sample ``gemini_ids``; its rates on
+    that sample go to ``gemini_sample`` and the agreement is measured there.
+    """
     out: dict[str, Any] = {}
     for side in SIDES:
         records = _records(items, judged[side], judge)
@@ -289,12 +343,22 @@ def _summarise(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any
         out["base"]["hallucination_rate"]["value"], out["aligned"]["hallucination_rate"]["value"])
     out["n_answerable"] = sum(it["answerable"] for it in items)
     out["n_unanswerable"] = len(items) - out["n_answerable"]
-    if judge == "gemini":
+    if judge == "gemini" or with_gemini:
         agreement = {}
         for label in ("refused", "grounded_correct"):
-            pairs = [(j["offline"][label], j["gemini"].get(label)) for side in SIDES for j in judged[side]]
+            pairs = [(j["offline"][label], j["gemini"].get(label)) for side in SIDES for j in judged[side]
+                     if "gemini" in j]
             agreement[label] = judge_agreement([a for a, _ in pairs], [b for _, b in pairs])
         out["judge_agreement"] = agreement
+    if judge == "offline" and with_gemini:
+        keep = [i for i, it in enumerate(items) if gemini_ids is None or it["id"] in gemini_ids]
+        sample = [items[i] for i in keep]
+        out["gemini_sample"] = {"n_items": len(sample), "n_answerable": sum(it["answerable"] for it in sample),
+                                "judge_agreement": out["judge_agreement"]}
+        for side in SIDES:
+            records = _records(sample, [judged[side][i] for i in keep], "gemini")
+            out["gemini_sample"][side] = side_metrics(records)
+            out["gemini_sample"][side]["judge_failures"] = len(sample) - len(records)
     return out
 
 
@@ -353,12 +417,13 @@ def _load_test_rows(pairs_dir: str) -> list[dict[str, Any]]:
 
 
 def _run_set(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg: ModelConfig,
-             eval_cfg: EvalConfig, gemini: Any | None) -> dict[str, list[dict[str, Any]]]:
+             eval_cfg: EvalConfig, gemini: Any | None, gemini_ids: set[str] | None = None
+             ) -> dict[str, list[dict[str, Any]]]:
     judged = {}
     for side in SIDES:
         answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg,
                                 desc=f"{side} · {items[0]['set'] if items else ''}")
-        judged[side] = judge_side(items, answers, eval_cfg, gemini)
+        judged[side] = judge_side(items, answers, eval_cfg, gemini, gemini_ids)
     return judged
 
 
@@ -389,30 +454,45 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
     if not items:
         raise ValueError(f"the test split in {eval_cfg.pairs_dir} is empty; rebuild it with {PAIRS_MADE_BY}")
     gemini = _gemini_judge(eval_cfg) if eval_cfg.judge == "gemini" else None
-    judge = "gemini" if gemini is not None else "offline"
+    sample_ids = gemini_sample_ids(items, eval_cfg.gemini_judge_sample, eval_cfg.seed) if gemini else None
+    # Gemini is the headline judge only when it sees every item; on a sample it is the check of the offline one
+    judge = "gemini" if gemini is not None and sample_ids is None else "offline"
     model, tokenizer = loaded or load_aligned_model(model_cfg, eval_cfg.adapter_dir)
-    sets = {"test": (items, _run_set(model, tokenizer, items, model_cfg, eval_cfg, gemini))}
-    if eval_cfg.heldout_path:
-        held = heldout_items(eval_cfg.heldout_path, tokenizer, model_cfg, eval_cfg)
-        sets["heldout_2"] = (held, _run_set(model, tokenizer, held, model_cfg, eval_cfg, gemini))
+    held = heldout_items(eval_cfg.heldout_path, tokenizer, model_cfg, eval_cfg) if eval_cfg.heldout_path else []
+    held_ids = gemini_sample_ids(held, eval_cfg.gemini_judge_sample, eval_cfg.seed) if gemini and held else None
+    if gemini is not None:
+        sizes = {"test": (len(sample_ids) if sample_ids is not None else len(items), len(items))}
+        if held:
+            sizes["heldout_2"] = (len(held_ids) if held_ids is not None else len(held), len(held))
+        _print_judge_estimate(gemini, sizes, eval_cfg)
+    sets = {"test": (items, _run_set(model, tokenizer, items, model_cfg, eval_cfg, gemini, sample_ids))}
+    if held:
+        sets["heldout_2"] = (held, _run_set(model, tokenizer, held, model_cfg, eval_cfg, gemini, held_ids))
     probes = _probe_results(model, tokenizer, model_cfg, eval_cfg)
-    summary = _summarise(*sets["test"], judge)
+    summary = _summarise(*sets["test"], judge, sample_ids, with_gemini=gemini is not None)
     metrics: dict[str, Any] = {
         "base": summary["base"], "aligned": summary["aligned"],
         "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
         "banana": _banana(probes), "n_answerable": summary["n_answerable"],
         "n_unanswerable": summary["n_unanswerable"],
-        "judge": gemini.name if gemini is not None else "offline", "judge_requested": eval_cfg.judge,
+        "judge": gemini.name if judge == "gemini" else "offline", "judge_requested": eval_cfg.judge,
         "model": model_cfg.model_id,
         "profile": model_cfg.profile, "prompt_format": model_cfg.prompt_format,
         "breakdowns": summary["breakdowns"], "probes": probes,
         "examples": _examples(*sets["test"], eval_cfg.n_examples),
     }
-    if judge == "gemini":
+    if gemini is not None:
         metrics["judge_agreement"] = summary["judge_agreement"]
         metrics["judge_stats"] = gemini.stats.to_dict()
+        metrics["gemini_judge"] = {"model": gemini.client.model, "sample": eval_cfg.gemini_judge_sample,
+                                   "quota_plans": [p.to_dict() for p in gemini.plans]}
+        if "gemini_sample" in summary:
+            metrics["gemini_sample"] = summary["gemini_sample"]
+        if gemini.stats.stopped:
+            print(f"\n*** {gemini.stats.stopped} ***\n")
     if "heldout_2" in sets:
-        metrics["heldout_2"] = {"path": Path(eval_cfg.heldout_path).name, **_summarise(*sets["heldout_2"], judge)}
+        metrics["heldout_2"] = {"path": Path(eval_cfg.heldout_path).name,
+                                **_summarise(*sets["heldout_2"], judge, held_ids, with_gemini=gemini is not None)}
     if eval_cfg.latency_prompts:
         metrics["latency"] = measure_latency(model_cfg, eval_cfg, (model, tokenizer))
     if loaded is None:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import pydantic
 
-from helpers.config import REFUSAL
+from helpers.config import FREE_TIER_REQUESTS_PER_MINUTE, GEMINI_MODEL, REFUSAL, free_tier_requests_per_day
 from helpers.prompts import build_user_turn
 
 __all__ = [
@@ -436,20 +436,34 @@ class GeminiJudge:
     """FACTS Grounding style judge on ``helpers.gemini_client.GeminiClient`` (cached, concurrent, rate limited).
 
     Failures (malformed JSON, schema mismatch, blocked, quota, ...) come back as ``GeminiCallError``
-    values, never as verdicts, so metrics can count them instead of scoring them.
+    values, never as verdicts, so metrics can count them instead of scoring them. Before its first
+    call it prints the quota plan and checks the model (``GeminiPreflightError`` on a retired/unknown
+    model or a refused key); the day's budget (``requests_per_day``, default: the assumed free tier of
+    ``model``) stops it cleanly, and a rerun after midnight Pacific continues from the cache.
     """
 
-    def __init__(self, model: str = "gemini-2.5-flash", *, client: Any = None, api_key: str | None = None,
-                 base_url: str | None = None, cache_path: str | None = None, concurrency: int = 8,
-                 requests_per_minute: int = 60, timeout_s: float = 60.0, max_attempts: int = 4) -> None:
+    def __init__(self, model: str = GEMINI_MODEL, *, client: Any = None, api_key: str | None = None,
+                 base_url: str | None = None, cache_path: str | None = None, concurrency: int = 2,
+                 requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE, requests_per_day: int | None = None,
+                 usage_path: str | None = None, timeout_s: float = 60.0, max_attempts: int = 4) -> None:
         if client is None:
             from helpers.gemini_client import GeminiClient
 
+            per_day = requests_per_day if requests_per_day is not None else free_tier_requests_per_day(model)
             client = GeminiClient(model, api_key=api_key, base_url=base_url, cache_path=cache_path,
                                   concurrency=concurrency, requests_per_minute=requests_per_minute,
-                                  timeout_s=timeout_s, max_attempts=max_attempts)
+                                  timeout_s=timeout_s, max_attempts=max_attempts, requests_per_day=per_day,
+                                  usage_path=usage_path)
         self.client = client
         self.name = f"gemini:{client.model}"
+        self.model_checked = False
+        self.plans: list[Any] = []
+
+    def check_model(self) -> dict[str, Any]:
+        """The preflight (once per judge): raises ``GeminiPreflightError`` when no call can succeed."""
+        info = self.client.check_model()
+        self.model_checked = True
+        return info
 
     @property
     def stats(self) -> Any:
@@ -468,9 +482,16 @@ class GeminiJudge:
         Empty answers are not sent: they are neither refusals nor answers.
         """
         todo = [i for i, it in enumerate(items) if (it["answer"] or "").strip()]
-        replies = self.client.generate_json_many(
-            [self.prompt(items[i]["document"], items[i]["request"], items[i]["answer"]) for i in todo],
-            GroundingJudgement, desc=desc) if todo else []
+        prompts = [self.prompt(items[i]["document"], items[i]["request"], items[i]["answer"]) for i in todo]
+        if prompts and hasattr(self.client, "plan"):  # before any call: the plan, then the model check
+            plan = self.client.plan(prompts, GroundingJudgement, f"{desc} (notebook 03)",
+                                    limit_fields="EvalConfig.gemini_requests_per_minute, "
+                                                 "EvalConfig.gemini_requests_per_day, EvalConfig.gemini_concurrency",
+                                    fewer_calls="EvalConfig.gemini_judge_sample").print()
+            self.plans.append(plan)
+            if plan.calls_needed and not self.model_checked:
+                self.check_model()
+        replies = self.client.generate_json_many(prompts, GroundingJudgement, desc=desc) if todo else []
         out: list[Any] = [Verdict(False, False, True, False, judge=self.name, detail="empty") for _ in items]
         for i, reply in zip(todo, replies, strict=True):
             if isinstance(reply, GroundingJudgement):

@@ -27,10 +27,12 @@ __all__ = [
     "adapter_base_model",
     "build_tiny_gemma2",
     "convert_embedded_gemma3",
+    "keep_cpu_4bit_layout",
     "offline_build_cached",
     "load_model_and_tokenizer",
     "load_tokenizer",
     "lora_config",
+    "native_bf16",
     "resolve_compute_dtype",
     "resolve_model_path",
     "weight_footprint_bytes",
@@ -43,14 +45,31 @@ TINY_VOCAB = 2048
 BUILD_MARKER = "gemma_facts_build.json"
 
 
+def native_bf16(device: Any = None) -> bool:
+    """Whether the CUDA GPU computes bf16 natively (Ampere, compute capability 8.0, and later; ROCm).
+
+    The one test of "bf16 or fp16?" for every 16-bit choice in the project (compute dtype, AMP flags,
+    16-bit copies, merges). ``torch.cuda.is_bf16_supported()`` is not it: it also answers True on a
+    T4 (sm_75), where bf16 is only emulated, which loses the T4's fp16 tensor cores and which TRL's
+    Triton log-prob kernel cannot compile. False without CUDA.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    if torch.version.hip:  # every ROCm GPU PyTorch supports computes bf16
+        return True
+    return tuple(torch.cuda.get_device_capability(device)) >= (8, 0)
+
+
 def resolve_compute_dtype(cfg: ModelConfig) -> Any:
-    """bf16 where the GPU supports it, fp16 on a T4 (no bf16 there), fp32 on the CPU."""
+    """bf16 where the GPU computes it natively, fp16 on a T4 (sm_75: no native bf16), fp32 on the CPU."""
     import torch
 
     if cfg.compute_dtype != "auto":
         return getattr(torch, cfg.compute_dtype)
     if torch.cuda.is_available():
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16() else torch.float16
     return torch.float32
 
 
@@ -199,8 +218,37 @@ def quantization_config(cfg: ModelConfig) -> Any | None:
                               bnb_4bit_quant_storage=resolve_compute_dtype(cfg))
 
 
-def load_model_and_tokenizer(cfg: ModelConfig) -> tuple[Any, Any]:
-    """Load the model (4-bit nf4 when ``cfg.load_in_4bit``) and its tokenizer for any profile."""
+def keep_cpu_4bit_layout(model: Any) -> int:
+    """Keep bitsandbytes from repacking the 4-bit weights on CPUs with AVX512-BF16; returns the layers set.
+
+    On such a CPU (this project's x86 EPYC hosts among them) ``bnb.nn.Linear4bit.forward`` rewrites
+    its weight in place the first time it runs in eval mode without gradients (an evaluation, a
+    generation): the double-quantised absmax is dequantised and rounded to bf16, the nibbles are
+    reordered, and matmuls then run in bf16 through ``gemv_4bit``. Every later ``state_dict()`` (each
+    checkpoint save, PEFT's ``get_peft_model_state_dict``) converts it back *lossily*: the bf16
+    absmax is double-quantised again with a new offset, so the frozen base drifts from the one a
+    fresh load gives (dequantised weights by up to ~4e-4 after one eval + save, logits by ~5e-3 on
+    the tiny model). Worse, training-mode forwards on a repacked weight go through ``gemv_4bit``,
+    which has no autograd kernel: the LoRA gradients of every layer below are then wrong. With the
+    repacking off, every machine runs the one nf4 path (dequantise, matmul in the compute dtype) and
+    the base trained against is bit for bit the base loaded. Cost: CPU inference on those machines
+    forgoes the bf16 kernel (measured here: 3-8x slower per Gemma 3 270M-sized layer).
+    """
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+            count += 1
+    return count
+
+
+def load_model_and_tokenizer(cfg: ModelConfig, *, cpu_bf16_inference: bool = False) -> tuple[Any, Any]:
+    """Load the model (4-bit nf4 when ``cfg.load_in_4bit``) and its tokenizer for any profile.
+
+    ``cpu_bf16_inference=True`` leaves bitsandbytes' bf16 repacking on (``keep_cpu_4bit_layout``):
+    faster CPU inference on AVX512-BF16 machines, for a model that is only ever run for inference and
+    never trained, saved or compared with a trained one (its numerics then differ from the nf4 path).
+    """
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -210,11 +258,16 @@ def load_model_and_tokenizer(cfg: ModelConfig) -> tuple[Any, Any]:
     quant = quantization_config(cfg)
     if quant is not None:
         kwargs["quantization_config"] = quant
-        # one full copy per process: under `accelerate launch` (DDP) each rank takes its own GPU
+    if quant is not None or torch.cuda.is_available():
+        # Straight onto the device: one full copy per process (under `accelerate launch` each rank takes
+        # its own GPU), and an unquantised copy (the latency comparison) never passes through the CPU,
+        # which on a Colab T4 runtime costs minutes and ~5 GB of its 12.7 GB of RAM.
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         kwargs["device_map"] = {"": local_rank} if torch.cuda.is_available() else {"": "cpu"}
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if quant is not None and not cpu_bf16_inference:
+        keep_cpu_4bit_layout(model)
     tokenizer = load_tokenizer(cfg)
     model.config.pad_token_id = tokenizer.pad_token_id
     if model.generation_config is not None:

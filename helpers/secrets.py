@@ -10,7 +10,8 @@ import os
 import re
 import sys
 
-__all__ = ["MissingSecretError", "get_secret", "known_secret_values", "redact", "require_secret"]
+__all__ = ["MissingSecretError", "colab_secret_problems", "forget_colab_secrets", "get_secret", "known_secret_values",
+           "redact", "require_secret"]
 
 #: Environment names searched for each logical secret, in order.
 SECRET_NAMES: dict[str, tuple[str, ...]] = {
@@ -25,15 +26,41 @@ class MissingSecretError(RuntimeError):
     """Raised when a key is needed and none is configured; the message names the fix."""
 
 
+#: Colab ``userdata`` answers, asked once per name: ``redact`` runs on every log line and cache write,
+#: and each ``userdata.get`` is a round trip to the browser. ``forget_colab_secrets`` empties it.
+_COLAB_VALUES: dict[str, str | None] = {}
+#: Why a Colab secret could not be read ("missing", "no notebook access", ...), for the error message.
+_COLAB_PROBLEMS: dict[str, str] = {}
+
+
+def forget_colab_secrets() -> None:
+    """Ask Colab again on the next lookup (the setup cell calls this, so a secret added since is seen)."""
+    _COLAB_VALUES.clear()
+    _COLAB_PROBLEMS.clear()
+
+
 def _from_colab(name: str) -> str | None:
     if "google.colab" not in sys.modules:
         return None
-    try:  # pragma: no cover - only on Colab
+    if name in _COLAB_VALUES:
+        return _COLAB_VALUES[name]
+    value = None
+    try:
         from google.colab import userdata
 
-        return userdata.get(name)
-    except Exception:  # noqa: BLE001 - a missing/denied Colab secret is simply "not set"
-        return None
+        value = userdata.get(name)
+    except Exception as exc:  # noqa: BLE001 - a missing/denied Colab secret is "not set", with the reason kept
+        kind = type(exc).__name__
+        _COLAB_PROBLEMS[name] = {"SecretNotFoundError": "no Colab secret of that name",
+                                 "NotebookAccessError": "the Colab secret exists but 'Notebook access' is off "
+                                                        "for this notebook"}.get(kind, f"Colab said {kind}")
+    _COLAB_VALUES[name] = value
+    return value
+
+
+def colab_secret_problems(kind: str) -> list[str]:
+    """Why each Colab secret name for ``kind`` gave nothing (empty outside Colab or when one was found)."""
+    return [f"{name}: {_COLAB_PROBLEMS[name]}" for name in SECRET_NAMES[kind] if name in _COLAB_PROBLEMS]
 
 
 def get_secret(kind: str) -> str | None:
@@ -53,12 +80,15 @@ def require_secret(kind: str) -> str:
     if value:
         return value
     names = " or ".join(SECRET_NAMES[kind])
+    problems = colab_secret_problems(kind)
+    names += f"; {'; '.join(problems)}" if problems else ""
     if kind == "gemini":
         hint = ("Set it with `export GOOGLE_API_KEY=...` (terminal) or add it as a Colab secret named "
                 "GOOGLE_API_KEY (key icon in the left bar), or use the offline teacher/judge "
                 "(teacher='offline' / judge='offline'), which needs no key.")
     else:
-        hint = "Set it with `export HF_TOKEN=...` or add a Colab secret named HF_TOKEN."
+        hint = ("Set it with `export HF_TOKEN=...` or add a Colab secret named HF_TOKEN (key icon in the left bar, "
+                "'Notebook access' on); a read token from https://huggingface.co/settings/tokens is enough.")
     raise MissingSecretError(f"No {kind} key found ({names}). {hint}")
 
 

@@ -10,7 +10,8 @@ paraphrases of the requests. Two teachers share that output type:
   attributes verified absent from the document) and template paraphrases; deterministic per seed.
 * ``GeminiTeacher``: one structured Gemini call per row; the document is delimited and declared
   data, so instructions inside it cannot change the task; answers whose quote is not in the
-  excerpt are dropped and counted.
+  excerpt are dropped and counted. Before its first call, ``preflight`` prints the quota plan
+  (``helpers.quota``) and checks that the model exists and the key reaches it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from typing import Any, Protocol
 
 import pydantic
 
+from helpers import quota
+from helpers.config import FREE_TIER_REQUESTS_PER_MINUTE, GEMINI_MODEL, free_tier_requests_per_day
 from helpers.excerpts import content_words, normalize, rank_texts, split_sentences
 from helpers.gemini_client import GeminiCallError, GeminiClient
 from helpers.rows import Row
@@ -461,13 +464,18 @@ class GeminiTeacher:
 
     name = "gemini"
 
-    def __init__(self, model: str = "gemini-2.5-flash", *, cache_path: str | Path | None = None,
-                 client: GeminiClient | None = None, concurrency: int = 8, requests_per_minute: int = 60,
+    def __init__(self, model: str = GEMINI_MODEL, *, cache_path: str | Path | None = None,
+                 client: GeminiClient | None = None, concurrency: int = 2,
+                 requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE, requests_per_day: int | None = None,
                  answer_words: int = 60, **client_options: Any) -> None:
+        """``requests_per_day`` None: the assumed free-tier limit of ``model`` (``helpers.config``)."""
+        per_day = requests_per_day if requests_per_day is not None else free_tier_requests_per_day(model)
         self.client = client or GeminiClient(model, cache_path=cache_path, concurrency=concurrency,
-                                             requests_per_minute=requests_per_minute, **client_options)
+                                             requests_per_minute=requests_per_minute, requests_per_day=per_day,
+                                             **client_options)
         self.answer_words = answer_words
         self.counters: Counter = Counter()
+        self.plan: quota.QuotaPlan | None = None
 
     @property
     def cache_id(self) -> str:
@@ -478,6 +486,8 @@ class GeminiTeacher:
         """The client's counters plus replies dropped by the quote check."""
         data = self.client.stats.to_dict()
         data["rows"] = self.counters["rows"]
+        if self.plan is not None:
+            data["quota_plan"] = self.plan.to_dict()
         data["flags"] = {k: v for k, v in self.counters.items() if k != "rows"}
         return data
 
@@ -485,6 +495,22 @@ class GeminiTeacher:
         """The exact prompt sent for a row (also the cache key's input)."""
         return build_teacher_prompt(item.excerpt, item.row.user_request, item.row.system_instruction,
                                     answer_words=self.answer_words)
+
+    def preflight(self, items: Sequence[TeachItem], done: int = 0) -> quota.QuotaPlan:
+        """Before any call: print the quota plan for ``items`` (+ ``done`` rows already taught), then, when
+        a call is needed, check the model (raises ``GeminiPreflightError`` for a retired/unknown model or a
+        refused key: one GET instead of a failure on every row)."""
+        total, cached = self.client.count_cached([self.prompt_for(i) for i in items], GeminiTeacherReply)
+        client = self.client
+        per_day = client.requests_per_day or free_tier_requests_per_day(client.model)
+        self.plan = quota.quota_plan(
+            "teacher build, one call per row (notebook 01)", client.model, total + done, cached + done,
+            requests_per_minute=client.requests_per_minute, requests_per_day=per_day, ledger=client.ledger,
+            limit_fields="DataConfig.requests_per_minute, DataConfig.requests_per_day, DataConfig.concurrency",
+            fewer_calls="DataConfig.max_rows").print()
+        if self.plan.calls_needed:
+            client.check_model()
+        return self.plan
 
     def teach(self, items: Sequence[TeachItem]) -> list[TeacherOutput | None]:
         """Concurrent calls for all items; failed rows come back as None (counted by reason)."""

@@ -47,6 +47,7 @@ __all__ = [
     "order_by_document",
     "main",
     "mixed_precision_flags",
+    "no_triton_below_sm80",
     "prepare_model",
     "push_adapter",
     "reload_check",
@@ -81,12 +82,15 @@ def mixed_precision_flags(train_cfg: TrainConfig, *, cuda: bool | None = None,
     """``{"fp16", "bf16"}`` for the hardware: bf16 on Ampere+, fp16 on a T4, neither on the CPU.
 
     TRL's ``DPOConfig`` turns bf16 on whenever fp16 is off, so both flags are always set explicitly.
+    ``bf16_supported`` defaults to ``helpers.models.native_bf16()`` (a T4 only emulates bf16).
     """
     import torch
 
+    from helpers.models import native_bf16
+
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if bf16_supported is None:
-        bf16_supported = bool(cuda and torch.cuda.is_bf16_supported())
+        bf16_supported = bool(cuda and native_bf16())
     mode = train_cfg.mixed_precision
     if mode == "auto":
         mode = ("bf16" if bf16_supported else "fp16") if cuda else "no"
@@ -232,11 +236,19 @@ def describe_example(tokenized: dict[str, Any], tokenizer: Any, tail_tokens: int
 
 
 def prepare_model(model: Any, model_cfg: ModelConfig) -> Any:
-    """QLoRA preparation for a 4-bit model (frozen base, fp32 norms, non-reentrant checkpointing)."""
+    """QLoRA preparation for a 4-bit model (frozen base, fp32 norms, non-reentrant checkpointing).
+
+    Also keeps bitsandbytes from repacking the frozen 4-bit weights on AVX512-BF16 CPUs
+    (``helpers.models.keep_cpu_4bit_layout``; the loader already does, this covers other loads):
+    the repacking's lossy undo at each checkpoint save would change the base during training.
+    """
     if not getattr(model, "is_loaded_in_4bit", False):
         return model
     from peft import prepare_model_for_kbit_training
 
+    from helpers.models import keep_cpu_4bit_layout
+
+    keep_cpu_4bit_layout(model)
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=model_cfg.gradient_checkpointing,
                                            gradient_checkpointing_kwargs={"use_reentrant": False})
 
@@ -276,6 +288,37 @@ def score_only_completion_tokens_on_cpu() -> bool:
     return True
 
 
+def no_triton_below_sm80() -> bool:
+    """Run TRL's chunked log-prob folds in torch, not Triton, on CUDA GPUs below sm_80 (a T4).
+
+    TRL 1.16 asks ``trl.kernels.chunked_logprob._use_triton(device)`` (also imported by
+    ``chunked_divergence``) at every tile whether to fold it with a Triton kernel or with the torch
+    fallback (``_forward_tile`` / ``_backward_tile``, which CPUs and Neuron use, same results). The
+    Triton kernels fail to compile bf16 for sm_75, so on such a GPU the torch fold is used. The
+    separate ``trl.trainer.utils._use_triton`` (whether only completion positions are projected, see
+    ``score_only_completion_tokens_on_cpu``) is pure torch and stays as it is. Returns True when the
+    switch is (now) in place.
+    """
+    import trl.kernels.chunked_divergence as trl_divergence
+    import trl.kernels.chunked_logprob as trl_logprob
+
+    from helpers.models import native_bf16
+
+    for module in (trl_logprob, trl_divergence):
+        current = module._use_triton
+        if getattr(current, "_gemma_facts_sm80", False):
+            continue
+
+        def use_triton(device: Any, _original: Any = current) -> bool:
+            if device.type == "cuda" and not native_bf16(device):
+                return False
+            return _original(device)
+
+        use_triton._gemma_facts_sm80 = True  # type: ignore[attr-defined]
+        module._use_triton = use_triton
+    return True
+
+
 def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None, model_cfg: ModelConfig,
                   train_cfg: TrainConfig, callbacks: list[Any] | None = None) -> Any:
     """A ``DPOTrainer`` with LoRA from ``lora_config``; the reference is the base (adapter disabled).
@@ -296,6 +339,7 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
 
     args = build_dpo_config(model_cfg, train_cfg, has_eval=eval_ds is not None)
     score_only_completion_tokens_on_cpu()
+    no_triton_below_sm80()
     trainer = DPOTrainer(model=prepare_model(model, model_cfg), args=args, train_dataset=train_ds,
                          eval_dataset=eval_ds, processing_class=tokenizer, peft_config=lora_config(model_cfg),
                          callbacks=default_callbacks() if callbacks is None else callbacks)
@@ -590,23 +634,46 @@ def push_adapter(adapter_dir: str | Path, train_cfg: TrainConfig) -> str:
 
 def reload_check(trained_model: Any, adapter_dir: str | Path, model_cfg: ModelConfig, tokenizer: Any,
                  text: str, atol: float | None = None) -> dict[str, Any]:
-    """Load a fresh base + the saved adapter and compare its logits with the in-memory trained model."""
+    """Load a fresh base + the saved adapter and compare its logits with the in-memory trained model.
+
+    Like with like: the fresh base is prepared as the trained one was (``prepare_model``: fp32 norms
+    and embeddings on a GPU), every reloaded tensor takes the dtype of its trained counterpart (the
+    LoRA weights are fp32 in training), and the trained model runs without the autocast wrapper that
+    accelerate puts on its forward under fp16/bf16 AMP. Both then run the same kernels on the same
+    weights in the same dtypes, so they agree up to the summation order of a kernel at most.
+    """
     import torch
 
     from helpers.adapters import load_adapter
     from helpers.models import load_model_and_tokenizer, resolve_compute_dtype
 
     base, _ = load_model_and_tokenizer(model_cfg)
-    reloaded = load_adapter(base, adapter_dir)
+    reloaded = load_adapter(prepare_model(base, model_cfg), adapter_dir)
+    trained_params = dict(trained_model.named_parameters())
+    for name, param in reloaded.named_parameters():
+        theirs = trained_params.get(name)
+        if theirs is not None and param.dtype != theirs.dtype and param.dtype.is_floating_point \
+                and param.__class__.__name__ != "Params4bit":
+            param.data = param.data.to(theirs.dtype)
     device = next(trained_model.parameters()).device
     inputs = tokenizer(text, return_tensors="pt").to(device)
     trained_model.eval()
+    reloaded.eval()
+    forward = getattr(trained_model, "_original_forward", None) or trained_model  # accelerate's AMP-free forward
     with torch.no_grad():
-        ours = trained_model(**inputs).logits.float()
+        ours = forward(**inputs).logits.float()
         theirs = reloaded(**inputs).logits.float().to(device)
     diff = float((ours - theirs).abs().max())
     if atol is None:
-        atol = 1e-4 if resolve_compute_dtype(model_cfg) == torch.float32 else 5e-2
+        # fp32 compute (the CPU): two forwards of one fp32 computation agree to ~1e-6 (measured: 0.0
+        # here); 1e-4 leaves room for a reduction order while a base re-quantised by a lossy
+        # round trip (~5e-3 on the tiny model) or a wrong adapter fails it.
+        # 16-bit compute (a GPU; bnb matmuls in bf16/fp16, the rest fp32 after prepare_model): the same
+        # kernels on bit-identical inputs give bit-identical results on one GPU, but a reordered sum
+        # may flip one 16-bit rounding (bf16 ulp 2^-8 of a layer output); 1e-2 absorbs that and is
+        # still five times tighter than the 5e-2 the old unlike-for-like comparison (16-bit vs fp32
+        # norms, with vs without autocast) needed.
+        atol = 1e-4 if resolve_compute_dtype(model_cfg) == torch.float32 else 1e-2
     return {"max_abs_diff": diff, "atol": atol, "allclose": diff <= atol}
 
 

@@ -36,10 +36,12 @@ GIB = 1024**3
 
 
 def sixteen_bit_dtype() -> str:
-    """bf16 where it is native (CPU, Ampere+), fp16 on GPUs without bf16 (T4)."""
+    """bf16 on the CPU and where the GPU computes it natively (Ampere+), fp16 on a T4 (``native_bf16``)."""
     import torch
 
-    if torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+    from helpers.models import native_bf16
+
+    if torch.cuda.is_available() and not native_bf16():
         return "float16"
     return "bfloat16"
 

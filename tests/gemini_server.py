@@ -10,6 +10,17 @@ Script replies with ``server.push(ok(...), http(429), ...)``; once the queue is 
 ``server.responder(request) -> Reply | str | dict`` answers (default: ``{}``). Every request is
 recorded without its key; ``server.leaks_key(text)`` tells whether a text contains a key it received.
 
+It also answers ``GET /{v1,v1beta}/models/{model}`` (the SDK's ``models.get``, the client's preflight;
+recorded in ``server.model_gets``, not in ``server.requests``; ``server.model_get_reply`` scripts it) and
+answers 404 NOT_FOUND, with the body Google sends for a shut-down model, for every id in
+``server.retired_models`` on both endpoints.
+
+Free tier: ``server.free_tier(per_minute=10, per_day=20, minute_s=60)`` makes generateContent answer
+429 RESOURCE_EXHAUSTED with Google's QuotaFailure details (a ``...PerMinute...`` or ``...PerDay...``
+quotaId) once a model has answered that many requests in the window / the day; rejected requests do
+not count. ``server.advance_day()`` is midnight Pacific: the day counters restart and ``server.day``
+goes up by one. ``RecordedRequest.status`` says what each request got.
+
 PYTEST_DONT_REWRITE (test modules import it before registering it as a plugin).
 """
 
@@ -38,9 +49,13 @@ __all__ = [
     "gemini_server",
     "http",
     "malformed",
+    "model_info",
     "ok",
+    "per_day_exceeded",
+    "per_minute_exceeded",
     "quota_exhausted",
     "rate_limited",
+    "retired_model",
     "safety_blocked",
     "wrong_schema",
 ]
@@ -49,6 +64,7 @@ __all__ = [
 FAKE_API_KEY = "AIza" + "FAKE-test-key-0123456789abcdefghij"  # split so no real-key-shaped literal sits in the tree
 
 PATH_RE = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
+MODEL_RE = re.compile(r"^/(v1|v1beta)/models/([^/:]+)$")
 USAGE = {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}
 HTTP_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -74,6 +90,7 @@ class RecordedRequest:
     had_api_key: bool
     started: float
     finished: float = 0.0
+    status: int = 0
 
     @property
     def prompt(self) -> str:
@@ -143,6 +160,46 @@ def quota_exhausted() -> Reply:
                          "quotaId": "GenerateRequestsPerDayPerProjectPerModel-FreeTier"}]}])
 
 
+def _free_tier_429(model: str, limit: int, quota_id: str, tail: str, extra: list[dict[str, Any]]) -> Reply:
+    """Google's free-tier 429 body: the quota violated (``quota_id``) in a ``QuotaFailure`` detail."""
+    return http(429, f"You exceeded your current quota, please check your plan and billing details. Quota exceeded "
+                     f"for metric: generativelanguage.googleapis.com/generate_content_free_tier_requests, "
+                     f"limit: {limit}, model: {model}{tail}", [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+         "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                         "quotaId": quota_id,
+                         "quotaDimensions": {"location": "global", "model": model}, "quotaValue": str(limit)}]},
+        {"@type": "type.googleapis.com/google.rpc.Help",
+         "links": [{"description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits"}]}, *extra])
+
+
+def per_minute_exceeded(model: str, limit: int) -> Reply:
+    """Google's per-minute 429 body for ``model``: recoverable by waiting."""
+    return _free_tier_429(model, limit, "GenerateRequestsPerMinutePerProjectPerModel-FreeTier", ". Please retry in 1s.",
+                          [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}])
+
+
+def per_day_exceeded(model: str, limit: int) -> Reply:
+    """Google's per-day 429 body for ``model``: nothing succeeds until midnight Pacific."""
+    return _free_tier_429(model, limit, "GenerateRequestsPerDayPerProjectPerModel-FreeTier", "", [])
+
+
+def retired_model(model: str, version: str = "v1beta") -> Reply:
+    """The 404 NOT_FOUND Google answers for a model id that does not exist (or was shut down)."""
+    return http(404, f"models/{model} is not found for API version {version}, or is not supported for "
+                     f"generateContent. Call ListModels to see the list of available models and their supported "
+                     f"methods.")
+
+
+def model_info(model: str) -> dict[str, Any]:
+    """The ``models.get`` body of an available model."""
+    return {"name": f"models/{model}", "version": "001", "displayName": f"Fake {model}",
+            "description": "fake model of tests/gemini_server.py", "inputTokenLimit": 1048576,
+            "outputTokenLimit": 65536, "supportedGenerationMethods": ["generateContent", "countTokens"],
+            "temperature": 1.0, "maxTemperature": 2.0, "topP": 0.95, "topK": 64, "thinking": True}
+
+
 def delay(seconds: float, reply: Reply | None = None) -> Reply:
     """Wait ``seconds`` before answering with ``reply`` (default ``{}``): makes client timeouts happen."""
     base = reply or ok({})
@@ -187,6 +244,15 @@ class FakeGeminiServer:
         self.responder: Responder = responder or (lambda _request: ok({}))
         self.latency_s = latency_s
         self.requests: list[RecordedRequest] = []
+        self.model_gets: list[RecordedRequest] = []
+        self.retired_models: set[str] = set()
+        self.model_get_reply: Reply | None = None  # scripted answer to every models.get (e.g. http(403))
+        self.day = 1
+        self.per_minute: int | None = None
+        self.per_day: int | None = None
+        self.minute_s = 60.0
+        self._answered_today: dict[str, int] = {}
+        self._answered_at: dict[str, deque[float]] = {}
         self.active = 0
         self.max_active = 0
         self._keys_seen: set[str] = set()
@@ -206,6 +272,40 @@ class FakeGeminiServer:
         """What ``GeminiClient(base_url=...)`` / ``GOOGLE_GEMINI_BASE_URL`` should point at."""
         assert self._httpd is not None, "server not started"
         return f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def free_tier(self, per_minute: int | None = None, per_day: int | None = None,
+                  minute_s: float = 60.0) -> FakeGeminiServer:
+        """Enforce free-tier limits per model (None: no limit); ``minute_s`` shrinks "a minute" for tests."""
+        with self._lock:
+            self.per_minute, self.per_day, self.minute_s = per_minute, per_day, minute_s
+            self._answered_at.clear()  # a new per-minute window starts now (the day's count is kept)
+        return self
+
+    def advance_day(self) -> FakeGeminiServer:
+        """Midnight Pacific: the per-day counters restart."""
+        with self._lock:
+            self.day += 1
+            self._answered_today.clear()
+        return self
+
+    def answered(self) -> list[RecordedRequest]:
+        """generateContent requests that got HTTP 200."""
+        return [r for r in self.requests if r.status == 200]
+
+    def _quota_reply(self, model: str) -> Reply | None:
+        """A free-tier 429 for this request, or None (the request is counted as answered)."""
+        with self._lock:
+            if self.per_day is not None and self._answered_today.get(model, 0) >= self.per_day:
+                return per_day_exceeded(model, self.per_day)
+            now = time.monotonic()
+            window = self._answered_at.setdefault(model, deque())
+            while window and now - window[0] >= self.minute_s:
+                window.popleft()
+            if self.per_minute is not None and len(window) >= self.per_minute:
+                return per_minute_exceeded(model, self.per_minute)
+            window.append(now)
+            self._answered_today[model] = self._answered_today.get(model, 0) + 1
+            return None
 
     def leaks_key(self, text: str) -> bool:
         """True when ``text`` contains any API key this server received."""
@@ -234,7 +334,12 @@ class FakeGeminiServer:
             return
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
-        match = PATH_RE.match(handler.path.split("?")[0])
+        path = handler.path.split("?")[0]
+        got = MODEL_RE.match(path)
+        if handler.command == "GET" and got:
+            self._model_get(handler, got.group(1), got.group(2))
+            return
+        match = PATH_RE.match(path)
         if handler.command != "POST" or not match:
             self._send(handler, http(404, f"fake server: no route {handler.command} {handler.path}"))
             return
@@ -253,14 +358,29 @@ class FakeGeminiServer:
             self.active += 1
             self.max_active = max(self.max_active, self.active)
         try:
-            reply = self._next_reply(record)
+            reply = retired_model(match.group(2), match.group(1)) if match.group(2) in self.retired_models \
+                else self._quota_reply(match.group(2)) or self._next_reply(record)
             if reply.delay_s:
                 time.sleep(reply.delay_s)
+            record.status = reply.status
             self._send(handler, reply)
         finally:
             with self._lock:
                 self.active -= 1
                 record.finished = time.monotonic()
+
+    def _model_get(self, handler: BaseHTTPRequestHandler, version: str, model: str) -> None:
+        key = handler.headers.get("x-goog-api-key", "")
+        headers = {k: v for k, v in handler.headers.items() if k.lower() != "x-goog-api-key"}
+        record = RecordedRequest(handler.path, model, headers, {}, bool(key), time.monotonic())
+        reply = retired_model(model, version) if model in self.retired_models else \
+            self.model_get_reply or Reply(200, model_info(model))
+        record.status, record.finished = reply.status, time.monotonic()
+        with self._lock:
+            if key:
+                self._keys_seen.add(key)
+            self.model_gets.append(record)
+        self._send(handler, reply)
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, reply: Reply) -> None:

@@ -118,7 +118,7 @@ def test_percentile_is_nearest_rank():
 
 def _cli(out: Path, env: dict[str, str]) -> subprocess.Popen:
     command = [sys.executable, "-m", "helpers.data", "build", "--input", "bundled", "--teacher", "gemini",
-               "--out", str(out), "--profile", "smoke"]
+               "--out", str(out), "--profile", "smoke", "--requests-per-day", "1000"]
     return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
@@ -153,17 +153,19 @@ def test_sigkill_mid_build_then_rerun_gives_the_same_dataset_without_repeated_ca
     monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)
     reference = tmp_path / "reference" / "pairs"
-    build_preference_data(config_for(DataConfig, "smoke", teacher="gemini", out_dir=str(reference)))
+    build_preference_data(config_for(DataConfig, "smoke", teacher="gemini", out_dir=str(reference),
+                                     requests_per_day=1000))  # the killed run, its rerun and this share a day
     resumed, fresh = load_from_disk(str(out)), load_from_disk(str(reference))
     for split in ("train", "test"):
         assert resumed[split].to_list() == fresh[split].to_list()  # same pairs, none lost, none duplicated
 
 
 def _client_key_fn():
+    from helpers.config import GEMINI_MODEL
     from helpers.gemini_client import GeminiClient
     from helpers.teachers import GeminiTeacherReply
 
-    client = GeminiClient("gemini-2.5-flash", api_key=FAKE_API_KEY)
+    client = GeminiClient(GEMINI_MODEL, api_key=FAKE_API_KEY)  # the model the smoke build uses by default
     return lambda prompt: client.cache_key(prompt, GeminiTeacherReply)
 
 
@@ -210,3 +212,35 @@ def test_push_to_hub_without_a_token_says_how_to_add_one(tmp_path):
 def test_unknown_pair_kind_is_rejected_by_the_config():
     with pytest.raises(ValueError, match=r"DataConfig.pairs_per_kind has unknown kind\(s\) \['halucination'\]"):
         config_for(DataConfig, "smoke", pairs_per_kind={"halucination": 2})
+
+
+def test_retired_gemini_model_stops_the_build_before_any_generate_call(tmp_path, gemini_server, monkeypatch):
+    from helpers.gemini_client import GeminiPreflightError
+
+    monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)
+    gemini_server.retired_models.add("gemini-2.5-flash")
+    cfg = smoke_cfg(tmp_path, teacher="gemini", gemini_model="gemini-2.5-flash")
+    with pytest.raises(GeminiPreflightError, match=r"'gemini-2.5-flash' was retired.*DataConfig.gemini_model"):
+        build_preference_data(cfg, tokenizer=approx_token_count)
+    assert gemini_server.requests == [] and len(gemini_server.model_gets) == 1  # one GET, 0 rows burnt
+    assert not Path(cfg.out_dir).exists()
+
+
+def test_zero_pairs_is_a_clear_error_and_nothing_is_saved(tmp_path, gemini_server, monkeypatch):
+    from gemini_server import malformed
+
+    from helpers.data import EmptyBuildError
+
+    monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)
+    gemini_server.responder = lambda request: malformed()  # every row fails (not a stop reason)
+    cfg = smoke_cfg(tmp_path, teacher="gemini")
+    with pytest.raises(EmptyBuildError, match=r"0 pairs .*failed on 8 of 8 rows.*malformed_json.*Nothing was written"):
+        build_preference_data(cfg, tokenizer=approx_token_count)
+    assert not Path(cfg.out_dir).exists() and not report_path_for(cfg.out_dir).exists()
+    # offline too: a pair mix that asks for nothing gives the same error, not an empty split for notebook 02
+    nothing = dict.fromkeys(("hallucination", "unanswerable", "unrelated", "over_refusal", "paraphrase"), 0)
+    with pytest.raises(EmptyBuildError, match="0 pairs were built"):
+        build_preference_data(smoke_cfg(tmp_path, pairs_per_kind=nothing), tokenizer=approx_token_count)
+    assert not Path(cfg.out_dir).exists()

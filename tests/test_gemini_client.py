@@ -39,7 +39,7 @@ def make_client(server, tmp_path, **kwargs) -> GeminiClient:
                    concurrency=8, requests_per_minute=10_000, timeout_s=5.0, max_attempts=3,
                    retry_initial_delay_s=0.01, retry_max_delay_s=0.05)
     options.update(kwargs)
-    return GeminiClient("gemini-2.5-flash", **options)
+    return GeminiClient("gemini-3.5-flash", **options)
 
 
 def test_good_json_is_parsed_and_request_is_the_gemini_rest_shape(gemini_server, tmp_path):
@@ -48,7 +48,7 @@ def test_good_json_is_parsed_and_request_is_the_gemini_rest_shape(gemini_server,
     [result] = client.generate_json_many(["Capital of France?"], Capital)
     assert result == Capital(**GOOD)
     [request] = gemini_server.requests
-    assert request.path == "/v1beta/models/gemini-2.5-flash:generateContent"
+    assert request.path == "/v1beta/models/gemini-3.5-flash:generateContent"
     assert request.prompt == "Capital of France?"
     assert request.body["generationConfig"]["responseMimeType"] == "application/json"
     assert set(request.body["generationConfig"]["responseSchema"]["required"]) == {"city", "population"}
@@ -110,7 +110,7 @@ def test_daily_quota_stops_the_run_cleanly_and_keeps_progress(gemini_server, tmp
     reasons = [r.reason if isinstance(r, GeminiCallError) else "ok" for r in results]
     assert reasons == ["ok", "ok", "quota_exhausted", "not_attempted", "not_attempted", "not_attempted"]
     assert len(gemini_server.requests) == 5  # 2 ok + 3 attempts of q2; q3..q5 never sent
-    assert "quota_exhausted" in client.stats.stopped and "rerun later" in client.stats.stopped
+    assert "quota_exhausted" in client.stats.stopped and "rerun after midnight Pacific" in client.stats.stopped
     assert len(JsonlCache(tmp_path / "cache.jsonl")) == 2  # progress kept on disk
 
 
@@ -124,13 +124,13 @@ def test_per_minute_429_is_not_a_stop(gemini_server, tmp_path):
 
 def test_missing_key_names_every_way_to_provide_it(monkeypatch):
     with pytest.raises(MissingSecretError, match=r"GOOGLE_API_KEY.*Colab secret.*offline"):
-        GeminiClient("gemini-2.5-flash")
+        GeminiClient("gemini-3.5-flash")
 
 
 def test_key_from_environment_is_sent_but_never_stored_or_logged(gemini_server, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
     gemini_server.push(ok(GOOD), http(403, f"key {FAKE_API_KEY} is not allowed"))
-    client = GeminiClient("gemini-2.5-flash", base_url=gemini_server.base_url, cache_path=tmp_path / "c.jsonl",
+    client = GeminiClient("gemini-3.5-flash", base_url=gemini_server.base_url, cache_path=tmp_path / "c.jsonl",
                           max_attempts=1, concurrency=1)
     results = client.generate_json_many(["a", "b"], Capital)
     assert gemini_server.keys_seen == 1 and all(r.had_api_key for r in gemini_server.requests)
@@ -221,3 +221,61 @@ def test_requests_per_minute_limits_starts_in_the_window(gemini_server, tmp_path
     starts = sorted(r.started for r in gemini_server.requests)
     # 2 starts allowed per window: the 3rd waits until the 1st has left the window
     assert starts[2] - starts[0] >= 0.45
+
+
+# -- the preflight: retired / unknown models and refused keys stop before any generate call ---------------
+def test_preflight_ok_prints_the_model_and_uses_no_generate_call(gemini_server, capsys):
+    from helpers.gemini_client import check_gemini_model
+
+    info = check_gemini_model("gemini-3.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url)
+    assert info["ok"] and "generateContent" in info["supported_actions"]
+    assert "Gemini model OK: gemini-3.5-flash" in capsys.readouterr().out
+    assert [g.path for g in gemini_server.model_gets] == ["/v1beta/models/gemini-3.5-flash"]
+    assert gemini_server.requests == []  # a GET, never a generate call
+
+
+def test_retired_model_fails_the_preflight_naming_the_model_and_the_fix(gemini_server):
+    from helpers.gemini_client import GeminiPreflightError, check_gemini_model
+
+    gemini_server.retired_models.add("gemini-2.5-flash")
+    with pytest.raises(GeminiPreflightError) as raised:
+        check_gemini_model("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url)
+    error = raised.value
+    assert error.reason == "model_not_found"
+    for words in ("404 NOT_FOUND", "'gemini-2.5-flash' was retired", "DataConfig.gemini_model",
+                  "EvalConfig.gemini_model", "'gemini-3.5-flash'"):
+        assert words in error.message, words
+    assert gemini_server.requests == []
+    gemini_server.retired_models.add("gemini-3.5-flsh")  # a misspelt id: the same 404 from Google
+    with pytest.raises(GeminiPreflightError, match="does not exist for this API"):
+        check_gemini_model("gemini-3.5-flsh", api_key=FAKE_API_KEY, base_url=gemini_server.base_url)
+
+
+def test_preflight_with_a_refused_key_stops_naming_the_model(gemini_server):
+    from helpers.gemini_client import GeminiPreflightError, check_gemini_model
+
+    gemini_server.model_get_reply = http(403, "Permission denied: Consumer does not have access to the model")
+    with pytest.raises(GeminiPreflightError) as raised:
+        check_gemini_model("gemini-3.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url)
+    assert raised.value.reason == "auth" and "model 'gemini-3.5-flash'" in raised.value.message
+    assert "GOOGLE_API_KEY" in raised.value.message and not gemini_server.leaks_key(raised.value.message)
+
+
+def test_preflight_on_a_transient_error_only_warns(gemini_server, capsys):
+    from helpers.gemini_client import check_gemini_model
+
+    gemini_server.model_get_reply = http(500)
+    info = check_gemini_model("gemini-3.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url)
+    assert info["ok"] is None and info["reason"] == "server_error"
+    assert "inconclusive" in capsys.readouterr().err
+
+
+def test_model_not_found_mid_run_stops_at_once(gemini_server, tmp_path):
+    gemini_server.retired_models.add("gemini-2.5-flash")
+    client = GeminiClient("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
+                          cache_path=tmp_path / "c.jsonl", concurrency=1, max_attempts=3)
+    results = client.generate_json_many([f"q{i}" for i in range(5)], Capital)
+    assert [r.reason for r in results] == ["model_not_found"] + ["not_attempted"] * 4
+    assert len(gemini_server.requests) == 1  # 404 is not retried, and no other row is sent
+    assert client.stats.stop_reason == "model_not_found"
+    assert "'gemini-2.5-flash' was retired" in client.stats.stopped and "gemini-3.5-flash" in client.stats.stopped

@@ -8,7 +8,7 @@ import re
 import pytest
 from gemini_server import FAKE_API_KEY, malformed, ok
 
-from helpers.config import REFUSAL, EvalConfig, config_for
+from helpers.config import GEMINI_JUDGE_MODEL, REFUSAL, EvalConfig, config_for
 from helpers.gemini_client import GeminiCallError
 from helpers.judges import GeminiJudge, GroundingJudgement, Verdict, verdict_from_judgement
 
@@ -41,7 +41,7 @@ def _response_of(prompt: str) -> str:
 @pytest.fixture
 def judge(gemini_server, tmp_path):
     gemini_server.responder = lambda request: JUDGEMENTS[_response_of(request.prompt)]
-    return GeminiJudge("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
+    return GeminiJudge("gemini-3.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
                        cache_path=str(tmp_path / "judge_cache.jsonl"), requests_per_minute=10_000, timeout_s=5.0)
 
 
@@ -55,7 +55,7 @@ def test_sentence_labels_become_facts_verdicts(judge):
     by_answer = dict(zip(answers, verdicts, strict=True))
     assert all(isinstance(v, Verdict) for v in verdicts)
     supported = by_answer["Water boils at 100 degrees Celsius."]
-    assert supported.supported and supported.grounded_correct and supported.judge == "gemini:gemini-2.5-flash"
+    assert supported.supported and supported.grounded_correct and supported.judge == "gemini:gemini-3.5-flash"
     partly = by_answer["Water boils at 100 degrees. It was discovered in 1800."]
     # 1 supported + 1 unsupported -> not accurate (FACTS: every sentence must be supported or no_rad)
     assert not partly.supported and not partly.grounded_correct and partly.support_score == 0.5
@@ -99,7 +99,7 @@ def test_replies_are_cached_and_a_rerun_makes_no_requests(judge, gemini_server, 
     answers = ["Water boils at 100 degrees Celsius.", REFUSAL]
     first = judge.judge_many(_items(answers))
     assert len(gemini_server.requests) == 2
-    again = GeminiJudge("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
+    again = GeminiJudge("gemini-3.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
                         cache_path=str(tmp_path / "judge_cache.jsonl"))
     second = again.judge_many(_items(answers))
     assert len(gemini_server.requests) == 2  # 0 new requests
@@ -160,7 +160,8 @@ def test_no_key_falls_back_to_the_offline_judge_loudly(capsys):
     assert "OFFLINE judge" in out and "GOOGLE_API_KEY" in out
 
 
-def test_evaluate_with_the_gemini_judge_end_to_end(gemini_server, monkeypatch, _isolated_outputs):
+def _evaluate_with_gemini(gemini_server, monkeypatch, outputs, **overrides):
+    """Pairs + an adapter on disk, the fake Gemini judging every answer as one unsupported sentence, evaluate."""
     from datasets import Dataset, DatasetDict
     from test_evaluate import contract_rows, make_adapter
 
@@ -170,17 +171,21 @@ def test_evaluate_with_the_gemini_judge_end_to_end(gemini_server, monkeypatch, _
 
     rows = contract_rows()
     DatasetDict({"train": Dataset.from_list(rows[:3]), "test": Dataset.from_list(rows[3:])}).save_to_disk(
-        str(_isolated_outputs / "pairs"))
+        str(outputs / "pairs"))
     model_cfg = config_for(ModelConfig, "smoke")
-    make_adapter(model_cfg, _isolated_outputs / "adapter")
-    # every answer of the tiny random model is judged as one unsupported sentence
+    make_adapter(model_cfg, outputs / "adapter")
     gemini_server.responder = lambda request: {"refused": False, "sentences": [
         {"sentence": _response_of(request.prompt)[:40], "label": "unsupported"}]}
     monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv(BASE_URL_ENV, gemini_server.base_url)
-    cfg = config_for(EvalConfig, "smoke", judge="gemini", latency_prompts=0, gemini_requests_per_minute=10_000)
-    metrics = evaluate(model_cfg, cfg)
-    assert metrics["judge"] == "gemini:gemini-2.5-flash"
+    cfg = config_for(EvalConfig, "smoke", judge="gemini", latency_prompts=0, gemini_requests_per_minute=10_000,
+                     **overrides)
+    return evaluate(model_cfg, cfg)
+
+
+def test_evaluate_with_the_gemini_judge_end_to_end(gemini_server, monkeypatch, _isolated_outputs):
+    metrics = _evaluate_with_gemini(gemini_server, monkeypatch, _isolated_outputs)
+    assert metrics["judge"] == f"gemini:{GEMINI_JUDGE_MODEL}"
     assert metrics["aligned"]["hallucination_rate"]["value"] == 1.0  # unsupported answers on unanswerable items
     assert metrics["aligned"]["grounded_accuracy"]["value"] == 0.0
     assert metrics["judge_agreement"]["refused"]["n"] > 0 and "cohen_kappa" in metrics["judge_agreement"]["refused"]
@@ -189,3 +194,71 @@ def test_evaluate_with_the_gemini_judge_end_to_end(gemini_server, monkeypatch, _
     assert not gemini_server.leaks_key(written) and FAKE_API_KEY not in written
     generations = [json.loads(line) for line in (_isolated_outputs / "generations.jsonl").read_text().splitlines()]
     assert all("gemini" in g["base"] and "offline" in g["base"] for g in generations)
+
+
+def test_gemini_judge_prints_the_plan_and_checks_the_model_once_before_any_call(judge, gemini_server, capsys):
+    judge.judge_many(_items(["Water boils at 100 degrees Celsius.", REFUSAL]))
+    out = capsys.readouterr().out
+    assert out.index("Gemini quota plan: Gemini judge (notebook 03)") < out.index("Gemini model OK")
+    assert "calls needed: 2 of 2" in out and "EvalConfig.gemini_judge_sample" in out
+    judge.judge_many(_items(["Water boils at 50 degrees."]))
+    assert len(gemini_server.model_gets) == 1 and len(gemini_server.requests) == 3
+
+
+def test_retired_judge_model_stops_the_evaluation_before_it_starts(gemini_server, monkeypatch):
+    from helpers.evaluate import _gemini_judge
+    from helpers.gemini_client import BASE_URL_ENV, GeminiPreflightError
+
+    monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
+    monkeypatch.setenv(BASE_URL_ENV, gemini_server.base_url)
+    gemini_server.retired_models.add("gemini-2.5-flash")
+    cfg = config_for(EvalConfig, "smoke", judge="gemini", gemini_model="gemini-2.5-flash")
+    with pytest.raises(GeminiPreflightError, match=r"'gemini-2.5-flash' was retired.*EvalConfig.gemini_model"):
+        _gemini_judge(cfg)
+    assert gemini_server.requests == []
+
+
+def test_judge_daily_budget_leaves_the_rest_not_attempted(gemini_server, tmp_path):
+    gemini_server.responder = lambda request: JUDGEMENTS[_response_of(request.prompt)]
+    judge = GeminiJudge("gemini-3.5-flash", api_key=FAKE_API_KEY, base_url=gemini_server.base_url,
+                        cache_path=str(tmp_path / "judge_cache.jsonl"), requests_per_minute=10_000,
+                        requests_per_day=2, concurrency=1)
+    results = judge.judge_many(_items(list(JUDGEMENTS)[:4]))
+    assert [type(r).__name__ for r in results[:2]] == ["Verdict", "Verdict"]
+    assert [r.reason for r in results[2:]] == ["not_attempted", "not_attempted"]
+    assert len(gemini_server.requests) == 2 and judge.stats.stop_reason == "daily_budget"
+    assert "midnight Pacific" in judge.stats.stopped and "EvalConfig.gemini_requests_per_day" in judge.stats.stopped
+
+
+def test_gemini_judges_a_sample_and_agreement_is_measured_on_it(judge, gemini_server):
+    from helpers.evaluate import _summarise, gemini_sample_ids, judge_side
+    from helpers.prompts import build_messages
+
+    items = [{"id": f"t{i}", "set": "test", "doc_id": "d", "request": REQUEST, "document": DOC,
+              "prompt": build_messages(DOC, REQUEST), "answerable": i < 3, "reference": "100 degrees Celsius.",
+              "domain": "", "pair_type": ["x"], "source": ["x"]} for i in range(6)]
+    ids = gemini_sample_ids(items, 2, seed=1)
+    # 2 of 6: one answerable and one unanswerable, the same pick for the same seed
+    assert len(ids) == 2 and {i < "t3" for i in ids} == {True, False} and ids == gemini_sample_ids(items, 2, 1)
+    assert gemini_sample_ids(items, 6) is None and gemini_sample_ids(items, None) is None  # covers the set
+    cfg = config_for(EvalConfig, "smoke", judge="gemini")
+    answers = {"base": ["Water boils at 100 degrees Celsius."] * 6, "aligned": [REFUSAL] * 6}
+    judged = {side: judge_side(items, answers[side], cfg, judge, ids) for side in ("base", "aligned")}
+    assert sum("gemini" in j for side in judged.values() for j in side) == 4  # 2 items x 2 sides
+    assert len(gemini_server.requests) == 2  # each side's 2 answers are the same text: 1 prompt per side
+    summary = _summarise(items, judged, "offline", ids, with_gemini=True)
+    # headline: the offline judge on every item (6 refusal-rate records, 3 of them answerable)
+    assert summary["base"]["refusal_rate"]["n"] == 6 and summary["base"]["judge_failures"] == 0
+    sample = summary["gemini_sample"]
+    assert sample["n_items"] == 2 and sample["n_answerable"] == 1
+    assert sample["judge_agreement"]["refused"]["n"] == 4  # agreement measured on the sample only
+    assert sample["aligned"]["refusal_rate"]["n"] == 2 and sample["aligned"]["judge_failures"] == 0
+
+
+def test_evaluate_with_a_gemini_sample_keeps_offline_headlines(gemini_server, monkeypatch, _isolated_outputs, capsys):
+    metrics = _evaluate_with_gemini(gemini_server, monkeypatch, _isolated_outputs, gemini_judge_sample=1)
+    n_items = metrics["n_answerable"] + metrics["n_unanswerable"]
+    assert n_items > 1 and metrics["judge"] == "offline" and metrics["judge_requested"] == "gemini"
+    assert metrics["gemini_sample"]["n_items"] == 1 and metrics["judge_agreement"]["refused"]["n"] == 2
+    assert 1 <= len(gemini_server.requests) <= 2  # 1 item x 2 sides (fewer when both answers match)
+    assert metrics["gemini_judge"]["quota_plans"] and "up to 2 calls" in capsys.readouterr().out

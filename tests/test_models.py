@@ -67,12 +67,38 @@ def test_compute_dtype_on_cpu_is_fp32_unless_forced(monkeypatch):
     assert resolve_compute_dtype(config_for(ModelConfig, "smoke", compute_dtype="bfloat16")) == torch.bfloat16
 
 
-def test_t4_gets_fp16_and_ampere_bf16(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
-    assert resolve_compute_dtype(config_for(ModelConfig, "colab")) == torch.float16
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert resolve_compute_dtype(config_for(ModelConfig, "colab")) == torch.bfloat16
+# The GPU dtype choices (a T4 gets fp16 though it emulates bf16, Ampere+ bf16) are in tests/test_precision.py.
+
+
+def _dequantised(model) -> dict:
+    import bitsandbytes.functional as bnbf
+    from bitsandbytes.nn import Params4bit
+
+    return {name: bnbf.dequantize_4bit(m.weight.data, m.weight.quant_state).clone()
+            for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), Params4bit)}
+
+
+def test_inference_leaves_the_4bit_weights_as_loaded(smoke_model_cfg):
+    """No in-place bf16 repacking by bitsandbytes (AVX512-BF16 CPUs): a forward and a save change nothing.
+
+    Where bitsandbytes repacks, an eval forward rewrites each weight for its bf16 kernel and the
+    next ``state_dict()`` undoes it lossily (the base drifts), and training forwards on a repacked
+    weight lose the gradient through it. On CPUs without AVX512-BF16 this holds either way.
+    """
+    model, tok = load_model_and_tokenizer(smoke_model_cfg)
+    before = _dequantised(model)
+    ids = tok("Paris is the capital of France.", return_tensors="pt")
+    model.eval()
+    with torch.no_grad():
+        first = model(**ids).logits
+    model.state_dict()  # what every checkpoint save does
+    after = _dequantised(model)
+    assert before.keys() == after.keys() and len(before) == 14
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False)
+                   for m in model.modules() if hasattr(m, "support_avx512bf16_for_cpu"))
+    with torch.no_grad():
+        assert torch.equal(model(**ids).logits, first)
 
 
 def test_adapter_base_model_reads_peft_config(tmp_path):

@@ -125,7 +125,7 @@ def test_teacher_prompt_keeps_injected_instructions_inside_the_data_block():
 
 
 def gemini_teacher(server, tmp_path) -> GeminiTeacher:
-    client = GeminiClient("gemini-2.5-flash", api_key=FAKE_API_KEY, base_url=server.base_url,
+    client = GeminiClient("gemini-3.5-flash", api_key=FAKE_API_KEY, base_url=server.base_url,
                           cache_path=tmp_path / "cache.jsonl", max_attempts=2, retry_initial_delay_s=0.01)
     return GeminiTeacher(client=client)
 

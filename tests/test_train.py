@@ -268,6 +268,43 @@ def test_smoke_run_saves_an_adapter_that_reloads_to_the_same_logits(pairs):
     assert reload_check(trained, adapter, model_cfg, tok, "Is Rome in Italy?")["allclose"]
 
 
+def dequantised_4bit(model) -> dict[str, torch.Tensor]:
+    """Every 4-bit layer's weight as it computes (packed nf4 on the CPU sits in a float dtype, whose
+    NaN bit patterns fool ``torch.equal`` on state dicts), keyed by its name in the plain model."""
+    import bitsandbytes.functional as bnbf
+    from bitsandbytes.nn import Params4bit
+
+    return {name.removeprefix("base_model.model.").replace(".base_layer", ""):
+            bnbf.dequantize_4bit(m.weight.data, m.weight.quant_state).clone()
+            for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), Params4bit)}
+
+
+def test_the_base_trained_against_is_the_base_a_fresh_load_gives(pairs):
+    """Evaluations and checkpoint saves in the middle of training leave the frozen 4-bit base untouched.
+
+    On AVX512-BF16 CPUs bitsandbytes used to repack the weights at the first eval forward and undo
+    it lossily at the next save: the base then differed from a fresh load (dequantised weights by
+    up to ~4e-4, logits by ~5e-3) and a reload check could never pass. Exact equality is expected:
+    nothing may re-quantise the base, and both forwards run the same fp32 kernels in one process.
+    """
+    from helpers.models import load_model_and_tokenizer
+    from helpers.train import run_dpo
+
+    # an eval and a checkpoint after step 1, training on after them, and the final eval + save
+    model_cfg, train_cfg = smoke_configs(max_steps=2, eval_steps=1, save_steps=1)
+    trained = run_dpo(model_cfg, train_cfg, pairs).trainer.model
+    fresh, tok = load_model_and_tokenizer(model_cfg)
+    ours, theirs = dequantised_4bit(trained), dequantised_4bit(fresh)
+    assert ours.keys() == theirs.keys() and len(ours) == 14  # 2 layers x (q, k, v, o, gate, up, down)
+    for name in ours:
+        torch.testing.assert_close(ours[name], theirs[name], rtol=0, atol=0, msg=name)
+    ids = tok("Paris is the capital of France.", return_tensors="pt")
+    trained.eval()
+    fresh.eval()
+    with torch.no_grad(), trained.disable_adapter():
+        torch.testing.assert_close(trained(**ids).logits, fresh(**ids).logits, rtol=0, atol=0)
+
+
 def test_training_on_separable_pairs_drives_reward_accuracy_to_one(yes_no_pairs):
     from helpers.train import run_training, start_run
 
