@@ -13,7 +13,7 @@ NBVAL_OUT ?= $(CURDIR)/.nbval-outputs
 FAKE_GOOGLE_KEY := gf-fake-google-key-5f1c0ffee
 FAKE_HF_TOKEN   := gf-fake-hf-token-9d2badcafe
 
-.PHONY: install demo demo-long demo-early-stop curve results-long test test-unit test-notebooks test-slow bench lint results clean
+.PHONY: install demo demo-long curve results-long test test-unit test-notebooks test-slow bench lint results clean
 
 $(STAMP): requirements-colab.txt requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,34 +24,23 @@ $(STAMP): requirements-colab.txt requirements.txt requirements-cpu.txt requireme
 install: $(STAMP)
 
 demo: $(STAMP)
-	GEMMA_FACTS_PROFILE=local $(PY) -m helpers.pipeline
+	GEMMA_FACTS_PROFILE=local $(VENV)/bin/gemma-facts run
 
 # The documented longer run: the same pipeline, data, dev choice and evaluation with two epochs
 # (148 steps, candidates from step 75; configs/local_long.json), ~37 min on 2 cores.
 demo-long: $(STAMP)
-	GEMMA_FACTS_PROFILE=local GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m helpers.pipeline --train-config configs/local_long.json
+	GEMMA_FACTS_PROFILE=local GEMMA_FACTS_OUTPUT=outputs/long $(VENV)/bin/gemma-facts run --config configs/local_long.json
 
 # The measured curve of the longer run: every kept checkpoint on the held-out sets (outputs/long/curve.json).
 curve: $(STAMP)
-	GEMMA_FACTS_PROFILE=local $(PY) bench/curve_local.py --run-dir outputs/long
+	GEMMA_FACTS_PROFILE=local $(PY) experiments/curve_local.py --run-dir outputs/long
 
-# The first early-stopping measurement, before the dev choice was a pipeline stage (~42 min on 2 cores):
-# train the long recipe without 8 dev documents, score every
-# kept checkpoint on them, keep the one a fixed rule picks, then read the held-out sets
-# (results/tuning.jsonl + results/dev_early_stopping.json; `python -m helpers.readme_results` renders them).
-EARLY_STOP_TRAIN = {"max_train_pairs": null, "max_steps": -1, "num_train_epochs": 2.0, "eval_steps": 50, "save_steps": 25, "save_total_limit": 10}
-demo-early-stop: $(STAMP)
-	GEMMA_FACTS_PROFILE=local $(PY) -m helpers.data build
-	GEMMA_FACTS_PROFILE=local $(PY) bench/tune_local.py --name early_stop --train '$(EARLY_STOP_TRAIN)' --curve
-	GEMMA_FACTS_PROFILE=local $(PY) bench/dev_early_stopping.py --tune-name early_stop
-	$(PY) -m helpers.readme_results
-
-# Copy a finished run into results/ and regenerate the README's results section from it.
+# Copy a finished run into results/ and regenerate the README's headline and docs/RESULTS.md from it.
 results: $(STAMP)
-	$(PY) -m helpers.readme_results --collect local
+	$(PY) -m tools.readme_results --collect local
 
 results-long: $(STAMP)
-	GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m helpers.readme_results --collect local-long
+	GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m tools.readme_results --collect local-long
 
 test: $(STAMP)
 	rm -rf $(NBVAL_OUT)

@@ -22,8 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from helpers.config import EvalConfig, ModelConfig, config_for  # noqa: E402
+from helpers.evaluate.probes import PROBES  # noqa: E402
 from helpers.generation import generate_token_ids  # noqa: E402
-from helpers.probes import PROBES  # noqa: E402
 from helpers.prompts import build_messages  # noqa: E402
 
 SAMPLE = REPO / "helpers" / "resources" / "facts_sample.jsonl"

@@ -21,9 +21,9 @@ sys.path[:0] = [str(REPO), str(REPO / "tests")]
 from gemini_server import FAKE_API_KEY, FakeGeminiServer, fake_teacher_reply  # noqa: E402
 
 from helpers.config import GEMINI_MODEL  # noqa: E402
+from helpers.data.rows import load_rows  # noqa: E402
+from helpers.data.teachers import GeminiTeacher, TeachItem  # noqa: E402
 from helpers.gemini_client import GeminiClient  # noqa: E402
-from helpers.rows import load_rows  # noqa: E402
-from helpers.teachers import GeminiTeacher, TeachItem  # noqa: E402
 
 
 def timed_teach(server: FakeGeminiServer, items: list[TeachItem], concurrency: int, cache: Path) -> dict:

@@ -80,12 +80,12 @@ def run_ours(profile: str, steps: int, pairs_dir: Path, work: Path, shared_promp
     """One run of the project's own path; seconds/step and peak from its callbacks.
 
     ``shared_prompt=False`` is the same path with TRL's two-row forward (``ours_two_rows``): what
-    scoring a pair's prompt once (``helpers.shared_prompt``) saves.
+    scoring a pair's prompt once (``helpers.train.shared_prompt``) saves.
     """
     from datasets import load_from_disk
 
-    from helpers.train import run_training, start_run
-    from helpers.training_callbacks import PeakMemoryTracker, ProgressPrinter
+    from helpers.train.callbacks import PeakMemoryTracker, ProgressPrinter
+    from helpers.train.dpo import run_training, start_run
 
     model_cfg, train_cfg = configs(profile, steps, work, shared_prompt=shared_prompt)
     progress, memory = ProgressPrinter(printer=lambda *_: None), PeakMemoryTracker()
@@ -103,7 +103,7 @@ def run_trl_defaults(profile: str, steps: int, pairs_dir: Path, work: Path, fp32
 
     from helpers.models import load_tokenizer, resolve_model_path
     from helpers.prompts import to_trl_example
-    from helpers.training_callbacks import PeakMemoryTracker, ProgressPrinter
+    from helpers.train.callbacks import PeakMemoryTracker, ProgressPrinter
 
     model_cfg, train_cfg = configs(profile, steps, work)
     split = load_from_disk(str(pairs_dir))["train"]
@@ -190,7 +190,7 @@ def main() -> None:
 
     from datasets import Dataset, DatasetDict
 
-    from helpers.train_report import machine_info
+    from helpers.train.report import machine_info
 
     words = args.words or config_for(DataConfig, args.profile).passage_words
     with tempfile.TemporaryDirectory() as tmp:

@@ -102,8 +102,8 @@ def one_dpo_step(model_cfg: ModelConfig, seq_len: int, work: Path) -> dict:
     from datasets import Dataset, DatasetDict
 
     from helpers.models import load_tokenizer
-    from helpers.train import run_training, start_run
-    from helpers.training_callbacks import PeakMemoryTracker, ProgressPrinter
+    from helpers.train.callbacks import PeakMemoryTracker, ProgressPrinter
+    from helpers.train.dpo import run_training, start_run
 
     train_cfg = config_for(TrainConfig, "colab", max_steps=1, per_device_train_batch_size=1,
                            gradient_accumulation_steps=1, save_steps=100, resume_from_checkpoint=False,

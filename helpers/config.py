@@ -261,13 +261,13 @@ class TrainConfig:
     # "refuse more / less" drift and keeps what separates them: does the document hold the answer?
     batch_order: str = "random"
     precompute_ref_log_probs: bool = False
-    # Score a pair's two answers in one row, the prompt computed once (helpers.shared_prompt): the same
+    # Score a pair's two answers in one row, the prompt computed once (helpers.train.shared_prompt): the same
     # log-probs and gradients as TRL's two rows from ~40% fewer tokens. False: TRL's own forward.
     shared_prompt: bool = True
     # Save the mean of the adapter weights of the checkpoints from this fraction of the run on (and the
-    # final weights) instead of the last weights alone (helpers.checkpoint_average); None: the last.
+    # final weights) instead of the last weights alone (helpers.train.checkpoint_average); None: the last.
     average_checkpoints_from: float | None = None
-    # Early stopping on dev (helpers.dev_selection): move this many training documents to a dev split
+    # Early stopping on dev (helpers.select.dev_choice): move this many training documents to a dev split
     # before training; afterwards score the kept checkpoints from `select_from_fraction` of the run on
     # (and the final weights) on their requests, and keep the ones the rule picks. 0: keep the last.
     # Keep save_total_limit >= the checkpoints in that window.
@@ -314,7 +314,7 @@ class TrainConfig:
                              "dev) or average_checkpoints_from (average the later ones), not both")
         if self.select_dev_documents and (self.push_to_hub or self.merge_and_save_16bit):
             raise ValueError("TrainConfig: with select_dev_documents the adapter is chosen after training "
-                             "(python -m helpers.dev_selection); push or merge it after that step, not from training")
+                             "(python -m helpers.select.dev_choice); push or merge it after that step, not from training")
         _fraction(self, "select_from_fraction", lo=0.0, hi=1.0)
         _fraction(self, "select_max_over_refusal", lo=0.0, hi=1.0)
         for name in ("select_max_examples", "select_max_new_tokens"):
@@ -417,16 +417,16 @@ PRESETS: dict[str, dict[type, dict[str, Any]]] = {
         ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True,
                           gradient_checkpointing=False, attn_implementation="sdpa"),
         # Counterfactual refusals (the answer's sentences cut from the excerpt) in contrastive,
-        # one-document batches: the only recipe change that moved the dev split (bench/tune_local.py,
-        # results/tuning.jsonl): hallucination 83% -> 39% with over-refusal 0% -> 8% at 50 steps.
+        # one-document batches: the only recipe change that moved the dev split (experiments/tune_local.py,
+        # results/archive/tuning.jsonl): hallucination 83% -> 39% with over-refusal 0% -> 8% at 50 steps.
         DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline", document_tokens=128,
                          pairs_per_kind={"hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2,
                                          "paraphrase": 1, "answer_removed": 2}),
         # Early stopping on dev inside the 30-minute budget: 8 of the 38 training documents are held
-        # out (the dev split bench/tune_local.py tunes on); 100 steps over the other 294 pairs (~1.4
+        # out (the dev split experiments/tune_local.py tunes on); 100 steps over the other 294 pairs (~1.4
         # epochs, ~18 min here), a checkpoint every 20 steps, and the last three (60, 80, 100) answer
-        # the dev requests in their own stage (python -m helpers.dev_selection); the fixed rule keeps
-        # one. On the separate dev run (results/tuning.jsonl: preset_long_dev) the dev rates swung from
+        # the dev requests in their own stage (python -m helpers.select.dev_choice); the fixed rule keeps
+        # one. On the separate dev run (results/archive/tuning.jsonl: preset_long_dev) the dev rates swung from
         # checkpoint to checkpoint (step 100: 4% hallucination / 38% over-refusal; 125: 22% / 4%; end:
         # 35% / 4%), which is why the choice is made on dev rather than by taking the last weights.
         TrainConfig: dict(learning_rate=5e-4, loss_weights=(1.0, 0.5), per_device_train_batch_size=2,

@@ -30,7 +30,7 @@ def draw_all(root: Path | None = None) -> list[Path]:
     written: list[Path] = []
     data = _load(root / "data_report.json")
     if data:
-        from helpers.plots_data import plot_pair_types, plot_token_lengths, save_figure
+        from helpers.data.plots import plot_pair_types, plot_token_lengths, save_figure
 
         tokens = data.get("tokens", {})
         if tokens.get("lengths"):
@@ -40,23 +40,23 @@ def draw_all(root: Path | None = None) -> list[Path]:
                                    "01_pair_types", folder))
     train = _load(root / "train_report.json")
     if train and train.get("log_history"):
-        from helpers.plots_training import plot_memory, plot_training_curves
-        from helpers.plots_training import save_figure as save_train_figure
+        from helpers.data.plots import save_figure
+        from helpers.train.plots import plot_memory, plot_training_curves
 
-        written.append(save_train_figure(plot_training_curves(train["log_history"]), folder / "training_curves.png"))
+        written.append(save_figure(plot_training_curves(train["log_history"]), "training_curves", folder))
         if train.get("weight_footprint") and train.get("peak_memory"):
-            written.append(save_train_figure(plot_memory(train["weight_footprint"], train["peak_memory"]),
-                                             folder / "training_memory.png"))
+            written.append(save_figure(plot_memory(train["weight_footprint"], train["peak_memory"]),
+                                       "training_memory", folder))
     metrics = _load(root / "metrics.json")
     if metrics:
-        from helpers.plots_eval import evaluation_figures
+        from helpers.evaluate.plots import evaluation_figures
 
         evaluation_figures(metrics, save=True, folder=folder)
         written += sorted(folder.glob("eval_*.png"))
     return written
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     paths = draw_all()
     print("\n".join(str(p) for p in paths) or "no reports found")
     return 0

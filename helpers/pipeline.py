@@ -1,10 +1,9 @@
-"""The main command: every stage of the local profile, end to end, timed (``make demo``).
+"""The main command: every stage of the local profile, end to end, timed (``gemma-facts run``, ``make demo``).
 
-Each stage runs as its own process through the same CLI a user would type (``python -m
-helpers.data build``, ``python -m helpers.train``, ``python -m helpers.dev_selection`` (the
-checkpoint chosen on dev; a no-op unless ``TrainConfig.select_dev_documents``), ``python -m
-helpers.evaluate``), so the
-pipeline proves the terminal path works and a stage's memory is returned before the next starts.
+Each stage runs as its own process through the command a user would type (``gemma-facts data``,
+``train``, ``select`` (the checkpoint chosen on dev; a no-op unless ``TrainConfig.select_dev_documents``),
+``evaluate``, ``figures``), so the pipeline proves the terminal path works and a stage's memory is
+returned before the next starts. ``--config`` / ``--set`` reach every stage (``GEMMA_FACTS_CONFIG``).
 Wall time and peak RSS per stage go to ``<output root>/run_report.json``.
 """
 
@@ -21,17 +20,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from helpers.config import ModelConfig, config_for, detect_profile, output_root
-from helpers.train_report import code_revision
+from helpers.train.report import code_revision
 
 __all__ = ["STAGES", "main", "run_pipeline"]
 
 STAGES: list[tuple[str, list[str]]] = [
     ("prepare_model", [sys.executable, "-m", "helpers.pipeline", "--prepare-model-only"]),
-    ("data", [sys.executable, "-m", "helpers.data", "build"]),
-    ("train", [sys.executable, "-m", "helpers.train"]),
-    ("select", [sys.executable, "-m", "helpers.dev_selection"]),  # a no-op unless select_dev_documents
-    ("evaluate", [sys.executable, "-m", "helpers.evaluate"]),
-    ("figures", [sys.executable, "-m", "helpers.figures"]),
+    ("data", [sys.executable, "-m", "helpers.cli", "data"]),
+    ("train", [sys.executable, "-m", "helpers.cli", "train"]),
+    ("select", [sys.executable, "-m", "helpers.cli", "select"]),  # a no-op unless select_dev_documents
+    ("evaluate", [sys.executable, "-m", "helpers.cli", "evaluate"]),
+    ("figures", [sys.executable, "-m", "helpers.cli", "figures"]),
 ]
 
 
@@ -47,18 +46,22 @@ def prepare_model(profile: str) -> str:
     return resolve_model_path(config_for(ModelConfig, profile).model_id)
 
 
-def run_pipeline(profile: str, skip: tuple[str, ...] = (), train_config: str | None = None) -> dict:
+def run_pipeline(profile: str, skip: tuple[str, ...] = ()) -> dict:
     """Run the stages in order; stop at the first failing one with its exit code.
 
-    ``train_config`` (a ``python -m helpers.train --config`` JSON) changes training only, so the data
-    and the evaluation stay those of the profile: runs with different configs compare like for like.
+    The config file in ``GEMMA_FACTS_CONFIG`` (``gemma-facts run --config``) is recorded with the run.
     """
+    import os
+
+    from helpers.config import CONFIG_ENV
+
+    config = os.environ.get(CONFIG_ENV)
     root = output_root()
     root.mkdir(parents=True, exist_ok=True)
     report: dict = {
         "profile": profile,
-        "command": "python -m helpers.pipeline" + (f" --train-config {train_config}" if train_config else ""),
-        "train_config": json.loads(Path(train_config).read_text()) if train_config else None,
+        "command": "gemma-facts run" + (f" --config {config}" if config else ""),
+        "config": json.loads(Path(config).read_text()) if config else None,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {platform.processor() or ''} cpus={_cpu_count()}".strip(),
         "code": code_revision(),
@@ -69,8 +72,6 @@ def run_pipeline(profile: str, skip: tuple[str, ...] = (), train_config: str | N
     for name, cmd in STAGES:
         if name in skip:
             continue
-        if name in ("train", "select") and train_config:
-            cmd = [*cmd, "--config", train_config]
         print(f"\n=== stage {name}: {' '.join(cmd[1:])}", flush=True)
         t0 = time.perf_counter()
         rc = subprocess.call(cmd)
@@ -105,7 +106,6 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default=None, help="colab | local | smoke (default: env / hardware)")
     parser.add_argument("--skip", nargs="*", default=[], help="stage names to skip (e.g. data)")
-    parser.add_argument("--train-config", help="JSON for the train stage (python -m helpers.train --config)")
     parser.add_argument("--prepare-model-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     profile = detect_profile(args.profile)
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     os.environ["GEMMA_FACTS_PROFILE"] = profile
-    report = run_pipeline(profile, tuple(args.skip), args.train_config)
+    report = run_pipeline(profile, tuple(args.skip))
     return 1 if "failed_stage" in report else 0
 
 

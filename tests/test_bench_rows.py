@@ -1,4 +1,4 @@
-"""The README's benchmark lines come from the scripts' JSON: a timed-out variant is reported, not dropped."""
+"""docs/RESULTS.md's benchmark lines come from the scripts' JSON: a timed-out variant is reported, not dropped."""
 
 from __future__ import annotations
 
@@ -53,11 +53,3 @@ def test_only_commands_that_produced_a_kept_record_stay_listed():
     assert run_all.produced_any("python bench/run_all.py --only generation", kept)
     assert not run_all.produced_any("python bench/run_all.py --only train_config", kept)
 
-
-def test_dev_early_stopping_rule():
-    early = _load("dev_early_stopping")
-    point = lambda step, h, o: {"step": step, "aligned": {"hallucination_rate": h, "over_refusal_rate": o}}  # noqa: E731
-    curve = [point(25, 0.9, 0.0), point(50, 0.05, 0.4), point(75, 0.2, 0.04), point(100, 0.2, 0.0)]
-    assert early.choose(curve, 0.05)["step"] == 100  # lowest hallucination within the over-refusal cap, later on a tie
-    assert early.choose(curve, 0.5)["step"] == 50
-    assert early.choose([point(25, 0.9, 0.3), point(50, 0.5, 0.2)], 0.05)["step"] == 50  # none qualifies: lowest sum

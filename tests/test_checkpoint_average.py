@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers.checkpoint_average import average_state_dicts, checkpoints_from, load_adapter_weights
 from helpers.config import TrainConfig, config_for, output_root
+from helpers.train.checkpoint_average import average_state_dicts, checkpoints_from, load_adapter_weights
 
 
 def test_mean_of_state_dicts_and_clear_errors():
@@ -47,7 +47,7 @@ def test_saved_adapter_is_the_mean_of_the_later_checkpoints():
     from datasets import Dataset, DatasetDict
 
     from helpers.config import ModelConfig
-    from helpers.train import run_dpo
+    from helpers.train.dpo import run_dpo
     from tests.test_train import CITIES, city_rows
 
     pairs = DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),

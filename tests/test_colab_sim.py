@@ -44,8 +44,8 @@ class Colab:
     """The shared world (remote, Hub caches, Drive, Gemini server) and a factory of fresh runtimes."""
 
     def __init__(self, root: Path, server: FakeGeminiServer) -> None:
+        from helpers.data.rows import read_raw_rows
         from helpers.models import build_tiny_gemma2
-        from helpers.rows import read_raw_rows
 
         self.root, self.server = root, server
         self.remote = world.make_remote(root / "github")

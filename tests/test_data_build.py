@@ -15,10 +15,10 @@ from datasets import load_from_disk
 from gemini_server import FAKE_API_KEY, Reply, fake_teacher_reply, ok
 
 from helpers.config import REFUSAL, DataConfig, config_for
-from helpers.data import build_preference_data, main, percentile, report_path_for, work_dir_for
-from helpers.excerpts import approx_token_count
+from helpers.data.build import build_preference_data, main, percentile, report_path_for, work_dir_for
+from helpers.data.excerpts import approx_token_count
+from helpers.data.pairs import PAIR_COLUMNS, PAIR_TYPES
 from helpers.gemini_client import JsonlCache
-from helpers.pairs import PAIR_COLUMNS, PAIR_TYPES
 from helpers.prompts import build_messages
 
 pytest_plugins = ["gemini_server"]
@@ -162,8 +162,8 @@ def test_sigkill_mid_build_then_rerun_gives_the_same_dataset_without_repeated_ca
 
 def _client_key_fn():
     from helpers.config import GEMINI_MODEL
+    from helpers.data.teachers import GeminiTeacherReply
     from helpers.gemini_client import GeminiClient
-    from helpers.teachers import GeminiTeacherReply
 
     client = GeminiClient(GEMINI_MODEL, api_key=FAKE_API_KEY)  # the model the smoke build uses by default
     return lambda prompt: client.cache_key(prompt, GeminiTeacherReply)
@@ -176,7 +176,7 @@ def test_local_profile_bundled_sample_fits_512_tokens_with_the_real_tokenizer(tm
 
 
 def test_token_length_figure_marks_the_p95_and_the_budget():
-    from helpers.plots_data import plot_pair_types, plot_token_lengths, save_figure
+    from helpers.data.plots import plot_pair_types, plot_token_lengths, save_figure
 
     fig = plot_token_lengths([100, 200, 300], max_length=512, p95=300)
     assert sorted(line.get_xdata()[0] for line in fig.axes[0].lines) == [300, 512]
@@ -186,8 +186,8 @@ def test_token_length_figure_marks_the_p95_and_the_budget():
 
 
 def test_pair_browser_filters_by_type_and_renders_all_three_parts():
-    from helpers.pairs import make_pair
-    from helpers.widgets_pairs import pair_browser, render_pair_text
+    from helpers.data.browser import pair_browser, render_pair_text
+    from helpers.data.pairs import make_pair
 
     common = dict(document="Doc.", request="Q?", system_instruction="", doc_id="d", domain="")
     pairs = [make_pair(**common, chosen="Yes.", rejected=REFUSAL, pair_type="over_refusal", source="refusal"),
@@ -202,7 +202,7 @@ def test_pair_browser_filters_by_type_and_renders_all_three_parts():
 
 
 def test_push_to_hub_without_a_token_says_how_to_add_one(tmp_path):
-    from helpers.data import push_to_hub
+    from helpers.data.build import push_to_hub
     from helpers.secrets import MissingSecretError
 
     with pytest.raises(MissingSecretError, match="HF_TOKEN"):
@@ -230,7 +230,7 @@ def test_retired_gemini_model_stops_the_build_before_any_generate_call(tmp_path,
 def test_zero_pairs_is_a_clear_error_and_nothing_is_saved(tmp_path, gemini_server, monkeypatch):
     from gemini_server import malformed
 
-    from helpers.data import EmptyBuildError
+    from helpers.data.build import EmptyBuildError
 
     monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)

@@ -1,4 +1,4 @@
-"""Early stopping on dev (helpers.dev_selection, TrainConfig.select_dev_documents)."""
+"""Early stopping on dev (helpers.select.dev_choice, TrainConfig.select_dev_documents)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,11 @@ import pytest
 import torch
 from datasets import Dataset, DatasetDict
 
-from helpers.checkpoint_average import later_weights as candidates
-from helpers.checkpoint_average import load_adapter_weights
 from helpers.config import ModelConfig, TrainConfig, config_for, output_root
-from helpers.dev_selection import choose_checkpoint, dev_split
+from helpers.select.dev_choice import choose_checkpoint
+from helpers.train.checkpoint_average import later_weights as candidates
+from helpers.train.checkpoint_average import load_adapter_weights
+from helpers.train.dpo import dev_split
 from tests.test_train import CITIES, city_rows
 
 
@@ -60,9 +61,9 @@ def test_config_checks():
 
 
 def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
-    from helpers.dev_selection import select_on_dev
-    from helpers.model_card import render_model_card
-    from helpers.train import run_dpo
+    from helpers.select.dev_choice import select_on_dev
+    from helpers.train.dpo import run_dpo
+    from helpers.train.model_card import render_model_card
 
     pairs = DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:5])),
                          "test": Dataset.from_list(city_rows(CITIES[5:]))})
@@ -113,7 +114,7 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
 
 
 def test_selection_is_a_no_op_when_off(capsys):
-    from helpers.dev_selection import select_on_dev
+    from helpers.select.dev_choice import select_on_dev
 
     assert select_on_dev(config_for(ModelConfig, "smoke"), config_for(TrainConfig, "smoke")) is None
     assert "select_dev_documents is 0" in capsys.readouterr().out

@@ -87,7 +87,7 @@ def eval_cfg_for(root: Path, **overrides) -> EvalConfig:
 def run(inputs):
     """One full evaluation (held-out set + latency on), counting how often the model is loaded."""
     import helpers.models
-    from helpers.evaluate import evaluate
+    from helpers.evaluate.run import evaluate
 
     loads = []
     real_loader = helpers.models.load_model_and_tokenizer
@@ -168,8 +168,8 @@ def test_breakdowns_probes_and_examples(run):
 
 
 def test_report_tables_and_figures_from_metrics(run, tmp_path):
-    from helpers.plots_eval import evaluation_figures
-    from helpers.report_tables import banana_table, breakdown_table, impact_table, probes_table
+    from helpers.evaluate.plots import evaluation_figures
+    from helpers.evaluate.tables import banana_table, breakdown_table, impact_table, probes_table
 
     metrics, _, _ = run
     table = impact_table(metrics)
@@ -183,7 +183,7 @@ def test_report_tables_and_figures_from_metrics(run, tmp_path):
 
 
 def test_adapter_toggle_changes_logits_and_disabled_equals_base(inputs, smoke_model):
-    from helpers.evaluate import load_aligned_model, side_of
+    from helpers.evaluate.run import load_aligned_model, side_of
 
     base_model, tokenizer = smoke_model
     model, _ = load_aligned_model(config_for(ModelConfig, "smoke"), inputs / "adapter")
@@ -202,7 +202,7 @@ def test_adapter_toggle_changes_logits_and_disabled_equals_base(inputs, smoke_mo
 
 
 def test_eval_items_dedupe_and_cap_per_side():
-    from helpers.evaluate import eval_items
+    from helpers.evaluate.run import eval_items
 
     rows = contract_rows()
     items = eval_items(rows)
@@ -218,7 +218,7 @@ def test_eval_items_dedupe_and_cap_per_side():
 
 
 def test_long_heldout_documents_are_cut_to_fit_the_token_budget(smoke_model, tmp_path):
-    from helpers.evaluate import heldout_items
+    from helpers.evaluate.run import heldout_items
     from helpers.prompts import render_prompt
 
     _, tokenizer = smoke_model
@@ -246,7 +246,7 @@ def test_long_heldout_documents_are_cut_to_fit_the_token_budget(smoke_model, tmp
 
 
 def test_missing_inputs_name_the_notebook_that_makes_them(inputs, tmp_path):
-    from helpers.evaluate import evaluate
+    from helpers.evaluate.run import evaluate
 
     model_cfg = config_for(ModelConfig, "smoke")
     with pytest.raises(FileNotFoundError, match="notebook 01"):
@@ -267,7 +267,7 @@ def test_eval_config_validation():
 def test_cli_writes_metrics_into_the_output_root(inputs, _isolated_outputs, capsys):
     import shutil
 
-    from helpers.evaluate import main
+    from helpers.evaluate.run import main
 
     for name in ("pairs", "adapter"):
         shutil.copytree(inputs / name, _isolated_outputs / name)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from helpers.excerpts import (
+from helpers.data.excerpts import (
     GAP,
     document_budget,
     rank_texts,

@@ -27,7 +27,7 @@ def test_catalogue_has_at_least_twenty_cases_each_with_an_existing_test():
 
 
 def test_a_100k_token_document_is_cut_to_the_relevant_passage(smoke_model):
-    from helpers.excerpts import select_excerpt, token_counter
+    from helpers.data.excerpts import select_excerpt, token_counter
 
     _, tok = smoke_model
     count = token_counter(tok)

@@ -9,8 +9,8 @@ import pytest
 from gemini_server import FAKE_API_KEY, malformed, ok
 
 from helpers.config import GEMINI_JUDGE_MODEL, REFUSAL, EvalConfig, config_for
+from helpers.evaluate.judges import GeminiJudge, GroundingJudgement, Verdict, verdict_from_judgement
 from helpers.gemini_client import GeminiCallError
-from helpers.judges import GeminiJudge, GroundingJudgement, Verdict, verdict_from_judgement
 
 pytest_plugins = ["gemini_server"]
 
@@ -132,7 +132,7 @@ def test_verdict_from_judgement_without_network():
 
 
 def test_evaluation_counts_judge_failures_and_agreement(judge, gemini_server):
-    from helpers.evaluate import _summarise, judge_side
+    from helpers.evaluate.run import judge_side, summarise_sets
     from helpers.prompts import build_messages
 
     items = [{"id": f"t{i}", "set": "test", "doc_id": "d", "request": REQUEST, "document": DOC,
@@ -143,7 +143,7 @@ def test_evaluation_counts_judge_failures_and_agreement(judge, gemini_server):
     judged = {"base": judge_side(items, ["Water boils at 100 degrees Celsius."] * 2, cfg, judge),
               "aligned": judge_side(items, ["Water boils at 100 degrees Celsius.", REFUSAL], cfg, judge)}
     assert judged["base"][0]["gemini"]["failure"] == "malformed_json"
-    summary = _summarise(items, judged, "gemini")
+    summary = summarise_sets(items, judged, "gemini")
     # base: 2 items, both prompts identical -> one request, which failed -> both items are judge failures
     assert summary["base"]["judge_failures"] == 2 and summary["base"]["grounded_accuracy"]["n"] == 0
     assert summary["aligned"]["judge_failures"] == 0
@@ -153,9 +153,9 @@ def test_evaluation_counts_judge_failures_and_agreement(judge, gemini_server):
 
 
 def test_no_key_falls_back_to_the_offline_judge_loudly(capsys):
-    from helpers.evaluate import _gemini_judge
+    from helpers.evaluate.run import gemini_judge
 
-    assert _gemini_judge(config_for(EvalConfig, "smoke", judge="gemini")) is None
+    assert gemini_judge(config_for(EvalConfig, "smoke", judge="gemini")) is None
     out = capsys.readouterr().out
     assert "OFFLINE judge" in out and "GOOGLE_API_KEY" in out
 
@@ -166,7 +166,7 @@ def _evaluate_with_gemini(gemini_server, monkeypatch, outputs, **overrides):
     from test_evaluate import contract_rows, make_adapter
 
     from helpers.config import ModelConfig
-    from helpers.evaluate import evaluate
+    from helpers.evaluate.run import evaluate
     from helpers.gemini_client import BASE_URL_ENV
 
     rows = contract_rows()
@@ -206,7 +206,7 @@ def test_gemini_judge_prints_the_plan_and_checks_the_model_once_before_any_call(
 
 
 def test_retired_judge_model_stops_the_evaluation_before_it_starts(gemini_server, monkeypatch):
-    from helpers.evaluate import _gemini_judge
+    from helpers.evaluate.run import gemini_judge
     from helpers.gemini_client import BASE_URL_ENV, GeminiPreflightError
 
     monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
@@ -214,7 +214,7 @@ def test_retired_judge_model_stops_the_evaluation_before_it_starts(gemini_server
     gemini_server.retired_models.add("gemini-2.5-flash")
     cfg = config_for(EvalConfig, "smoke", judge="gemini", gemini_model="gemini-2.5-flash")
     with pytest.raises(GeminiPreflightError, match=r"'gemini-2.5-flash' was retired.*EvalConfig.gemini_model"):
-        _gemini_judge(cfg)
+        gemini_judge(cfg)
     assert gemini_server.requests == []
 
 
@@ -231,7 +231,7 @@ def test_judge_daily_budget_leaves_the_rest_not_attempted(gemini_server, tmp_pat
 
 
 def test_gemini_judges_a_sample_and_agreement_is_measured_on_it(judge, gemini_server):
-    from helpers.evaluate import _summarise, gemini_sample_ids, judge_side
+    from helpers.evaluate.run import gemini_sample_ids, judge_side, summarise_sets
     from helpers.prompts import build_messages
 
     items = [{"id": f"t{i}", "set": "test", "doc_id": "d", "request": REQUEST, "document": DOC,
@@ -246,7 +246,7 @@ def test_gemini_judges_a_sample_and_agreement_is_measured_on_it(judge, gemini_se
     judged = {side: judge_side(items, answers[side], cfg, judge, ids) for side in ("base", "aligned")}
     assert sum("gemini" in j for side in judged.values() for j in side) == 4  # 2 items x 2 sides
     assert len(gemini_server.requests) == 2  # each side's 2 answers are the same text: 1 prompt per side
-    summary = _summarise(items, judged, "offline", ids, with_gemini=True)
+    summary = summarise_sets(items, judged, "offline", ids, with_gemini=True)
     # headline: the offline judge on every item (6 refusal-rate records, 3 of them answerable)
     assert summary["base"]["refusal_rate"]["n"] == 6 and summary["base"]["judge_failures"] == 0
     sample = summary["gemini_sample"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from helpers.config import REFUSAL
-from helpers.judges import (
+from helpers.evaluate.judges import (
     analyse_refusal,
     is_refusal,
     judge_offline,
@@ -13,7 +13,7 @@ from helpers.judges import (
     reference_recall,
     support_check,
 )
-from helpers.probes import BANANA, PROBES, probe_passes
+from helpers.evaluate.probes import BANANA, PROBES, probe_passes
 from helpers.prompts import GROUNDING_INSTRUCTION, build_user_turn, render_prompt
 
 APPLES = "Apples are red."

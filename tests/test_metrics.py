@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from helpers.metrics import (
+from helpers.evaluate.metrics import (
     breakdown,
     cohen_kappa,
     judge_agreement,

@@ -15,7 +15,7 @@ FAKE_GOOGLE_KEY = "AIza" + "Sy0123456789abcdefghijKLMNOP"
 
 
 def fake_report(model_id: str = "google/gemma-2-2b-it", prompt_format: str = "chat", **extra) -> dict:
-    """A train report as ``helpers.train_report.build_train_report`` writes it, with round numbers."""
+    """A train report as ``helpers.train.report.build_train_report`` writes it, with round numbers."""
     model_cfg = config_for(ModelConfig, "smoke", model_id=model_id, prompt_format=prompt_format)
     report = {
         "profile": "colab", "model_id": model_id, "date": "2026-01-02T03:04:05+00:00", "steps": 120,
@@ -35,7 +35,7 @@ def fake_report(model_id: str = "google/gemma-2-2b-it", prompt_format: str = "ch
 
 
 def test_card_states_base_data_config_and_metrics():
-    from helpers.model_card import render_model_card
+    from helpers.train.model_card import render_model_card
 
     card = render_model_card(fake_report())
     assert card.startswith("---\n") and "base_model: google/gemma-2-2b-it" in card
@@ -49,7 +49,7 @@ def test_card_states_base_data_config_and_metrics():
 
 
 def test_card_names_the_checkpoint_chosen_on_dev():
-    from helpers.model_card import render_model_card
+    from helpers.train.model_card import render_model_card
 
     report = fake_report(checkpoint_selection={"chosen_step": 90, "final_step": 108, "dev_documents": 8,
                                                "rule": "lowest dev hallucination"})
@@ -60,14 +60,14 @@ def test_card_names_the_checkpoint_chosen_on_dev():
 
 
 def test_offline_bases_get_no_hub_front_matter():
-    from helpers.model_card import render_model_card
+    from helpers.train.model_card import render_model_card
 
     card = render_model_card(fake_report(model_id="embedded:gemma3-270m", prompt_format="plain"))
     assert "base_model:" not in card and "Gemma 3 270M" in card
 
 
 def test_card_never_contains_a_secret(monkeypatch):
-    from helpers.model_card import render_model_card
+    from helpers.train.model_card import render_model_card
 
     monkeypatch.setenv("HF_TOKEN", FAKE_HF_TOKEN)
     monkeypatch.setenv("GOOGLE_API_KEY", FAKE_GOOGLE_KEY)
@@ -81,7 +81,7 @@ def test_card_never_contains_a_secret(monkeypatch):
 
 
 def test_write_model_card_replaces_the_peft_template(tmp_path):
-    from helpers.model_card import write_model_card
+    from helpers.train.model_card import write_model_card
 
     (tmp_path / "README.md").write_text("# Model Card for Model ID\n<!-- Provide a quick summary -->")
     path = write_model_card(tmp_path, fake_report())
@@ -92,8 +92,8 @@ def test_write_model_card_replaces_the_peft_template(tmp_path):
 def test_usage_snippet_runs_on_the_smoke_adapter(tmp_path, prompt_format):
     from peft import get_peft_model
 
-    from helpers.model_card import usage_snippet
     from helpers.models import load_model_and_tokenizer, lora_config
+    from helpers.train.model_card import usage_snippet
 
     model_cfg = config_for(ModelConfig, "smoke", load_in_4bit=False, prompt_format=prompt_format)
     base, tok = load_model_and_tokenizer(model_cfg)

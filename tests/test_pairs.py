@@ -7,7 +7,7 @@ import random
 import pytest
 
 from helpers.config import REFUSAL
-from helpers.pairs import (
+from helpers.data.pairs import (
     PAIR_COLUMNS,
     DocContext,
     build_answer_removed_pairs,
@@ -19,9 +19,9 @@ from helpers.pairs import (
     remove_answer,
     split_documents,
 )
+from helpers.data.rows import Row
+from helpers.data.teachers import Fabrication, GroundedQA, NearMiss, TeacherOutput
 from helpers.prompts import build_messages
-from helpers.rows import Row
-from helpers.teachers import Fabrication, GroundedQA, NearMiss, TeacherOutput
 
 ROW = Row(id="r1", system_instruction="Be brief.", user_request="What is the fee?",
           context_document="The fee is $275.", domain="policy", doc_id="r1")

@@ -27,9 +27,9 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
     figures = {p.name for p in (out / "figures").glob("*.png")}
     assert {"01_token_lengths.png", "01_pair_types.png", "training_curves.png", "eval_base_vs_aligned.png"} <= figures
 
-    # the measured curve (bench/curve_local.py) reads the same run: base + every kept checkpoint
+    # the measured curve (experiments/curve_local.py) reads the same run: base + every kept checkpoint
     curve_json = tmp_path / "curve.json"
-    proc = subprocess.run([sys.executable, "bench/curve_local.py", "--profile", "smoke", "--run-dir", str(out),
+    proc = subprocess.run([sys.executable, "experiments/curve_local.py", "--profile", "smoke", "--run-dir", str(out),
                            "--out", str(curve_json)], env=env, capture_output=True, text=True, timeout=600,
                           cwd=Path(__file__).resolve().parents[1])
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -42,7 +42,7 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
 
     # the tuning script carves its dev split out of the *training* documents only
     record = tmp_path / "tuning.jsonl"
-    proc = subprocess.run([sys.executable, "bench/tune_local.py", "--profile", "smoke", "--name", "check",
+    proc = subprocess.run([sys.executable, "experiments/tune_local.py", "--profile", "smoke", "--name", "check",
                            "--pairs-dir", str(out / "pairs"), "--dev-docs", "2", "--max-examples", "2",
                            "--with-base", "--work", str(tmp_path / "tune"), "--record", str(record),
                            "--train", '{"max_steps": 2, "save_steps": 1, "save_total_limit": 5}', "--curve",
@@ -58,16 +58,3 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
     # --data rebuilt the training pairs with only near-miss refusals, scored on the default pairs' dev requests
     assert tuned["data_overrides"] == {"pairs_per_kind": {"unanswerable": 1}}
     assert tuned["pairs_dir"] != str(out / "pairs") and tuned["dev_from"] == str(out / "pairs")
-
-    # early stopping on dev: the rule picks a checkpoint from the dev curve, then test numbers are read
-    early = tmp_path / "early.json"
-    proc = subprocess.run([sys.executable, "bench/dev_early_stopping.py", "--profile", "smoke", "--tune-name", "check",
-                           "--record", str(record), "--work", str(tmp_path / "tune"), "--out", str(early),
-                           "--max-over-refusal", "1.0"],
-                          env=env, capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    stopped = json.loads(early.read_text())
-    assert stopped["chosen_step"] in (1, 2) and stopped["last_step"] == 2
-    assert {"base", f"step{stopped['chosen_step']}", "step2"} <= set(stopped["scores"])
-    assert stopped["scores"]["base"]["test"]["over_refusal_rate"]["n"] == test_n
-    assert stopped["probes"]["base"][0]["name"] == "banana" and "passed" in stopped["probes"]["step2"][0]

@@ -43,8 +43,8 @@ def triton_switches(monkeypatch):
 
 def sixteen_bit_choices() -> dict:
     from helpers.models import native_bf16, quantization_config, resolve_compute_dtype
-    from helpers.train import mixed_precision_flags
-    from helpers.train_report import sixteen_bit_dtype
+    from helpers.train.dpo import mixed_precision_flags
+    from helpers.train.report import sixteen_bit_dtype
 
     cfg = config_for(ModelConfig, "colab")
     quant = quantization_config(cfg)
@@ -79,7 +79,7 @@ def test_the_cpu_gets_fp32_and_no_mixed_precision(monkeypatch):
 
 
 def test_forcing_bf16_amp_on_a_t4_is_refused(gpu):
-    from helpers.train import mixed_precision_flags
+    from helpers.train.dpo import mixed_precision_flags
 
     gpu((7, 5))
     with pytest.raises(ValueError, match="T4 has no bf16"):
@@ -106,7 +106,7 @@ def test_the_merge_defaults_to_fp16_on_a_t4(gpu, monkeypatch, tmp_path):
 
 @pytest.mark.parametrize(("capability", "triton"), [((7, 5), False), ((8, 0), True), ((9, 0), True)])
 def test_trl_uses_triton_only_from_sm80(gpu, triton_switches, capability, triton):
-    from helpers.train import no_triton_below_sm80
+    from helpers.train.dpo import no_triton_below_sm80
 
     gpu(capability)
     assert no_triton_below_sm80()
@@ -121,7 +121,7 @@ def test_build_trainer_installs_the_triton_switch(triton_switches):
 
     from helpers.models import load_model_and_tokenizer
     from helpers.prompts import build_messages
-    from helpers.train import build_trainer
+    from helpers.train.dpo import build_trainer
 
     model_cfg = config_for(ModelConfig, "smoke")
     train_cfg = config_for(TrainConfig, "smoke", max_steps=1)

@@ -19,8 +19,8 @@ from helpers.config import (
     config_for,
     free_tier_requests_per_day,
 )
-from helpers.data import build_preference_data, work_dir_for
-from helpers.excerpts import approx_token_count
+from helpers.data.build import build_preference_data, work_dir_for
+from helpers.data.excerpts import approx_token_count
 from helpers.gemini_client import GeminiCallError, GeminiClient, GeminiRunStopped, JsonlCache
 from helpers.quota import UsageLedger, quota_plan
 
@@ -176,7 +176,7 @@ def test_free_tier_per_minute_limit_is_met_by_the_limiter_and_its_429_is_no_stop
 # -- a teacher build over several free-tier days -----------------------------------------------------------
 def _teacher_build(cfg, server):
     """The smoke build with the Gemini teacher, retries shortened (the SDK's 1 s backoff would dominate)."""
-    from helpers.teachers import GeminiTeacher
+    from helpers.data.teachers import GeminiTeacher
 
     teacher = GeminiTeacher(cfg.gemini_model, cache_path=work_dir_for(cfg.out_dir) / "gemini_cache.jsonl",
                             concurrency=cfg.concurrency, requests_per_minute=10_000,

@@ -1,7 +1,8 @@
-"""The README's results section is exactly what the committed run records generate.
+"""The README's headline and docs/RESULTS.md are exactly what the committed run records generate.
 
-Numbers reach the README only through ``python -m helpers.readme_results`` reading ``results/``;
-hand-editing a number there (or committing new results without regenerating) fails this test.
+Numbers reach them only through ``python -m tools.readme_results`` reading ``results/``: hand-editing
+a number (or committing new results without regenerating) fails these tests, and so does a README
+that outgrows its five-minute read or a superseded record under ``results/archive/`` that reappears.
 """
 
 from __future__ import annotations
@@ -9,13 +10,63 @@ from __future__ import annotations
 import json
 
 from helpers.config import repo_root
-from helpers.readme_results import END, START, render_results, update_readme
+from tools.readme_results import (
+    END,
+    RESULTS_DOC,
+    START,
+    render_headline,
+    render_results_doc,
+    update_readme,
+    write_results_doc,
+)
+
+ROOT = repo_root()
 
 
-def test_readme_results_section_matches_the_committed_records():
-    text = (repo_root() / "README.md").read_text(encoding="utf-8")
-    section = text.split(START, 1)[1].split(END, 1)[0]
-    assert section == "\n" + render_results()
+def _readme_block() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split(START, 1)[1].split(END, 1)[0]
+
+
+def test_readme_headline_matches_the_committed_records():
+    assert _readme_block() == "\n" + render_headline()
+
+
+def test_results_doc_matches_the_committed_records():
+    assert (ROOT / RESULTS_DOC).read_text(encoding="utf-8") == render_results_doc()
+
+
+def test_readme_is_a_five_minute_read():
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    assert len(lines) <= 150, f"README.md has {len(lines)} lines; move detail to docs/"
+
+
+def test_the_headline_is_one_impact_table_of_the_main_command_and_the_rest_is_in_the_doc():
+    block, doc = _readme_block(), render_results_doc()
+    assert block.count("| Metric |") == 1 and "results/local/" in block and "results/local-long" not in block
+    assert "Banana test" in block and "Targets (issue 6)" in block and "docs/RESULTS.md" in block
+    assert "Second held-out set" not in block and "Benchmarks" not in block
+    assert "## Profile `local`" in doc and "## Profile `local-long`" in doc and "## Benchmarks" in doc
+
+
+def test_archived_records_are_not_rendered():
+    archive = ROOT / "results" / "archive"
+    names = [p.name for p in archive.iterdir() if p.is_dir() or p.suffix == ".json"]
+    assert names, "results/archive/ holds the superseded records"
+    rendered = render_results_doc() + _readme_block()
+    for name in names:
+        assert name not in rendered, f"archived record {name} is rendered"
+
+
+def test_archive_folder_is_skipped_and_only_its_tuning_record_is_read(tmp_path):
+    metrics = {"base": {}, "aligned": {}, "banana": {}, "model": "m-live", "profile": "local"}
+    for folder, model in (("local", "m-live"), ("archive/old-run", "m-archived"), ("archive", "m-archive-root")):
+        (tmp_path / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / folder / "metrics.json").write_text(json.dumps({**metrics, "model": model}))
+    (tmp_path / "archive" / "dev_early_stopping.json").write_text(json.dumps({"command": "early-stop-cmd"}))
+    doc = render_results_doc(tmp_path)
+    assert "m-live" in doc and "m-archived" not in doc and "m-archive-root" not in doc
+    assert "old-run" not in doc and "early-stop-cmd" not in doc
 
 
 def test_render_reads_numbers_from_the_records(tmp_path):
@@ -27,29 +78,48 @@ def test_render_reads_numbers_from_the_records(tmp_path):
     }
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "metrics.json").write_text(json.dumps(metrics))
-    out = render_results(tmp_path)
-    # 0.9 -> "90.0%", 0.1 -> "10.0%"; relative 0.8889 -> "88.9%"
-    assert "90.0% [60.0–98.0] (n=10)" in out and "10.0% [2.0–40.0] (n=10)" in out
-    assert "**88.9%**" in out
-    run = {"command": "make demo", "machine": "x", "date": "d", "total_seconds": 600, "peak_rss_mb": 1024,
-           "code": {"commit": "0123456789abcdef", "dirty": True}, "stages": {}}
+    for out in (render_results_doc(tmp_path), render_headline(tmp_path)):
+        # 0.9 -> "90.0%", 0.1 -> "10.0%"
+        assert "90.0% [60.0–98.0] (n=10)" in out and "10.0% [2.0–40.0] (n=10)" in out
+    assert "**88.9%**" in render_results_doc(tmp_path)  # relative 0.8889
+    run = {"command": "make demo", "machine": "x", "date": "2026-12-01T10:00:00+00:00", "total_seconds": 600,
+           "peak_rss_mb": 1024, "code": {"commit": "0123456789abcdef", "dirty": True}, "stages": {}}
     (tmp_path / "local" / "run_report.json").write_text(json.dumps(run))
-    assert "d at commit `0123456789` (with local changes): **10.0 min**" in render_results(tmp_path)
-    assert "Made before run records named their commit" not in render_results(tmp_path)
+    doc = render_results_doc(tmp_path)
+    assert "2026-12-01T10:00:00+00:00 at commit `0123456789` (with local changes): **10.0 min**" in doc
+    assert "at commit `0123456789`: **10.0 min** wall time" in render_headline(tmp_path)
+    assert "Made before run records named their commit" not in doc
     (tmp_path / "local" / "run_report.json").write_text(json.dumps({k: v for k, v in run.items() if k != "code"}))
-    assert "Made before run records named their commit" in render_results(tmp_path)
+    assert "Made before run records named their commit" in render_results_doc(tmp_path)
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{START}\nold 12%\n{END}\ntail\n")
-    assert update_readme(readme, tmp_path) is True
+    assert update_readme(readme, tmp_path) is True and update_readme(readme, tmp_path) is False
     assert "old 12%" not in readme.read_text() and readme.read_text().endswith(f"{END}\ntail\n")
+    doc_path = tmp_path / "docs" / "RESULTS.md"
+    assert write_results_doc(doc_path, tmp_path) is True and write_results_doc(doc_path, tmp_path) is False
+    assert doc_path.read_text() == render_results_doc(tmp_path)
 
 
-def test_curve_and_tuning_records_reach_the_section(tmp_path):
+def test_records_made_before_the_bitsandbytes_fix_say_so(tmp_path):
+    metrics = {"base": {}, "aligned": {}, "banana": {}, "model": "m", "profile": "local"}
+    (tmp_path / "local").mkdir()
+    (tmp_path / "local" / "metrics.json").write_text(json.dumps(metrics))
+    note = "Made before the fix of issue 14's finding 4"
+    for date, flagged in (("2026-11-25T16:56:49+00:00", True), ("2026-12-02T09:00:00+00:00", False)):
+        run = {"command": "c", "date": date, "stages": {}, "total_seconds": 60}
+        (tmp_path / "local" / "run_report.json").write_text(json.dumps(run))
+        (tmp_path / "bench.json").write_text(json.dumps({"date": date, "rows": []}))
+        doc, headline = render_results_doc(tmp_path), render_headline(tmp_path)
+        assert (note in headline) is flagged and doc.count(note) == (2 if flagged else 0)
+        assert ("issue 16" in headline) is flagged and ("docs/colab.md" in headline) is flagged
+
+
+def test_curve_and_tuning_records_reach_the_doc(tmp_path):
     metrics = {"base": {}, "aligned": {}, "banana": {}, "model": "m", "profile": "local"}
     (tmp_path / "local").mkdir()
     (tmp_path / "local" / "metrics.json").write_text(json.dumps(metrics))
     rate = lambda v: {"value": v, "n": 4}  # noqa: E731
-    curve = {"command": "python bench/curve_local.py --run-dir x", "points": [
+    curve = {"command": "python experiments/curve_local.py --run-dir x", "points": [
         {"step": 0, "sets": {"test": {"hallucination_rate": rate(1.0), "over_refusal_rate": rate(0.0),
                                       "grounded_accuracy": rate(0.25)}}},
         {"step": 25, "sets": {"test": {"hallucination_rate": rate(0.5), "over_refusal_rate": rate(0.25),
@@ -63,17 +133,20 @@ def test_curve_and_tuning_records_reach_the_section(tmp_path):
                                                 "grounded_accuracy": 0.5}}],
               "averaged": [{"from_fraction": 0.5, "steps": [2, 3], "aligned": {
                   "hallucination_rate": 0.25, "over_refusal_rate": 0.0, "grounded_accuracy": 0.75}}]}
-    (tmp_path / "tuning.jsonl").write_text(json.dumps(tuning) + "\n")
-    out = render_results(tmp_path)
+    (tmp_path / "archive").mkdir()
+    (tmp_path / "archive" / "tuning.jsonl").write_text(json.dumps(tuning) + "\n")
+    out = render_results_doc(tmp_path)
     assert "| 25 | 50.0% | 25.0% | 75.0% |" in out and "| 0 | 100.0% | 0.0% | 25.0% |" in out
     assert '| by_doc | `{"batch_order": "by_document"}` | 9 | 3 | 75.0% | 0.0% | 50.0% |' in out
     assert "hallucination rate 100.0%" in out  # the base model's dev rates, from the record
     assert "| by_doc, checkpoint 2 | same run | | | 50.0% | 25.0% | 50.0% |" in out
     assert "| by_doc, mean of checkpoints 2, 3 | same run | | | 25.0% | 0.0% | 75.0% |" in out
+    assert "Read from `results/archive/tuning.jsonl`" in out
+    assert "by_doc" not in render_headline(tmp_path) and "| 25 | 50.0%" not in render_headline(tmp_path)
 
 
 def test_collect_drops_a_curve_and_figures_left_from_an_earlier_run(tmp_path):
-    from helpers.readme_results import collect_run
+    from tools.readme_results import collect_run
 
     source, dest = tmp_path / "out", tmp_path / "results" / "local-long"
     (source / "figures").mkdir(parents=True)
@@ -91,7 +164,7 @@ def test_collect_drops_a_curve_and_figures_left_from_an_earlier_run(tmp_path):
 
 
 def test_wall_time_check_says_when_the_model_conversion_was_cached():
-    from helpers.readme_results import target_checks
+    from tools.readme_results import target_checks
 
     metrics = {"base": {"hallucination_rate": {"value": 1.0}, "over_refusal_rate": {"value": 0.0}},
                "aligned": {"hallucination_rate": {"value": 0.5}, "over_refusal_rate": {"value": 0.0}}}
@@ -114,32 +187,8 @@ def test_offline_build_cached_is_none_for_hub_models_and_tracks_the_marker(tmp_p
     assert offline_build_cached("embedded:gemma3-270m") is True
 
 
-def test_early_stopping_record_reaches_the_section(tmp_path):
-    rate = lambda v: {"value": v, "n": 8}  # noqa: E731
-    scores = lambda h, o: {"test": {"hallucination_rate": rate(h), "over_refusal_rate": rate(o),  # noqa: E731
-                                    "grounded_accuracy": rate(0.5)}}
-    early = {"command": "python bench/dev_early_stopping.py --tune-name long", "tune_name": "long", "rule": "r",
-             "chosen_step": 50, "last_step": 75,
-             "scores": {"base": scores(1.0, 0.0), "step50": scores(0.25, 0.0), "step75": scores(0.5, 0.125)},
-             "probes": {"base": [{"name": "banana", "answer": "Yes.", "passed": False}],
-                        "step50": [{"name": "banana", "answer": "No info.", "passed": True}]}}
-    early["seconds"] = 300.0
-    (tmp_path / "dev_early_stopping.json").write_text(json.dumps(early))
-    tuning = {"name": "long", "train_overrides": {}, "train_pairs": 9, "steps": 75, "dev_docs": 2, "dev_answerable": 4,
-              "dev_unanswerable": 4, "train_seconds": 600.0, "total_seconds": 900.0, "command": "tune",
-              "aligned": {"hallucination_rate": 0.5, "over_refusal_rate": 0.0, "grounded_accuracy": 0.5}}
-    (tmp_path / "tuning.jsonl").write_text(json.dumps(tuning) + "\n")
-    out = render_results(tmp_path)
-    assert "Wall time: 15.0 min for the dev run with its checkpoint scoring, then 5.0 min" in out
-    assert "→ checkpoint **50** (last: 75)" in out
-    assert "| chosen on dev (step 50) | test | 25.0% (n=8) | 0.0% (n=8) | 50.0% (n=8) |" in out
-    assert "| last checkpoint (step 75) | test | 50.0% (n=8) | 12.5% (n=8) | 50.0% (n=8) |" in out
-    assert "| base | test | 100.0% (n=8) |" in out
-    assert "base: “Yes.” (fail); chosen on dev (step 50): “No info.” (pass)." in out
-
-
 def test_checkpoint_choice_of_the_main_command_reaches_the_section(tmp_path):
-    from helpers.readme_results import selection_line
+    from tools.readme_results import selection_line
 
     sel = {"rule": "lowest dev hallucination among checkpoints with dev over-refusal <= 0.05", "dev_documents": 8,
            "dev_answerable": 24, "dev_unanswerable": 23, "chosen_step": 90, "final_step": 108, "seconds": 210,
@@ -153,4 +202,5 @@ def test_checkpoint_choice_of_the_main_command_reaches_the_section(tmp_path):
     (tmp_path / "local" / "metrics.json").write_text(json.dumps(metrics))
     (tmp_path / "local" / "run_report.json").write_text(json.dumps({"command": "c", "stages": {}, "total_seconds": 1}))
     (tmp_path / "local" / "train_report.json").write_text(json.dumps({"steps": 108, "checkpoint_selection": sel}))
-    assert line in render_results(tmp_path)
+    assert line in render_results_doc(tmp_path)
+    assert "**step 90 of 108**" in render_headline(tmp_path)

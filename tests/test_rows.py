@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from helpers.rows import BUNDLED_PATH, clean_text, load_rows, validate_rows
+from helpers.data.rows import BUNDLED_PATH, clean_text, load_rows, validate_rows
 
 GOOD = {"id": "a", "system_instruction": "Be brief.", "user_request": "What colour is the door?",
         "context_document": "The door is green. The roof is red."}

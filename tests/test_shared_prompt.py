@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from helpers.shared_prompt import install_shared_prompt_forward, pack_pairs, shared_prompt_stats
+from helpers.train.shared_prompt import install_shared_prompt_forward, pack_pairs, shared_prompt_stats
 
 VOCAB = 128
 
@@ -115,7 +115,7 @@ def test_packed_forward_matches_two_rows(kind, attention):
 
 def test_the_mask_matters():
     """Without hiding the chosen answer from the rejected one, the rejected log-probs would change."""
-    import helpers.shared_prompt as sp
+    import helpers.train.shared_prompt as sp
 
     batch = preference_batch(seed=2, pairs=2)
     model = fused_peft("gemma3", "sdpa").eval()

@@ -7,9 +7,8 @@ import random
 import pytest
 from gemini_server import FAKE_API_KEY, fake_teacher_reply, http, ok
 
-from helpers.gemini_client import GeminiClient
-from helpers.rows import Row
-from helpers.teachers import (
+from helpers.data.rows import Row
+from helpers.data.teachers import (
     GeminiTeacher,
     OfflineTeacher,
     TeachItem,
@@ -22,6 +21,7 @@ from helpers.teachers import (
     swap_entity,
     swap_number,
 )
+from helpers.gemini_client import GeminiClient
 
 pytest_plugins = ["gemini_server"]
 

@@ -73,7 +73,7 @@ def logged(history: list[dict], key: str) -> list[float]:
 
 
 def test_dpo_config_maps_our_fields_with_no_mixed_precision_on_cpu():
-    from helpers.train import build_dpo_config
+    from helpers.train.dpo import build_dpo_config
 
     model_cfg, train_cfg = smoke_configs(max_steps=3)
     args = build_dpo_config(model_cfg, train_cfg)
@@ -95,13 +95,13 @@ def test_dpo_config_maps_our_fields_with_no_mixed_precision_on_cpu():
     (True, True, {"fp16": False, "bf16": True}),  # Ampere+
 ])
 def test_mixed_precision_follows_the_hardware(cuda, bf16, expected):
-    from helpers.train import mixed_precision_flags
+    from helpers.train.dpo import mixed_precision_flags
 
     assert mixed_precision_flags(config_for(TrainConfig), cuda=cuda, bf16_supported=bf16) == expected
 
 
 def test_mixed_precision_refuses_impossible_requests():
-    from helpers.train import mixed_precision_flags
+    from helpers.train.dpo import mixed_precision_flags
 
     with pytest.raises(ValueError, match="'fp16' needs a CUDA GPU"):
         mixed_precision_flags(config_for(TrainConfig, mixed_precision="fp16"), cuda=False)
@@ -122,25 +122,30 @@ def test_train_config_rejects_bad_values(overrides, message):
         config_for(TrainConfig, **overrides)
 
 
-def test_cli_reads_a_json_config_and_flags_override_it(tmp_path):
-    from helpers.train import configs_from_args
+def test_cli_reads_a_json_config_and_flags_override_it(tmp_path, monkeypatch):
+    """``gemma-facts train --config FILE --set ...``: the file, then --set, then the stage's own flags."""
+    from helpers.cli import merged_config_file
+    from helpers.train.dpo import configs_from_args
 
     cfg_file = tmp_path / "run.json"
     cfg_file.write_text(json.dumps({"model": {"lora_r": 2}, "train": {"beta": 0.3, "max_steps": 9}}))
-    model_cfg, train_cfg = configs_from_args(["--config", str(cfg_file), "--profile", "smoke",
-                                              "--max-steps", "5", "--no-4bit", "--no-resume"])
-    assert (model_cfg.lora_r, model_cfg.load_in_4bit, model_cfg.model_id) == (2, False, "tiny-random:gemma2")
-    assert (train_cfg.beta, train_cfg.max_steps, train_cfg.resume_from_checkpoint) == (0.3, 5, False)
+    merged = merged_config_file(str(cfg_file), ["train.beta=0.4", "model.lora_alpha=3"])
+    monkeypatch.setenv("GEMMA_FACTS_CONFIG", merged)
+    model_cfg, train_cfg = configs_from_args(["--profile", "smoke", "--max-steps", "5", "--no-4bit", "--no-resume"])
+    assert (model_cfg.lora_r, model_cfg.lora_alpha, model_cfg.load_in_4bit, model_cfg.model_id) == \
+        (2, 3, False, "tiny-random:gemma2")
+    assert (train_cfg.beta, train_cfg.max_steps, train_cfg.resume_from_checkpoint) == (0.4, 5, False)
     cfg_file.write_text(json.dumps({"training": {}}))
-    with pytest.raises(SystemExit, match="unknown section"):
-        configs_from_args(["--config", str(cfg_file)])
+    monkeypatch.setenv("GEMMA_FACTS_CONFIG", str(cfg_file))
+    with pytest.raises(ValueError, match="unknown section"):
+        configs_from_args([])
 
 
 # --------------------------------------------------------------------------- document-grouped order
 
 
 def test_document_grouped_order_keeps_every_row_and_groups_one_document_per_step():
-    from helpers.train import document_grouped_order
+    from helpers.train.dpo import document_grouped_order
 
     docs = ["a"] * 6 + ["b"] * 4 + ["c"] * 5 + ["d"] * 1
     answerable = [True, False, True, False, True, True] + [False, True, False, True] + [True] * 3 + [False] * 2 + [True]
@@ -159,7 +164,7 @@ def test_document_grouped_order_keeps_every_row_and_groups_one_document_per_step
 
 
 def test_by_document_order_reaches_the_trainer_unshuffled(pairs):
-    from helpers.train import build_dpo_config, order_by_document, select_pairs
+    from helpers.train.dpo import build_dpo_config, order_by_document, select_pairs
 
     model_cfg, train_cfg = smoke_configs(batch_order="by_document", per_device_train_batch_size=2,
                                          gradient_accumulation_steps=1)
@@ -174,7 +179,7 @@ def test_by_document_order_reaches_the_trainer_unshuffled(pairs):
 
 
 def test_load_pairs_checks_the_contract(tmp_path, pairs):
-    from helpers.train import load_pairs, select_pairs
+    from helpers.train.dpo import load_pairs, select_pairs
 
     pairs.save_to_disk(str(tmp_path / "ok"))
     loaded = load_pairs(tmp_path / "ok")
@@ -191,7 +196,7 @@ def test_load_pairs_checks_the_contract(tmp_path, pairs):
 @pytest.mark.parametrize("prompt_format", ["chat", "plain"])
 def test_tokenized_training_sequences_start_with_exactly_one_bos(pairs, prompt_format):
     from helpers.models import load_model_and_tokenizer
-    from helpers.train import build_trainer, to_trl_dataset
+    from helpers.train.dpo import build_trainer, to_trl_dataset
 
     model_cfg, train_cfg = smoke_configs()
     model_cfg = config_for(ModelConfig, "smoke", prompt_format=prompt_format)
@@ -209,7 +214,7 @@ def test_tokenized_training_sequences_start_with_exactly_one_bos(pairs, prompt_f
 
 def test_pairs_longer_than_max_length_fail_with_the_fix(pairs):
     from helpers.models import load_model_and_tokenizer
-    from helpers.train import build_trainer, to_trl_dataset
+    from helpers.train.dpo import build_trainer, to_trl_dataset
 
     model_cfg, train_cfg = smoke_configs()
     model_cfg = config_for(ModelConfig, "smoke", max_length=16)  # every prompt here is > 16 tokens
@@ -219,7 +224,7 @@ def test_pairs_longer_than_max_length_fail_with_the_fix(pairs):
 
 
 def test_check_single_bos_rejects_a_doubled_bos():
-    from helpers.train import check_single_bos
+    from helpers.train.dpo import check_single_bos
 
     class Tok:
         bos_token_id = 2
@@ -237,7 +242,7 @@ def test_smoke_run_saves_an_adapter_that_reloads_to_the_same_logits(pairs):
 
     from helpers.config import output_root
     from helpers.models import load_model_and_tokenizer
-    from helpers.train import reload_check, run_dpo
+    from helpers.train.dpo import reload_check, run_dpo
 
     model_cfg, train_cfg = smoke_configs(max_steps=2, merge_and_save_16bit=True)
     run = run_dpo(model_cfg, train_cfg, pairs)
@@ -288,7 +293,7 @@ def test_the_base_trained_against_is_the_base_a_fresh_load_gives(pairs):
     nothing may re-quantise the base, and both forwards run the same fp32 kernels in one process.
     """
     from helpers.models import load_model_and_tokenizer
-    from helpers.train import run_dpo
+    from helpers.train.dpo import run_dpo
 
     # an eval and a checkpoint after step 1, training on after them, and the final eval + save
     model_cfg, train_cfg = smoke_configs(max_steps=2, eval_steps=1, save_steps=1)
@@ -306,7 +311,7 @@ def test_the_base_trained_against_is_the_base_a_fresh_load_gives(pairs):
 
 
 def test_training_on_separable_pairs_drives_reward_accuracy_to_one(yes_no_pairs):
-    from helpers.train import run_training, start_run
+    from helpers.train.dpo import run_training, start_run
 
     # 8 pairs, batch 4 → 2 steps per epoch; 6 steps = 3 epochs at lr 1e-3, no warm-up (step 1 already learns)
     model_cfg, train_cfg = smoke_configs(max_steps=6, per_device_train_batch_size=4, loss_type=("sigmoid",),
@@ -323,7 +328,7 @@ def test_training_on_separable_pairs_drives_reward_accuracy_to_one(yes_no_pairs)
 
 
 def test_resume_continues_the_global_step_and_the_eta_counts_only_what_is_left(pairs):
-    from helpers.train import estimate_eta, run_training, start_run
+    from helpers.train.dpo import estimate_eta, run_training, start_run
 
     model_cfg, first_cfg = smoke_configs(max_steps=2, save_steps=2)
     first = start_run(model_cfg, first_cfg, pairs)
@@ -347,7 +352,7 @@ def test_resume_continues_the_global_step_and_the_eta_counts_only_what_is_left(p
 
 
 def test_resume_refuses_checkpoints_of_another_model(pairs, tmp_path):
-    from helpers.train import RUN_SIGNATURE, find_resume_checkpoint
+    from helpers.train.dpo import RUN_SIGNATURE, find_resume_checkpoint
 
     model_cfg, train_cfg = smoke_configs()
     ckpt = Path(train_cfg.checkpoint_dir)
@@ -363,14 +368,14 @@ def test_resume_refuses_checkpoints_of_another_model(pairs, tmp_path):
 
 def test_resume_refuses_checkpoints_of_other_training_settings_or_pairs(pairs):
     """A changed preset must not continue an old run's checkpoint (it would splice two runs)."""
-    from helpers.train import RUN_SIGNATURE, _signature, find_resume_checkpoint, pairs_digest
+    from helpers.train.dpo import RUN_SIGNATURE, find_resume_checkpoint, pairs_digest, run_signature
 
     model_cfg, train_cfg = smoke_configs()
     ckpt = Path(train_cfg.checkpoint_dir)
     (ckpt / "checkpoint-2").mkdir(parents=True)
     (ckpt / "checkpoint-2" / "trainer_state.json").write_text("{}")
     digest = pairs_digest(pairs["train"])
-    (ckpt / RUN_SIGNATURE).write_text(json.dumps(_signature(model_cfg, train_cfg, digest)))
+    (ckpt / RUN_SIGNATURE).write_text(json.dumps(run_signature(model_cfg, train_cfg, digest)))
     assert find_resume_checkpoint(train_cfg, model_cfg, digest).endswith("checkpoint-2")
     longer = config_for(TrainConfig, "smoke", **{**{k: getattr(train_cfg, k) for k in ("max_train_pairs",)},
                                                  "max_steps": 10, "save_steps": 2, "eval_steps": 2})
@@ -380,7 +385,7 @@ def test_resume_refuses_checkpoints_of_other_training_settings_or_pairs(pairs):
         find_resume_checkpoint(other_lr, model_cfg, digest)
     with pytest.raises(ValueError, match="train_pairs_sha256"):
         find_resume_checkpoint(train_cfg, model_cfg, pairs_digest(pairs["train"].select(range(3))))
-    (ckpt / RUN_SIGNATURE).write_text(json.dumps(_signature(model_cfg)))  # recorded before training settings were
+    (ckpt / RUN_SIGNATURE).write_text(json.dumps(run_signature(model_cfg)))  # recorded before training settings were
     with pytest.raises(ValueError, match="<not recorded>"):
         find_resume_checkpoint(train_cfg, model_cfg, digest)
 
@@ -400,8 +405,8 @@ class InjectNaN(TrainerCallback):
 
 
 def test_nan_loss_stops_training_with_the_fix_in_the_message(pairs):
-    from helpers.train import run_training, start_run
-    from helpers.training_callbacks import NonFiniteTrainingError, NonFiniteWatch
+    from helpers.train.callbacks import NonFiniteTrainingError, NonFiniteWatch
+    from helpers.train.dpo import run_training, start_run
 
     model_cfg, train_cfg = smoke_configs(max_steps=4, save_steps=100)
     run = start_run(model_cfg, train_cfg, pairs, callbacks=[InjectNaN(step=2), NonFiniteWatch()])
@@ -413,7 +418,7 @@ def test_nan_loss_stops_training_with_the_fix_in_the_message(pairs):
 def test_grad_norm_overflow_is_tolerated_once_then_stops():
     from types import SimpleNamespace
 
-    from helpers.training_callbacks import NonFiniteTrainingError, NonFiniteWatch
+    from helpers.train.callbacks import NonFiniteTrainingError, NonFiniteWatch
 
     watch, state = NonFiniteWatch(grad_patience=2), SimpleNamespace(global_step=7)
     watch.on_log(None, state, None, logs={"loss": 0.6, "grad_norm": float("inf")})  # a skipped fp16 step: fine
@@ -424,7 +429,7 @@ def test_grad_norm_overflow_is_tolerated_once_then_stops():
 
 
 def test_format_seconds():
-    from helpers.training_callbacks import format_seconds
+    from helpers.train.callbacks import format_seconds
 
     assert [format_seconds(s) for s in (4.4, 75, 3725)] == ["4s", "1m15s", "1h02m05s"]  # 3725 = 3600 + 120 + 5
 
@@ -509,7 +514,7 @@ def test_merged_16bit_model_matches_base_plus_adapter(random_adapter, tmp_path):
 
 def test_push_to_hub_needs_a_token_and_fails_before_any_network(tmp_path):
     from helpers.secrets import MissingSecretError
-    from helpers.train import push_adapter
+    from helpers.train.dpo import push_adapter
 
     train_cfg = config_for(TrainConfig, push_to_hub=True, hub_repo_id="someone/gemma-facts-dpo")
     with pytest.raises(MissingSecretError, match="HF_TOKEN"):
@@ -529,15 +534,16 @@ HISTORY = [
 
 
 def test_final_metrics_and_tokens_per_second():
-    from helpers.train_report import _tokens_per_second, final_metrics
+    from helpers.train.report import final_metrics, tokens_per_second
 
     assert final_metrics(HISTORY) == {"loss": 0.50, "rewards/margins": 0.4, "rewards/accuracies": 1.0}
     assert final_metrics(HISTORY, "eval_") == {"loss": 0.65, "rewards/margins": 0.1, "rewards/accuracies": 0.5}
-    assert _tokens_per_second(HISTORY, first_step=0, seconds=1.5) == 200.0  # 300 tokens / 1.5 s
+    assert tokens_per_second(HISTORY, first_step=0, seconds=1.5) == 200.0  # 300 tokens / 1.5 s
 
 
 def test_training_curves_and_memory_figures(tmp_path):
-    from helpers.plots_training import human_size, plot_memory, plot_training_curves, save_figure, series
+    from helpers.data.plots import save_figure
+    from helpers.train.plots import human_size, plot_memory, plot_training_curves, series
 
     assert series(HISTORY, "loss") == ([1, 2, 3], [0.69, 0.60, 0.50])
     assert series(HISTORY, "rewards/margins", "eval_") == ([2], [0.1])
@@ -549,7 +555,7 @@ def test_training_curves_and_memory_figures(tmp_path):
     heights = [bar.get_height() for bar in mem.axes[0].patches]
     assert heights == [1.0, 3.0, 5.0]  # GiB; the missing fp32 bar is left out
     assert [human_size(b) for b in (3 * 2**30, 5 * 2**20, 2048)] == ["3.00 GiB", "5.0 MiB", "2 KiB"]
-    assert save_figure(fig, tmp_path / "figures" / "curves.png").stat().st_size > 0
+    assert save_figure(fig, "curves", tmp_path / "figures").stat().st_size > 0
 
 
 def test_cpu_compact_lm_head_gives_the_same_log_probs(smoke_model):
@@ -560,7 +566,7 @@ def test_cpu_compact_lm_head_gives_the_same_log_probs(smoke_model):
 
     from helpers.config import ModelConfig, config_for
     from helpers.models import load_model_and_tokenizer
-    from helpers.train import score_only_completion_tokens_on_cpu
+    from helpers.train.dpo import score_only_completion_tokens_on_cpu
 
     model, _ = load_model_and_tokenizer(config_for(ModelConfig, "smoke", load_in_4bit=False))
     add_fused_lm_head(model)

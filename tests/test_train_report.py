@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from helpers.train_report import code_revision
+from helpers.train.report import code_revision
 
 
 def test_code_revision_names_this_checkout_or_none_outside_git(tmp_path, monkeypatch):

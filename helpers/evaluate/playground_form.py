@@ -11,8 +11,8 @@ import html
 from typing import Any
 
 from helpers.config import EvalConfig, ModelConfig
-from helpers.judges import analyse_refusal, support_check
-from helpers.probes import BANANA
+from helpers.evaluate.judges import analyse_refusal, support_check
+from helpers.evaluate.probes import BANANA
 from helpers.prompts import build_messages, build_user_turn
 
 __all__ = ["ask", "format_comparison", "playground"]
@@ -34,7 +34,7 @@ def _verdict(answer: str, document: str, request: str) -> dict[str, Any]:
 def ask(model: Any, tokenizer: Any, document: str, question: str, model_cfg: ModelConfig,
         eval_cfg: EvalConfig) -> dict[str, dict[str, Any]]:
     """Base and aligned answers to one document + question, each with an offline verdict."""
-    from helpers.evaluate import SIDES, generate_side
+    from helpers.evaluate.run import SIDES, generate_side
 
     messages = [build_messages(document, question)]
     out = {}
@@ -63,7 +63,7 @@ def playground(model: Any, tokenizer: Any, model_cfg: ModelConfig, eval_cfg: Eva
         import ipywidgets as widgets
         from IPython.display import HTML, display
     except ImportError:
-        print("ipywidgets is not installed: call helpers.playground.ask(model, tokenizer, document, question, "
+        print("ipywidgets is not installed: call helpers.evaluate.playground_form.ask(model, tokenizer, document, question, "
               "model_cfg, eval_cfg) instead.")
         return None
     doc_box = widgets.Textarea(value=document, description="Document", layout=widgets.Layout(width="95%", height="120px"))

@@ -53,7 +53,10 @@ def plot_token_lengths(lengths: Sequence[int], max_length: int, p95: float, bins
 
 
 def save_figure(fig: Any, name: str, folder: str | Path | None = None) -> Path:
-    """Save under ``<output root>/figures/<name>.png`` (or ``folder``) and return the path."""
+    """Save under ``<output root>/figures/<name>.png`` (or ``folder``) and return the path.
+
+    The one figure saver of every stage (the figures of stages 02 and 03 go to the same folder).
+    """
     target = Path(folder) if folder else output_root() / "figures"
     target.mkdir(parents=True, exist_ok=True)
     path = target / f"{name}.png"

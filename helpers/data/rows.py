@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 REQUIRED_FIELDS = ("system_instruction", "user_request", "context_document")
-BUNDLED_PATH = Path(__file__).parent / "resources" / "facts_sample.jsonl"
+BUNDLED_PATH = Path(__file__).resolve().parents[1] / "resources" / "facts_sample.jsonl"
 #: Control characters except tab/newline/carriage return, plus lone surrogates and U+FFFD.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
 

@@ -9,7 +9,7 @@ Checkpoints go to ``TrainConfig.checkpoint_dir`` and a re-run resumes from the l
 disconnect costs at most ``save_steps`` steps. The CLI runs unchanged under ``accelerate launch``::
 
     python -m helpers.train --profile local --max-steps 4
-    accelerate launch -m helpers.train --config my_run.json
+    accelerate launch -m helpers.train --config my_run.json   (the same as gemma-facts train)
 """
 
 from __future__ import annotations
@@ -28,21 +28,22 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import ModelConfig, TrainConfig, config_for, output_root
+from helpers.data.pairs import PAIR_COLUMNS, PAIRS_MADE_BY
 from helpers.prompts import to_trl_example
 
 __all__ = [
-    "PAIRS_MADE_BY",
-    "PAIR_COLUMNS",
     "TrainingRun",
     "build_dpo_config",
     "build_trainer",
     "check_single_bos",
     "describe_example",
+    "dev_split",
     "document_grouped_order",
     "estimate_eta",
     "finish_run",
     "find_resume_checkpoint",
     "keep_trainable_fp32",
+    "list_checkpoints",
     "load_pairs",
     "order_by_document",
     "main",
@@ -51,6 +52,7 @@ __all__ = [
     "prepare_model",
     "push_adapter",
     "reload_check",
+    "run_signature",
     "run_dpo",
     "run_training",
     "save_adapter",
@@ -60,9 +62,6 @@ __all__ = [
     "train_dpo",
 ]
 
-#: Columns of ``<output root>/pairs`` (the shared data contract).
-PAIR_COLUMNS = ("prompt", "chosen", "rejected", "pair_type", "source", "doc_id", "domain", "answerable",
-                "document", "request", "system_instruction", "reference")
 RUN_SIGNATURE = "gemma_facts_run.json"
 SIGNATURE_KEYS = ("model_id", "prompt_format", "max_length", "load_in_4bit", "lora_r", "lora_alpha",
                   "lora_target_modules")
@@ -71,7 +70,6 @@ SIGNATURE_KEYS = ("model_id", "prompt_format", "max_length", "load_in_4bit", "lo
 TRAIN_SIGNATURE_KEYS = ("beta", "loss_type", "loss_weights", "learning_rate", "lr_scheduler_type", "optim",
                         "per_device_train_batch_size", "gradient_accumulation_steps", "max_train_pairs",
                         "batch_order", "seed")
-PAIRS_MADE_BY = "notebook 01 / python -m helpers.data build"
 
 
 # --------------------------------------------------------------------------- configuration
@@ -147,6 +145,22 @@ def load_pairs(pairs_dir: str | Path) -> Any:
         if missing:
             raise ValueError(f"pairs split {name!r} in {pairs_dir} lacks column(s) {missing}")
     return pairs
+
+
+def dev_split(train: Any, n_dev_docs: int, seed: int) -> tuple[Any, Any]:
+    """Training pairs → (train', dev): ``n_dev_docs`` training documents, chosen with the seed, go to dev.
+
+    Whole documents move, so no dev request shares an excerpt with a training pair.
+    """
+    docs = sorted(set(train["doc_id"]))
+    if n_dev_docs >= len(docs):
+        raise ValueError(f"select_dev_documents={n_dev_docs} would leave no training document "
+                         f"(the training split has {len(docs)}); lower it or build more pairs")
+    random.Random(seed).shuffle(docs)
+    dev_docs = set(docs[:n_dev_docs])
+    keep = [i for i, d in enumerate(train["doc_id"]) if d not in dev_docs]
+    dev = [i for i, d in enumerate(train["doc_id"]) if d in dev_docs]
+    return train.select(keep), train.select(dev)
 
 
 def select_pairs(pairs: Any, train_cfg: TrainConfig) -> tuple[Any, Any | None]:
@@ -327,15 +341,15 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
         model, tokenizer: from ``helpers.models.load_model_and_tokenizer``.
         train_ds, eval_ds: TRL examples (``to_trl_dataset``); ``eval_ds`` may be None.
         model_cfg, train_cfg: the stage configs.
-        callbacks: default ``helpers.training_callbacks.default_callbacks()``.
+        callbacks: default ``helpers.train.callbacks.default_callbacks()``.
     Returns:
         the trainer, LoRA weights in fp32, tokenized data checked for a single BOS.
     """
     from trl import DPOTrainer
 
     from helpers.models import lora_config
-    from helpers.shared_prompt import install_shared_prompt_forward
-    from helpers.training_callbacks import default_callbacks
+    from helpers.train.callbacks import default_callbacks
+    from helpers.train.shared_prompt import install_shared_prompt_forward
 
     args = build_dpo_config(model_cfg, train_cfg, has_eval=eval_ds is not None)
     score_only_completion_tokens_on_cpu()
@@ -360,7 +374,7 @@ def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None
 # --------------------------------------------------------------------------- checkpoints and ETA
 
 
-def _signature(model_cfg: ModelConfig, train_cfg: TrainConfig | None = None,
+def run_signature(model_cfg: ModelConfig, train_cfg: TrainConfig | None = None,
                pairs_digest: str | None = None) -> dict[str, Any]:
     """What checkpoints must share with a run to be resumed by it: model, training settings, data."""
     def pick(cfg: Any, keys: tuple[str, ...]) -> dict[str, Any]:
@@ -396,7 +410,7 @@ def _differences(recorded: dict[str, Any], current: dict[str, Any], prefix: str 
     return out
 
 
-def _checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
+def list_checkpoints(checkpoint_dir: Path) -> list[tuple[int, Path]]:
     """Complete checkpoints (with trainer_state.json), oldest first; half-written ones are skipped."""
     found = []
     for path in checkpoint_dir.glob("checkpoint-*"):
@@ -414,13 +428,13 @@ def find_resume_checkpoint(train_cfg: TrainConfig, model_cfg: ModelConfig,
     resumed from them would be neither the old run nor the new one); the error names what differs.
     """
     ckpt_dir = Path(train_cfg.checkpoint_dir)
-    found = _checkpoints(ckpt_dir) if train_cfg.resume_from_checkpoint and ckpt_dir.is_dir() else []
+    found = list_checkpoints(ckpt_dir) if train_cfg.resume_from_checkpoint and ckpt_dir.is_dir() else []
     if not found:
         return None
     sig_path = ckpt_dir / RUN_SIGNATURE
     if sig_path.exists():
         recorded = json.loads(sig_path.read_text(encoding="utf-8"))
-        current = _signature(model_cfg, train_cfg, train_pairs_digest)
+        current = run_signature(model_cfg, train_cfg, train_pairs_digest)
         if train_pairs_digest is None:
             recorded.pop("train_pairs_sha256", None)
         differs = _differences(recorded, current)
@@ -466,7 +480,7 @@ def estimate_eta(trainer: Any, resume_from: str | None = None) -> dict[str, Any]
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     total, done = _planned_steps(trainer), _step_of(resume_from)
-    from helpers.training_callbacks import format_seconds
+    from helpers.train.callbacks import format_seconds
 
     eta = per_step * max(0, total - done)
     text = (f"{total - done} optimizer steps to go ({done} done) at about {per_step:.2f} s/step "
@@ -514,8 +528,6 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
         pairs = load_pairs(require_input(train_cfg.pairs_dir, PAIRS_MADE_BY))
     dev_pairs = None
     if train_cfg.select_dev_documents:
-        from helpers.dev_selection import dev_split
-
         kept, dev_pairs = dev_split(pairs["train"], train_cfg.select_dev_documents, model_cfg.seed)
         pairs = {**dict(pairs.items()), "train": kept}
     train_split, eval_split = select_pairs(pairs, train_cfg)
@@ -530,7 +542,7 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
     digest = pairs_digest(train_split)
     return TrainingRun(model_cfg, train_cfg, trainer, tokenizer, summary, four_bit,
                        find_resume_checkpoint(train_cfg, model_cfg, digest),
-                       signature=_signature(model_cfg, train_cfg, digest), dev_pairs=dev_pairs)
+                       signature=run_signature(model_cfg, train_cfg, digest), dev_pairs=dev_pairs)
 
 
 def run_training(run: TrainingRun) -> Any:
@@ -538,7 +550,7 @@ def run_training(run: TrainingRun) -> Any:
     ckpt_dir = Path(run.train_cfg.checkpoint_dir)
     if run.trainer.is_world_process_zero():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
-        signature = run.signature or _signature(run.model_cfg, run.train_cfg)
+        signature = run.signature or run_signature(run.model_cfg, run.train_cfg)
         (ckpt_dir / RUN_SIGNATURE).write_text(json.dumps(signature), encoding="utf-8")
     if run.resume_from:
         print(f"Resuming from {run.resume_from} (step {_step_of(run.resume_from)})")
@@ -562,10 +574,10 @@ def save_adapter(trainer: Any, model_cfg: ModelConfig, out_dir: str | Path) -> P
 
 def average_checkpoints(run: TrainingRun) -> dict[str, Any]:
     """Replace the trained adapter weights by their mean over the run's later checkpoints (and the end)."""
-    from helpers.checkpoint_average import average_run_checkpoints
+    from helpers.train.checkpoint_average import average_run_checkpoints
 
     fraction = float(run.train_cfg.average_checkpoints_from or 0.0)
-    steps = average_run_checkpoints(run.trainer.model, _checkpoints(Path(run.train_cfg.checkpoint_dir)),
+    steps = average_run_checkpoints(run.trainer.model, list_checkpoints(Path(run.train_cfg.checkpoint_dir)),
                                     run.trainer.state.global_step, fraction)
     print(f"Adapter = mean of {len(steps)} checkpoints (steps {steps}): "
           f"TrainConfig.average_checkpoints_from={fraction}")
@@ -574,8 +586,8 @@ def average_checkpoints(run: TrainingRun) -> dict[str, Any]:
 
 def finish_run(run: TrainingRun) -> dict[str, Any]:
     """Final evaluation, adapter + model card, ``train_report.json``; optional push and merge."""
-    from helpers.model_card import write_model_card
-    from helpers.train_report import build_train_report, measure_weight_footprint, write_train_report
+    from helpers.train.model_card import write_model_card
+    from helpers.train.report import build_train_report, measure_weight_footprint, write_train_report
 
     trainer, train_cfg = run.trainer, run.train_cfg
     if train_cfg.average_checkpoints_from is not None:
@@ -681,9 +693,8 @@ def reload_check(trained_model: Any, adapter_dir: str | Path, model_cfg: ModelCo
 
 
 def configs_from_args(argv: list[str] | None = None) -> tuple[ModelConfig, TrainConfig]:
-    """Parse the CLI: a JSON file (``{"model": {...}, "train": {...}}``), then flags on top."""
+    """Parse the stage's own flags (``--config`` / ``--set`` are the CLI's: ``helpers.cli``), on top of the config."""
     parser = argparse.ArgumentParser(prog="python -m helpers.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", help='JSON file: {"model": {ModelConfig fields}, "train": {TrainConfig fields}}')
     parser.add_argument("--profile", choices=("colab", "local", "smoke"))
     parser.add_argument("--max-steps", type=int)
     parser.add_argument("--learning-rate", type=float)
@@ -695,11 +706,8 @@ def configs_from_args(argv: list[str] | None = None) -> tuple[ModelConfig, Train
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the adapter (needs HF_TOKEN)")
     parser.add_argument("--merge", action="store_true", help="also save base+adapter merged in 16 bits")
     args = parser.parse_args(argv)
-    sections = json.loads(Path(args.config).read_text()) if args.config else {}
-    unknown = set(sections) - {"model", "train"}
-    if unknown:
-        raise SystemExit(f"--config: unknown section(s) {sorted(unknown)}; use 'model' and 'train'")
-    model_over, train_over = dict(sections.get("model", {})), dict(sections.get("train", {}))
+    model_over: dict = {}  # --config / --set reach config_for through GEMMA_FACTS_CONFIG (helpers.cli)
+    train_over: dict = {}
     flags = {"max_steps": args.max_steps, "learning_rate": args.learning_rate, "pairs_dir": args.pairs_dir,
              "output_dir": args.output_dir, "checkpoint_dir": args.checkpoint_dir, "hub_repo_id": args.push_to_hub}
     train_over.update({k: v for k, v in flags.items() if v is not None})
@@ -717,13 +725,13 @@ def configs_from_args(argv: list[str] | None = None) -> tuple[ModelConfig, Train
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point: train, then print the headline numbers of the report as JSON."""
     model_cfg, train_cfg = configs_from_args(argv)
-    from helpers.train_report import report_headline
+    from helpers.train.report import report_headline
 
     run = run_dpo(model_cfg, train_cfg)
     if run.trainer.is_world_process_zero():
         print(json.dumps(report_headline(run.report), indent=2, default=str))
         if train_cfg.select_dev_documents:
-            print("Next: python -m helpers.dev_selection (keeps the checkpoint chosen on the dev documents; "
+            print("Next: python -m helpers.select.dev_choice (keeps the checkpoint chosen on the dev documents; "
                   "make demo runs it as its own stage).")
     return 0
 

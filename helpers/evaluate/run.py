@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import REFUSAL, EvalConfig, ModelConfig, config_for, output_root
+from helpers.data.pairs import PAIRS_MADE_BY
+from helpers.evaluate.judges import Verdict, judge_offline
+from helpers.evaluate.metrics import breakdown, judge_agreement, relative_reduction, side_metrics
+from helpers.evaluate.probes import BANANA, PROBES, run_probes
 from helpers.generation import generate_answers, generate_token_ids
-from helpers.judges import Verdict, judge_offline
-from helpers.metrics import breakdown, judge_agreement, relative_reduction, side_metrics
-from helpers.probes import BANANA, PROBES, run_probes
 from helpers.prompts import build_messages, render_prompt
 from helpers.secrets import redact
 
@@ -58,7 +59,6 @@ __all__ = [
 ]
 
 SIDES = ("base", "aligned")
-PAIRS_MADE_BY = "notebook 01 (01_build_preference_pairs.ipynb) / python -m helpers.data build"
 ADAPTER_MADE_BY = "notebook 02 (02_dpo_training.ipynb) / python -m helpers.train"
 
 
@@ -118,11 +118,11 @@ def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, 
 def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval_cfg: EvalConfig) -> list[dict[str, Any]]:
     """A FACTS-schema .jsonl as a second held-out set: own document → answerable, next row's → unanswerable.
 
-    Long documents are cut exactly as stage 01 cuts them (``helpers.excerpts.select_excerpt``: BM25
+    Long documents are cut exactly as stage 01 cuts them (``helpers.data.excerpts.select_excerpt``: BM25
     passages relevant to the request) so that prompt + answer fit ``model_cfg.max_length``.
     """
     from helpers.config import DataConfig
-    from helpers.excerpts import document_budget, select_excerpt, token_counter
+    from helpers.data.excerpts import document_budget, select_excerpt, token_counter
 
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     rows = [r for r in rows if r.get("user_request") and r.get("context_document")][: eval_cfg.heldout_max_rows]
@@ -239,12 +239,12 @@ def _free_memory() -> None:
 
 
 # -- judging ----------------------------------------------------------------------------------------
-def _gemini_judge(eval_cfg: EvalConfig) -> Any | None:
+def gemini_judge(eval_cfg: EvalConfig) -> Any | None:
     """The Gemini judge, model-checked, or None (said loudly) when no key is configured.
 
     A retired/unknown model or a refused key raises ``GeminiPreflightError`` here, before any model loads.
     """
-    from helpers.judges import GeminiJudge
+    from helpers.evaluate.judges import GeminiJudge
     from helpers.secrets import MissingSecretError
 
     try:
@@ -326,7 +326,7 @@ def _records(items: Sequence[dict[str, Any]], judged: Sequence[dict[str, Any]], 
     return records
 
 
-def _summarise(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any]]], judge: str,
+def summarise_sets(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any]]], judge: str,
                gemini_ids: set[str] | None = None, with_gemini: bool = False) -> dict[str, Any]:
     """Headline metrics, breakdowns, judge failures and judge agreement for one item set.
 
@@ -404,7 +404,7 @@ def _banana(probes: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return result
 
 
-def _load_test_rows(pairs_dir: str) -> list[dict[str, Any]]:
+def load_test_rows(pairs_dir: str) -> list[dict[str, Any]]:
     from datasets import load_from_disk
 
     from helpers.notebook import require_input
@@ -448,12 +448,12 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
     """
     from helpers.notebook import require_input
 
-    rows = _load_test_rows(eval_cfg.pairs_dir)
+    rows = load_test_rows(eval_cfg.pairs_dir)
     require_input(eval_cfg.adapter_dir, ADAPTER_MADE_BY)
     items = eval_items(rows, eval_cfg.max_examples, eval_cfg.seed)
     if not items:
         raise ValueError(f"the test split in {eval_cfg.pairs_dir} is empty; rebuild it with {PAIRS_MADE_BY}")
-    gemini = _gemini_judge(eval_cfg) if eval_cfg.judge == "gemini" else None
+    gemini = gemini_judge(eval_cfg) if eval_cfg.judge == "gemini" else None
     sample_ids = gemini_sample_ids(items, eval_cfg.gemini_judge_sample, eval_cfg.seed) if gemini else None
     # Gemini is the headline judge only when it sees every item; on a sample it is the check of the offline one
     judge = "gemini" if gemini is not None and sample_ids is None else "offline"
@@ -469,7 +469,7 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
     if held:
         sets["heldout_2"] = (held, _run_set(model, tokenizer, held, model_cfg, eval_cfg, gemini, held_ids))
     probes = _probe_results(model, tokenizer, model_cfg, eval_cfg)
-    summary = _summarise(*sets["test"], judge, sample_ids, with_gemini=gemini is not None)
+    summary = summarise_sets(*sets["test"], judge, sample_ids, with_gemini=gemini is not None)
     metrics: dict[str, Any] = {
         "base": summary["base"], "aligned": summary["aligned"],
         "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
@@ -492,7 +492,7 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
             print(f"\n*** {gemini.stats.stopped} ***\n")
     if "heldout_2" in sets:
         metrics["heldout_2"] = {"path": Path(eval_cfg.heldout_path).name,
-                                **_summarise(*sets["heldout_2"], judge, held_ids, with_gemini=gemini is not None)}
+                                **summarise_sets(*sets["heldout_2"], judge, held_ids, with_gemini=gemini is not None)}
     if eval_cfg.latency_prompts:
         metrics["latency"] = measure_latency(model_cfg, eval_cfg, (model, tokenizer))
     if loaded is None:
@@ -530,7 +530,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     eval_cfg = config_for(EvalConfig, args.profile, **overrides)
     command = "python -m helpers.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
     metrics = evaluate(model_cfg, eval_cfg, command=command.strip())
-    from helpers.report_tables import impact_table
+    from helpers.evaluate.tables import impact_table
 
     print(impact_table(metrics))
     print(f"metrics: {eval_cfg.metrics_path}")

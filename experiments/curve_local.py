@@ -6,7 +6,7 @@ attaches each checkpoint's adapter in turn and measures, on the same held-out re
 present), how often the model answers what it should refuse and refuses what it should answer.
 Step 0 is the base model (adapter disabled). It reports; it is not used to pick a checkpoint.
 
-    python bench/curve_local.py --run-dir outputs/long [--out results/local-long/curve.json]
+    python experiments/curve_local.py --run-dir outputs/long [--out results/local-long/curve.json]
 
 Prints one JSON object and writes it with a figure (``curve.png`` beside the JSON).
 """
@@ -42,7 +42,7 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
 def measure(model: object, tokenizer: object, items: list[dict], side: str, model_cfg: object,
             eval_cfg: object) -> dict:
     """The three headline rates of one side on ``items`` (offline judge), with counts."""
-    from helpers.evaluate import side_metrics_offline
+    from helpers.evaluate.run import side_metrics_offline
 
     metrics = side_metrics_offline(model, tokenizer, items, side, model_cfg, eval_cfg)
     return {k: {"value": metrics[k]["value"], "n": metrics[k]["n"]} for k in RATES}
@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = Path(args.run_dir)
     os.environ["GEMMA_FACTS_PROFILE"] = args.profile
     from helpers.config import EvalConfig, ModelConfig, config_for
-    from helpers.evaluate import _load_test_rows, eval_items, heldout_items
+    from helpers.evaluate.run import eval_items, heldout_items, load_test_rows
     from helpers.models import load_model_and_tokenizer
-    from helpers.train_report import code_revision
+    from helpers.train.report import code_revision
 
     model_cfg = config_for(ModelConfig)
     eval_cfg = config_for(EvalConfig, **({"max_examples": args.max_examples} if args.max_examples else {}))
@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
                          "a save_total_limit that keeps them (configs/local_long.json does)")
     started = time.perf_counter()
     base, tokenizer = load_model_and_tokenizer(model_cfg)
-    sets = {"test": eval_items(_load_test_rows(str(run_dir / "pairs")), eval_cfg.max_examples, eval_cfg.seed)}
+    sets = {"test": eval_items(load_test_rows(str(run_dir / "pairs")), eval_cfg.max_examples, eval_cfg.seed)}
     if eval_cfg.heldout_path:
         sets["heldout_2"] = heldout_items(eval_cfg.heldout_path, tokenizer, model_cfg, eval_cfg)
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
              "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
              "machine": f"{platform.machine()} cpus={os.cpu_count()}",
              "code": code_revision(), "run_code": _run_code(run_dir),
-             "command": "python bench/curve_local.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+             "command": "python experiments/curve_local.py " + " ".join(argv if argv is not None else sys.argv[1:])}
     out = Path(args.out) if args.out else run_dir / "curve.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(curve, indent=2), encoding="utf-8")

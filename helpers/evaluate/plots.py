@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from helpers.config import output_root
-
 __all__ = ["EVAL_BARS", "evaluation_figures", "plot_base_vs_aligned", "plot_breakdown", "save_figures"]
 
 #: (metrics key, axis label) of the headline bars.
@@ -75,14 +73,9 @@ def plot_breakdown(metrics: dict[str, Any], key: str = "pair_type", rate: str = 
 
 def save_figures(figures: dict[str, Any], folder: str | Path | None = None) -> list[Path]:
     """Save figures as ``<output root>/figures/<name>.png``; return the paths."""
-    out = Path(folder) if folder else output_root() / "figures"
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures.items():
-        path = out / f"{name}.png"
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        paths.append(path)
-    return paths
+    from helpers.data.plots import save_figure
+
+    return [save_figure(fig, name, folder) for name, fig in figures.items()]
 
 
 def evaluation_figures(metrics: dict[str, Any], save: bool = True, folder: str | Path | None = None) -> dict[str, Any]:

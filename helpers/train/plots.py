@@ -6,13 +6,12 @@ return ``matplotlib.figure.Figure`` objects; they compute nothing and keep no py
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-__all__ = ["CURVE_KEYS", "human_size", "plot_memory", "plot_training_curves", "save_figure", "series"]
+__all__ = ["CURVE_KEYS", "human_size", "plot_memory", "plot_training_curves", "series"]
 
 #: The three panels of the training-curve figure.
 CURVE_KEYS = ("loss", "rewards/margins", "rewards/accuracies")
@@ -69,11 +68,3 @@ def human_size(num_bytes: float) -> str:
     if num_bytes >= 1024**2:
         return f"{num_bytes / 1024**2:.1f} MiB"
     return f"{num_bytes / 1024:.0f} KiB"
-
-
-def save_figure(fig: Figure, path: str | Path) -> Path:
-    """Save a figure as PNG (folders created) and return the path."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    return out

@@ -109,7 +109,9 @@ def code_revision() -> dict[str, Any] | None:
     """
     import subprocess
 
-    repo = Path(__file__).resolve().parents[1]
+    from helpers.config import repo_root
+
+    repo = repo_root()
     try:
         commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
@@ -135,7 +137,7 @@ def _callback(trainer: Any, name: str) -> Any | None:
     return next((cb for cb in trainer.callback_handler.callbacks if type(cb).__name__ == name), None)
 
 
-def _tokens_per_second(log_history: list[dict[str, Any]], first_step: int, seconds: float | None) -> float | None:
+def tokens_per_second(log_history: list[dict[str, Any]], first_step: int, seconds: float | None) -> float | None:
     """Tokens this session processed (TRL's running ``num_tokens`` restarts on resume) over step time."""
     tokens = [e["num_tokens"] for e in log_history if "num_tokens" in e and e.get("step", 0) > first_step]
     return round(max(tokens) / seconds, 1) if tokens and seconds else None
@@ -143,7 +145,7 @@ def _tokens_per_second(log_history: list[dict[str, Any]], first_step: int, secon
 
 def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str, Any]) -> dict[str, Any]:
     """The report dict for a finished ``helpers.train.TrainingRun``."""
-    from helpers.shared_prompt import shared_prompt_stats
+    from helpers.train.shared_prompt import shared_prompt_stats
 
     trainer = run.trainer
     history = list(trainer.state.log_history)
@@ -162,7 +164,7 @@ def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str
         "steps": trainer.state.global_step, "resumed_from_step": first_step if run.resume_from else None,
         "seconds_per_step": round(per_step, 4) if per_step else None,
         "train_seconds": round(run.train_seconds, 2),
-        "tokens_per_second": _tokens_per_second(history, first_step, session_seconds),
+        "tokens_per_second": tokens_per_second(history, first_step, session_seconds),
         "final_train": final_metrics(history), "final_eval": {k.removeprefix("eval_"): v for k, v in
                                                              final_eval.items() if k.removeprefix("eval_")
                                                              in METRIC_KEYS},
@@ -171,7 +173,7 @@ def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str
         # tokens through the model with each pair's prompt scored once vs TRL's two rows (None: two rows)
         "shared_prompt": shared_prompt_stats(trainer.model),
         "averaged_checkpoints": getattr(run, "averaged", None),  # None: the adapter is the last weights
-        "checkpoint_selection": None,  # python -m helpers.dev_selection fills it in when it picks a checkpoint
+        "checkpoint_selection": None,  # python -m helpers.select.dev_choice fills it in when it picks a checkpoint
         "data": run.data_summary,
         "config": {"model": dataclasses.asdict(run.model_cfg), "train": dataclasses.asdict(run.train_cfg)},
         "log_history": history,

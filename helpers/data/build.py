@@ -31,9 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import DataConfig, config_for
-from helpers.excerpts import TokenCounter, document_budget, select_excerpt, token_counter
-from helpers.gemini_client import GeminiRunStopped, JsonlCache
-from helpers.pairs import (
+from helpers.data.excerpts import TokenCounter, document_budget, select_excerpt, token_counter
+from helpers.data.pairs import (
     PAIR_COLUMNS,
     DocContext,
     build_answer_removed_pairs,
@@ -42,8 +41,9 @@ from helpers.pairs import (
     dedup_pairs,
     split_documents,
 )
+from helpers.data.rows import Row, load_rows
+from helpers.gemini_client import GeminiRunStopped, JsonlCache
 from helpers.prompts import render_prompt
-from helpers.rows import Row, load_rows
 from helpers.secrets import MissingSecretError, redact, require_secret
 
 __all__ = [
@@ -91,7 +91,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def make_teacher(cfg: DataConfig, work: Path) -> tuple[Any, str]:
     """The configured teacher; without a Gemini key, say so loudly and fall back to the offline teacher."""
-    from helpers.teachers import GeminiTeacher, OfflineTeacher
+    from helpers.data.teachers import GeminiTeacher, OfflineTeacher
 
     answer_words = max(12, int(cfg.answer_budget * 0.6))
     if cfg.teacher == "gemini":
@@ -138,7 +138,7 @@ def _run_teacher(teacher: Any, items: list[Any], keys: list[str], cache: JsonlCa
     """Teach rows not in the cache, chunk by chunk, appending each output as soon as its chunk returns."""
     from tqdm.auto import tqdm
 
-    from helpers.teachers import TeacherOutput
+    from helpers.data.teachers import TeacherOutput
 
     outputs: list[Any] = [None] * len(items)
     pending = []
@@ -286,7 +286,7 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     excerpts = [row_excerpt(row, cfg, count) for row in rows]
     docs = [DocContext(row.doc_id, row.domain, ex.text) for row, ex in zip(rows, excerpts, strict=True)]
     teacher, teacher_used = (teacher, teacher.name) if teacher is not None else make_teacher(cfg, work)
-    from helpers.teachers import TeachItem
+    from helpers.data.teachers import TeachItem
 
     items = [TeachItem(row, doc.excerpt) for row, doc in zip(rows, docs, strict=True)]
     teacher_id = getattr(teacher, "cache_id", teacher.name)

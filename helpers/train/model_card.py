@@ -66,7 +66,7 @@ def _config_table(report: dict[str, Any]) -> str:
               "precision": ", ".join(k for k, v in report.get("precision", {}).items() if v) or "fp32",
               "steps": report.get("steps")}
     selection = report.get("checkpoint_selection")
-    if selection:  # the adapter is an earlier checkpoint, chosen on dev (helpers.dev_selection)
+    if selection:  # the adapter is an earlier checkpoint, chosen on dev (helpers.select.dev_choice)
         picked["weights kept"] = (f"step {selection['chosen_step']} of {selection['final_step']}, chosen on "
                                   f"{selection['dev_documents']} held-out training documents ({selection['rule']})")
     return "\n".join(["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in picked.items()])

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from helpers.judges import is_refusal, normalize_text
+from helpers.evaluate.judges import is_refusal, normalize_text
 from helpers.prompts import build_messages, build_user_turn
 
 __all__ = ["BANANA", "PROBES", "Probe", "probe_passes", "run_probes"]

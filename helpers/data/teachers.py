@@ -28,9 +28,9 @@ import pydantic
 
 from helpers import quota
 from helpers.config import FREE_TIER_REQUESTS_PER_MINUTE, GEMINI_MODEL, free_tier_requests_per_day
-from helpers.excerpts import content_words, normalize, rank_texts, split_sentences
+from helpers.data.excerpts import content_words, normalize, rank_texts, split_sentences
+from helpers.data.rows import Row
 from helpers.gemini_client import GeminiCallError, GeminiClient
-from helpers.rows import Row
 
 __all__ = [
     "Fabrication",

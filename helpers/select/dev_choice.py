@@ -10,38 +10,21 @@ later checkpoints answer the dev requests, the offline judge reads the answers, 
     issue's "+5 points" over a base model that refuses none), the one with the lowest dev
     hallucination rate, the later one on a tie; if none qualifies, the lowest sum of the two rates.
 
-The rule was fixed before any test number was read (``bench/dev_early_stopping.py`` measured it on
-a separate dev run first). ``bench/tune_local.py`` uses the same dev split for tuning.
+The rule was fixed before any test number was read (the retired ``bench/dev_early_stopping.py`` measured it on
+a separate dev run first). ``experiments/tune_local.py`` uses the same dev split for tuning.
 """
 
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_split", "rule_text", "score_on_dev",
+__all__ = ["RATE_KEYS", "choose_checkpoint", "rule_text", "score_on_dev",
            "select_checkpoint", "select_on_dev"]
 
 RATE_KEYS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
-
-
-def dev_split(train: Any, n_dev_docs: int, seed: int) -> tuple[Any, Any]:
-    """Training pairs → (train', dev): ``n_dev_docs`` training documents, chosen with the seed, go to dev.
-
-    Whole documents move, so no dev request shares an excerpt with a training pair.
-    """
-    docs = sorted(set(train["doc_id"]))
-    if n_dev_docs >= len(docs):
-        raise ValueError(f"select_dev_documents={n_dev_docs} would leave no training document "
-                         f"(the training split has {len(docs)}); lower it or build more pairs")
-    random.Random(seed).shuffle(docs)
-    dev_docs = set(docs[:n_dev_docs])
-    keep = [i for i, d in enumerate(train["doc_id"]) if d not in dev_docs]
-    dev = [i for i, d in enumerate(train["doc_id"]) if d in dev_docs]
-    return train.select(keep), train.select(dev)
 
 
 def rule_text(max_over_refusal: float) -> str:
@@ -62,7 +45,7 @@ def choose_checkpoint(curve: list[dict[str, Any]], max_over_refusal: float) -> d
 def score_on_dev(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg: Any, eval_cfg: Any,
                  side: str = "aligned") -> dict[str, float]:
     """Hallucination / over-refusal / grounded accuracy of one side on the dev items (offline judge)."""
-    from helpers.evaluate import side_metrics_offline
+    from helpers.evaluate.run import side_metrics_offline
 
     m = side_metrics_offline(model, tokenizer, items, side, model_cfg, eval_cfg)
     return {k: round(m[k]["value"], 4) for k in RATE_KEYS}
@@ -73,14 +56,14 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
     """Score the candidates on dev with ``model`` (a PEFT model), return the record with the chosen step.
 
     ``found`` are the run's checkpoints; ``final_dir`` holds the final weights in case the last step
-    was not checkpointed. The candidates are ``helpers.checkpoint_average.later_weights``, the same
+    was not checkpointed. The candidates are ``helpers.train.checkpoint_average.later_weights``, the same
     window the checkpoint average uses.
     """
     from peft import set_peft_model_state_dict
 
-    from helpers.checkpoint_average import later_weights, load_adapter_weights
     from helpers.config import EvalConfig, config_for
-    from helpers.evaluate import eval_items
+    from helpers.evaluate.run import eval_items
+    from helpers.train.checkpoint_average import later_weights, load_adapter_weights
 
     started = time.perf_counter()
     eval_cfg = config_for(EvalConfig, train_cfg.profile, max_new_tokens=train_cfg.select_max_new_tokens)
@@ -122,13 +105,13 @@ def select_on_dev(model_cfg: Any, train_cfg: Any, into: Any | None = None) -> di
     """
     import shutil
 
-    from helpers.checkpoint_average import ADAPTER_WEIGHTS
     from helpers.config import output_root
-    from helpers.evaluate import ADAPTER_MADE_BY, load_aligned_model
-    from helpers.model_card import write_model_card
+    from helpers.evaluate.run import ADAPTER_MADE_BY, load_aligned_model
     from helpers.notebook import require_input
-    from helpers.train import PAIRS_MADE_BY, _checkpoints, load_pairs
-    from helpers.train_report import write_train_report
+    from helpers.train.checkpoint_average import ADAPTER_WEIGHTS
+    from helpers.train.dpo import PAIRS_MADE_BY, dev_split, list_checkpoints, load_pairs
+    from helpers.train.model_card import write_model_card
+    from helpers.train.report import write_train_report
 
     if not train_cfg.select_dev_documents:
         print("TrainConfig.select_dev_documents is 0: the adapter is the run's last weights.")
@@ -136,7 +119,7 @@ def select_on_dev(model_cfg: Any, train_cfg: Any, into: Any | None = None) -> di
     adapter_dir = Path(require_input(train_cfg.output_dir, ADAPTER_MADE_BY))
     report_path = output_root() / "train_report.json"
     report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.exists() else {}
-    found = [(s, p) for s, p in _checkpoints(Path(train_cfg.checkpoint_dir)) if (p / ADAPTER_WEIGHTS).exists()]
+    found = [(s, p) for s, p in list_checkpoints(Path(train_cfg.checkpoint_dir)) if (p / ADAPTER_WEIGHTS).exists()]
     final_step = int(report.get("steps") or (found[-1][0] if found else 0))
     if not found and not final_step:
         raise ValueError(f"no checkpoint under {train_cfg.checkpoint_dir} and no train report: train first "
@@ -155,7 +138,7 @@ def select_on_dev(model_cfg: Any, train_cfg: Any, into: Any | None = None) -> di
     if into is not None:
         from peft import set_peft_model_state_dict
 
-        from helpers.checkpoint_average import load_adapter_weights
+        from helpers.train.checkpoint_average import load_adapter_weights
 
         set_peft_model_state_dict(into, load_adapter_weights(adapter_dir))
     print(f"Adapter = step {selection['chosen_step']} of {final_step} ({selection['rule']}).")
@@ -167,19 +150,16 @@ def select_on_dev(model_cfg: Any, train_cfg: Any, into: Any | None = None) -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m helpers.dev_selection``: the pipeline's stage between training and evaluation."""
+    """``python -m helpers.select.dev_choice``: the pipeline's stage between training and evaluation."""
     import argparse
 
     from helpers.config import ModelConfig, TrainConfig, config_for, detect_profile
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--profile", default=None)
-    parser.add_argument("--config", help="the train stage's --config JSON (its TrainConfig overrides)")
     args = parser.parse_args(argv)
     profile = detect_profile(args.profile)
-    sections = json.loads(Path(args.config).read_text()) if args.config else {}
-    select_on_dev(config_for(ModelConfig, profile, **sections.get("model", {})),
-                  config_for(TrainConfig, profile, **sections.get("train", {})))
+    select_on_dev(config_for(ModelConfig, profile), config_for(TrainConfig, profile))  # --config: helpers.cli
     return 0
 
 

@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.config import REFUSAL
-from helpers.excerpts import content_words, normalize, sentence_spans
+from helpers.data.excerpts import content_words, normalize, sentence_spans
+from helpers.data.rows import Row
+from helpers.data.teachers import TeacherOutput
 from helpers.prompts import build_messages
-from helpers.rows import Row
-from helpers.teachers import TeacherOutput
 
 __all__ = [
+    "PAIRS_MADE_BY",
     "PAIR_COLUMNS",
     "PAIR_TYPES",
     "DocContext",
@@ -48,6 +49,8 @@ __all__ = [
 ]
 
 PAIR_TYPES = ("hallucination", "unanswerable", "over_refusal", "paraphrase")
+#: Where ``<output root>/pairs`` comes from, for "missing input" messages of later stages.
+PAIRS_MADE_BY = "notebook 01 (01_build_preference_pairs.ipynb) / gemma-facts data"
 PAIR_COLUMNS = ("prompt", "chosen", "rejected", "pair_type", "source", "doc_id", "domain", "answerable",
                 "document", "request", "system_instruction", "reference")
 

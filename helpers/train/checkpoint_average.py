@@ -1,11 +1,11 @@
 """Average the adapter weights of a run's later checkpoints (stochastic weight averaging of LoRA).
 
 Why: on the local profile the aligned model's refusal rate swings from one checkpoint to the next
-(``bench/curve_local.py``: 12% → 42% → 12% hallucination 25 steps apart on the same run), so the
+(``experiments/curve_local.py``: 12% → 42% → 12% hallucination 25 steps apart on the same run), so the
 last checkpoint is partly luck. Averaging the trainable weights along the late part of the
 trajectory (Izmailov et al., 2018, "Averaging Weights Leads to Wider Optima") gives one adapter that
 sits between those swings, with no dev data needed at training time; whether it helps is measured on
-a dev split by ``bench/tune_local.py --curve`` before a profile turns it on.
+a dev split by ``experiments/tune_local.py --curve`` before a profile turns it on.
 """
 
 from __future__ import annotations

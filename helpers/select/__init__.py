@@ -1,0 +1,32 @@
+"""The checkpoint kept: after training, the later checkpoints answer the dev requests (training
+documents held out of training) and a rule fixed in advance keeps one (``gemma-facts select``).
+
+It runs between training and evaluation and uses both, so it is a stage of its own.
+
+What notebook 02 calls is importable from here (``from helpers.select import select_on_dev``); each name
+is loaded from its module on first use, so ``import helpers.select`` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+#: public name -> the module of this stage that defines it
+_EXPORTS = {
+    "choose_checkpoint": "dev_choice",
+    "rule_text": "dev_choice",
+    "select_on_dev": "dev_choice",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -1,0 +1,388 @@
+"""The README's headline result and docs/RESULTS.md, generated from committed run records (never typed by hand).
+
+``python -m tools.readme_results`` writes both from what ``results/`` holds: the README gets one
+impact table (``results/local/``, the main command) with its target lines and the Banana test,
+between ``<!-- results:start -->`` and ``<!-- results:end -->``; ``docs/RESULTS.md`` gets every
+record in full (each run under ``results/``, the tuning record, the benchmarks). Superseded records
+live in ``results/archive/`` and are not rendered (one exception, said where it is rendered: the
+dev-split tuning record, whose runs the local preset's recipe cites). ``--collect PROFILE`` first
+copies a finished run's reports and figures from the output root into ``results/PROFILE/``.
+``tests/test_readme_results.py`` fails when the README or docs/RESULTS.md and ``results/`` disagree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from helpers.config import output_root, repo_root
+from helpers.evaluate.tables import banana_table, heldout_table, impact_table, probes_table
+
+__all__ = ["collect_run", "render_headline", "render_results_doc", "update_readme", "write_results_doc"]
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+REPORTS = ("metrics.json", "train_report.json", "data_report.json", "run_report.json")
+HEADLINE = "local"  # the record the README shows: the main command, `make demo`
+ARCHIVE = "archive"  # superseded records: kept, not rendered
+#: The one archived record still rendered (docs/RESULTS.md), read where it lies.
+ARCHIVED_TUNING = Path(ARCHIVE) / "tuning.jsonl"
+RESULTS_DOC = Path("docs") / "RESULTS.md"
+#: Commit 2eee1b6 (issue 14, finding 4): bitsandbytes no longer repacks the frozen nf4 weights on
+#: AVX512-BF16 CPUs. A record made before it gets a note that it has to be measured again (issue 16).
+REPACK_FIX = datetime.fromisoformat("2026-11-30T20:11:02+00:00")
+
+READING_NOTES = """\
+How to read them:
+- **Base vs aligned use the same prompt format and the same judge.** The local model is a *base*
+  checkpoint: given Gemma chat turns it only echoes the instruction, so the local profile renders the
+  report's plain `DOCUMENT: … USER REQUEST: … ANSWER:` layout for both sides, and the judge does not
+  count an echoed instruction (which contains the refusal sentence) as a refusal.
+- **Held-out means document-disjoint**: the test split shares no document with training. The second
+  held-out set is real FACTS rows that training never saw in any form (present beside the checkout
+  in development; `EvalConfig.heldout_path` points at any FACTS-schema file).
+- **Every rate has its n and a 95% Wilson interval.** With a few dozen prompts per side the intervals
+  are wide; read differences that their intervals overlap as unresolved.
+- **Over-refusal is reported next to hallucination**, because a model that refuses everything has a
+  hallucination rate of zero.
+- **Which weights are kept is chosen on dev, never on the held-out sets.** The main command holds 8
+  of the 38 training documents out of training; after training, the later checkpoints answer those
+  dev requests and a rule fixed in advance keeps one: the lowest dev hallucination rate among
+  checkpoints whose dev over-refusal is at most 5% (`gemma-facts select`, its own stage). The local
+  runs swing between refusing too little and too much from one checkpoint to the next, so this
+  matters as much as the recipe.
+- On a CPU the 4-bit model is *larger* than its bf16 copy: bitsandbytes quantises only the linear
+  layers, and Gemma 3 270M is mostly embedding (262k-token vocabulary), which the CPU path keeps in
+  fp32. On a GPU, 4-bit is where the T4 saving comes from (`bench/gpu_memory.py`).
+- Each record's target lines say which of issue 6's targets it meets.
+  [local_results.md](local_results.md) says what we tried, what we measured and what we think would
+  close the rest.
+
+How the records are made (besides `make demo` and `make test`):
+- `make demo-long`: the documented longer local run, the same pipeline, data, dev choice and
+  evaluation with two epochs (148 steps, a checkpoint every 25, the dev choice among steps 75–148;
+  `configs/local_long.json`, ~37 min on 2 cores), into `outputs/long/`;
+- `make results` / `make results-long`: copy a finished run into `results/local/` /
+  `results/local-long/` and regenerate this page and the README's headline;
+- `make curve`: hallucination and over-refusal of every kept checkpoint of the `make demo-long` run on
+  the held-out sets, the measured curve (`experiments/curve_local.py`; `make results-long` then keeps it);
+- `python experiments/tune_local.py --name NAME --train '{JSON}'`: try a recipe change on a dev split
+  carved from the *training* documents (the test split is never read);
+- `make bench`: the CPU benchmarks under `bench/` (`bench/run_all.py` writes `results/bench.json`);
+- `make test-slow`: tests that load the 270M model;
+- on a GPU, `python bench/gpu_memory.py`: the Gemma 2 2B architecture (random weights, no download)
+  in nf4 vs fp16 and the peak of a 512-token QLoRA DPO step.
+"""
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+
+
+def collect_run(profile: str = "local", source: Path | None = None, dest: Path | None = None) -> Path:
+    """Copy reports and figures of a finished run into ``results/<profile>/`` (log history trimmed)."""
+    source = source or output_root()
+    dest = dest or repo_root() / "results" / profile
+    (dest / "figures").mkdir(parents=True, exist_ok=True)
+    for name in REPORTS:
+        data = _load(source / name)
+        if data is None:
+            continue
+        data.pop("log_history", None)  # the curves figure keeps it; the JSON stays reviewable
+        if isinstance(data.get("tokens"), dict):
+            data["tokens"].pop("lengths", None)
+        (dest / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    figures = {fig.name for fig in (source / "figures").glob("*.png")}
+    for stale in (dest / "figures").glob("*.png"):  # a figure this run did not make belongs to an older one
+        if stale.name not in figures:
+            stale.unlink()
+    for name in figures:
+        shutil.copy2(source / "figures" / name, dest / "figures" / name)
+    for extra in ("curve.json", "curve.png"):  # experiments/curve_local.py, when it was run on this output root
+        if (source / extra).exists():
+            shutil.copy2(source / extra, dest / extra)
+        elif (dest / extra).exists():  # measured on an earlier run: it must not sit beside this one's numbers
+            (dest / extra).unlink()
+    return dest
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f}%"
+
+
+def _mib(n: int | None) -> str:
+    return "?" if not n else f"{n / 2**20:.0f}"
+
+
+def before_repack_fix(date: str | None) -> bool:
+    """True for a record made before issue 14's finding 4 was fixed (or one without a readable date)."""
+    try:
+        return datetime.fromisoformat(str(date)) < REPACK_FIX
+    except ValueError:
+        return True
+
+
+def repack_note(up: str, timings: bool = False) -> str:
+    """The warning a record made before the bitsandbytes fix carries (``up``: path from the page to the root)."""
+    effect = ("the CPU timings of 4-bit generation and training on such CPUs change with the fix" if timings else
+              "that changed the base and the LoRA gradients after the first in-training evaluation")
+    return (f"⚠️ *Made before the fix of issue 14's finding 4 (on CPUs with AVX512-BF16, bitsandbytes repacked "
+            f"the frozen nf4 weights): {effect}, and the record does not say whether its CPU had AVX512-BF16. "
+            f"To be measured again (issue 16); see [docs/colab.md]({up}docs/colab.md#the-findings-and-their-fixes).*")
+
+
+def _run_section(run: dict[str, Any], train: dict[str, Any] | None) -> list[str]:
+    code = run.get("code") or {}
+    at = (f" at commit `{code['commit'][:10]}`" + (" (with local changes)" if code.get("dirty") else "")
+          if code.get("commit") else "")
+    lines = [f"- Main command `{run.get('command')}` on `{run.get('machine')}`, {run.get('date')}{at}: "
+             f"**{run.get('total_seconds', 0) / 60:.1f} min** wall time in all, peak RSS "
+             f"**{run.get('peak_rss_mb', 0) / 1024:.2f} GiB**."]
+    stages = ", ".join(f"{k} {v['seconds'] / 60:.1f} min" for k, v in run.get("stages", {}).items())
+    lines.append(f"- Stages: {stages}.")
+    if train:
+        fp = train.get("weight_footprint") or {}
+        lines.append(f"- Training: {train.get('steps')} DPO steps, {train.get('seconds_per_step')} s/step, "
+                     f"{train.get('tokens_per_second')} tokens/s; weights {_mib(fp.get('4bit_bytes'))} MiB in "
+                     f"4-bit vs {_mib(fp.get('16bit_bytes'))} MiB in {fp.get('16bit_dtype', '16-bit')}.")
+        if train.get("checkpoint_selection"):
+            lines.append(selection_line(train["checkpoint_selection"]))
+    return lines
+
+
+def selection_line(sel: dict[str, Any]) -> str:
+    """The checkpoint the main command kept, and the dev rates it was chosen from (helpers.select.dev_choice)."""
+    rates = "; ".join(f"step {p['step']}: {_pct(p['aligned']['hallucination_rate'])} / "
+                      f"{_pct(p['aligned']['over_refusal_rate'])}" for p in sel["curve"])
+    return (f"- Checkpoint kept: **step {sel['chosen_step']} of {sel['final_step']}**, chosen on "
+            f"{sel['dev_documents']} training documents held out as dev ({sel['dev_answerable']} answerable + "
+            f"{sel['dev_unanswerable']} unanswerable requests), {sel['rule']}. Dev hallucination / over-refusal: "
+            f"{rates} (dev scoring {sel['seconds'] / 60:.1f} min).")
+
+
+def target_checks(metrics: dict[str, Any], run: dict[str, Any] | None) -> list[str]:
+    """Issue 6's targets, each checked against the record (a line with ✅ or ❌)."""
+    base, aligned = metrics["base"], metrics["aligned"]
+    def value(side: dict[str, Any], key: str) -> float | None:
+        return (side.get(key) or {}).get("value")
+
+    hb, ha = value(base, "hallucination_rate"), value(aligned, "hallucination_rate")
+    ob, oa = value(base, "over_refusal_rate"), value(aligned, "over_refusal_rate")
+    banana = metrics.get("banana") or {}
+    checks = []
+    if hb is not None and ha is not None:
+        checks.append((ha <= 0.05 * hb, f"hallucination: aligned {_pct(ha)} vs ≤ 5% of base's {_pct(hb)} "
+                                         f"(≥ 95% relative reduction)"))
+    if ob is not None and oa is not None:
+        checks.append((oa <= ob + 0.05, f"over-refusal: aligned {_pct(oa)} vs ≤ base {_pct(ob)} + 5 points"))
+    if banana:
+        checks.append((not banana["base"]["passed"] and banana["aligned"]["passed"],
+                       "Banana test: base fails and aligned passes"))
+    if run and run.get("total_seconds"):
+        warm = run.get("model_build_cached")
+        if warm is None:  # records older than that field: a conversion takes about a minute, a cache hit ~0 s
+            prepare = run.get("stages", {}).get("prepare_model")
+            warm = prepare is not None and prepare.get("seconds", 0) < 10
+        cached = " (the one-time model conversion was already cached, so it is not in this figure)" if warm else ""
+        checks.append((run["total_seconds"] <= 1800,
+                       f"wall time {run['total_seconds'] / 60:.1f} min ≤ 30 min{cached}"))
+    return [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
+
+
+def curve_table(curve: dict[str, Any], set_name: str = "test") -> str:
+    """Rates per kept checkpoint (step 0 = base model) from ``experiments/curve_local.py``'s record."""
+    lines = ["| step | hallucination | over-refusal | grounded accuracy |", "|---|---|---|---|"]
+    for point in curve.get("points", []):
+        rates = point["sets"].get(set_name)
+        if rates:
+            lines.append(f"| {point['step']} | " + " | ".join(_pct(rates[k]["value"]) for k in
+                         ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")) + " |")
+    return "\n".join(lines)
+
+
+def tuning_table(records: list[dict[str, Any]]) -> str:
+    """One row per dev-split tuning run (``experiments/tune_local.py``; the test split is never read)."""
+    lines = ["| run | overrides | pairs | steps | dev hallucination | dev over-refusal | dev grounded acc. |",
+             "|---|---|---|---|---|---|---|"]
+    for r in records:
+        a = r["aligned"]
+        mix = f" + data `{json.dumps(r['data_overrides'])}`" if r.get("data_overrides") else ""
+        lines.append(f"| {r['name']} | `{json.dumps(r['train_overrides'])}`{mix} | {r['train_pairs']} | {r['steps']} | "
+                     f"{_pct(a['hallucination_rate'])} | {_pct(a['over_refusal_rate'])} | "
+                     f"{_pct(a['grounded_accuracy'])} |")
+        # the same run's kept checkpoints and checkpoint averages (tune_local --curve / --average-from)
+        extra = [(f"checkpoint {c['step']}", c["aligned"]) for c in r.get("curve") or []]
+        extra += [(f"mean of checkpoints {', '.join(map(str, m['steps']))}", m["aligned"]) for m in r.get("averaged") or []]
+        for label, m in extra:
+            lines.append(f"| {r['name']}, {label} | same run | | | {_pct(m['hallucination_rate'])} | "
+                         f"{_pct(m['over_refusal_rate'])} | {_pct(m['grounded_accuracy'])} |")
+    return "\n".join(lines)
+
+
+def _profile_dirs(results_dir: Path) -> list[Path]:
+    """Run records directly under ``results/`` (one folder each); ``results/archive/`` is never one."""
+    return sorted(p for p in results_dir.glob("*") if p.is_dir() and p.name != ARCHIVE
+                  and (p / "metrics.json").exists())
+
+
+def _profile_section(profile_dir: Path, up: str) -> list[str]:
+    """Everything one run record holds, for docs/RESULTS.md (``up``: path from the page to the root)."""
+    metrics = _load(profile_dir / "metrics.json") or {}
+    run = _load(profile_dir / "run_report.json") or {}
+    train = _load(profile_dir / "train_report.json")
+    rel = f"{up}results/{profile_dir.name}"
+    parts = [f"## Profile `{profile_dir.name}`: `{metrics.get('model')}`", ""]
+    parts += _run_section(run, train) if run else []
+    if run and not run.get("code"):
+        parts.append(f"- *Made before run records named their commit, so possibly with an earlier recipe than "
+                     f"today's preset (see [docs/local_results.md]({up}docs/local_results.md)); rerun the command "
+                     "above to refresh it.*")
+    if before_repack_fix(run.get("date") or (train or {}).get("date")):
+        parts.append(f"- {repack_note(up)}")
+    parts.append("\n**Impact** (held-out documents, disjoint from training):\n")
+    parts.append(impact_table(metrics))
+    parts.append(f"\nRelative hallucination reduction: **{_pct(metrics.get('relative_hallucination_reduction'))}**.")
+    parts.append("\nTargets (issue 6), checked against this record:\n")
+    parts += target_checks(metrics, run)
+    if metrics.get("heldout_2"):
+        parts.append("\n**Second held-out set** (never seen in training in any form):\n")
+        parts.append(heldout_table(metrics))
+    if metrics.get("banana"):
+        parts.append("\n**The Banana test** (`DOCUMENT: Apples are red. USER REQUEST: Are bananas blue?`):\n")
+        parts.append(banana_table(metrics))
+    if metrics.get("probes"):
+        parts.append("\n**Built-in probes:**\n")
+        parts.append(probes_table(metrics))
+    curve = _load(profile_dir / "curve.json")
+    if curve:
+        parts.append(f"\n**Measured curve** (`{curve.get('command')}`; test split, offline judge):\n")
+        parts.append(curve_table(curve))
+        if (profile_dir / "curve.png").exists():
+            parts.append(f"\n![curve]({rel}/curve.png)")
+    figs = sorted(p.name for p in (profile_dir / "figures").glob("*.png"))
+    if figs:
+        parts.append("")
+        parts += [f"![{f}]({rel}/figures/{f})" for f in figs]
+    parts.append("")
+    return parts
+
+
+def _tuning_section(path: Path, shown_as: str) -> list[str]:
+    records = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not records:
+        return []
+    base = next((r["base"] for r in records if "base" in r), {})
+    return ["## Recipe tuning on a dev split (archived)", "",
+            f"Read from `{shown_as}` (superseded: the runs behind the local preset's recipe, made with "
+            "`bench/tune_local.py`, now `experiments/tune_local.py`, before the dev choice was a pipeline stage "
+            "and before the fix noted above). "
+            f"{records[0]['dev_docs']} of the training documents held out as dev ({records[0]['dev_answerable']} "
+            f"answerable + {records[0]['dev_unanswerable']} unanswerable requests); the test split is never read. "
+            "Base model on dev: " + ", ".join(f"{k.replace('_', ' ')} {_pct(v)}" for k, v in base.items()) + ".",
+            "", tuning_table(records), ""]
+
+
+def _bench_section(bench: dict[str, Any], up: str) -> list[str]:
+    parts = [f"## Benchmarks (`{bench.get('command', 'make bench')}`, one run each)", ""]
+    if before_repack_fix(bench.get("date")):
+        parts += [repack_note(up, timings=True), ""]
+    parts += ["| benchmark | figure | target |", "|---|---|---|"]
+    parts += [f"| {row['name']} | {row['figure']} | {row.get('target', '')} |" for row in bench.get("rows", [])]
+    parts.append(f"\n*{bench.get('machine', '')}, {bench.get('date', '')}*")
+    return parts
+
+
+def render_results_doc(results_dir: Path | None = None) -> str:
+    """docs/RESULTS.md: every record under ``results/`` in full (``results/archive/`` left out but its tuning record)."""
+    results_dir = results_dir or repo_root() / "results"
+    up = "../"
+    parts = ["# Results", "",
+             "<!-- Generated by `python -m tools.readme_results` from results/; do not edit by hand "
+             "(tests/test_readme_results.py checks it). -->", "",
+             f"Every number on this page is read from the JSON files in [`results/`]({up}results/) by "
+             "`python -m tools.readme_results`; rerun `make demo && make results` (or `make demo-long && "
+             "make results-long`) to reproduce them on your machine. The README shows the headline of "
+             f"`results/{HEADLINE}/`. Superseded records are kept, unrendered, in "
+             f"[`results/archive/`]({up}results/archive/).", "", READING_NOTES]
+    for profile_dir in _profile_dirs(results_dir):
+        parts += _profile_section(profile_dir, up)
+    if (results_dir / ARCHIVED_TUNING).exists():
+        parts += _tuning_section(results_dir / ARCHIVED_TUNING, f"results/{ARCHIVED_TUNING.as_posix()}")
+    bench = _load(results_dir / "bench.json")
+    if bench:
+        parts += _bench_section(bench, up)
+    return "\n".join(parts).strip() + "\n"
+
+
+def render_headline(results_dir: Path | None = None) -> str:
+    """The README block: one impact table of ``results/local/`` with its target lines and the Banana test."""
+    results_dir = results_dir or repo_root() / "results"
+    record = results_dir / HEADLINE
+    metrics = _load(record / "metrics.json")
+    if metrics is None:
+        return f"No `results/{HEADLINE}/` record yet: run `make demo && make results`.\n"
+    run = _load(record / "run_report.json") or {}
+    train = _load(record / "train_report.json") or {}
+    code = (run.get("code") or {}).get("commit")
+    made = (f"`make demo` (`{run.get('command')}`) on `{' '.join(str(run.get('machine', '?')).split())}`, "
+            f"{str(run.get('date', '?'))[:10]}" + (f" at commit `{code[:10]}`" if code else "")
+            + f": **{run.get('total_seconds', 0) / 60:.1f} min** wall time")
+    sel = train.get("checkpoint_selection")
+    if sel:
+        made += (f"; checkpoint kept: **step {sel['chosen_step']} of {sel['final_step']}**, chosen on "
+                 f"{sel['dev_documents']} training documents held out as dev, never on the test split")
+    parts = [made + f" ([`results/{HEADLINE}/`](results/{HEADLINE}/)). Generated by `python -m tools.readme_results`, "
+             "like [docs/RESULTS.md](docs/RESULTS.md), which holds the rest: the longer run, the second held-out "
+             "set, the probes, the figures and the benchmarks.", ""]
+    if before_repack_fix(run.get("date")):
+        parts += [repack_note(""), ""]
+    parts += [impact_table(metrics), "", "Targets (issue 6), checked against this record:"]
+    parts += target_checks(metrics, run)
+    banana = metrics.get("banana")
+    if banana:
+        parts += ["", f"**The Banana test** (`DOCUMENT: {banana['document']} USER REQUEST: {banana['request']}`): "
+                  + "; ".join(f"{label} “{' '.join(banana[side]['answer'].split())}” "
+                              f"({'pass' if banana[side]['passed'] else 'fail'})"
+                              for side, label in (("base", "base"), ("aligned", "aligned"))) + "."]
+    return "\n".join(parts).strip() + "\n"
+
+
+def update_readme(readme: Path | None = None, results_dir: Path | None = None) -> bool:
+    """Rewrite the README between the results markers; True when the text changed."""
+    readme = readme or repo_root() / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    new = f"{head}{START}\n{render_headline(results_dir)}{END}{tail}"
+    if new != text:
+        readme.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def write_results_doc(doc: Path | None = None, results_dir: Path | None = None) -> bool:
+    """Write docs/RESULTS.md; True when the text changed."""
+    doc = doc or repo_root() / RESULTS_DOC
+    new = render_results_doc(results_dir)
+    if doc.exists() and doc.read_text(encoding="utf-8") == new:
+        return False
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(new, encoding="utf-8")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--collect", metavar="PROFILE", help="copy the output root's run into results/PROFILE")
+    args = parser.parse_args(argv)
+    if args.collect:
+        print(f"collected into {collect_run(args.collect)}")
+    print("README results section", "updated" if update_readme() else "unchanged")
+    print(RESULTS_DOC.as_posix(), "updated" if write_results_doc() else "unchanged")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
