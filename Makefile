@@ -64,7 +64,7 @@ bench: $(STAMP)
 	$(PY) bench/run_all.py --profile local
 
 lint: $(STAMP)
-	$(PY) -m ruff check helpers tests bench
+	$(PY) -m ruff check helpers tests bench tools experiments
 
 clean:
 	rm -rf outputs $(NBVAL_OUT)

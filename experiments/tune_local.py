@@ -97,8 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from helpers.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, config_for
     from helpers.evaluate.run import eval_items
-    from helpers.train.dpo import dev_split
-    from helpers.train.dpo import load_pairs, run_dpo
+    from helpers.train.dpo import dev_split, load_pairs, run_dpo
     from helpers.train.report import code_revision
 
     overrides = json.loads(args.train)
@@ -113,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         from helpers.data.build import build_preference_data
 
         train_pairs_dir = str(work / "pairs")
-        build_preference_data(config_for(DataConfig, args.profile, **{**data_overrides, "out_dir": train_pairs_dir}))
+        build_preference_data(config_for(DataConfig, args.profile, **{**data_overrides, "pairs_dir": train_pairs_dir}))
         dev_from = dev_from or args.pairs_dir
     pairs = load_pairs(train_pairs_dir)
     train, dev = dev_split(pairs["train"], args.dev_docs, model_cfg.seed)

@@ -189,7 +189,7 @@ class DataConfig:
     teacher: str = "offline"  # "offline" or "gemini"
     gemini_model: str = GEMINI_MODEL
     max_rows: int | None = None
-    max_length: int = 512  # token budget for prompt + answer (same as training)
+    max_length: int | None = None  # None: ModelConfig.max_length, the one budget for prompt + answer
     answer_budget: int = 96  # tokens kept for the answer inside max_length
     passage_words: int = 120  # words per passage when a long document is split
     document_tokens: int | None = None  # cap on the excerpt's tokens (None: whatever max_length leaves)
@@ -202,11 +202,13 @@ class DataConfig:
     # Gemini requests this build may send per Pacific day (None: the assumed free-tier limit of
     # gemini_model, see FREE_TIER_REQUESTS_PER_DAY); the client stops cleanly there, rerun the next day.
     requests_per_day: int | None = None
-    out_dir: str = ""  # default: <output root>/pairs
+    pairs_dir: str = ""  # where the pairs go (default: <output root>/pairs); the same name in every stage
 
     def __post_init__(self) -> None:
         self.profile = detect_profile(self.profile)
         _choice(self, "teacher", ("offline", "gemini"))
+        if self.max_length is None:  # built without config_for: the ModelConfig default budget
+            self.max_length = ModelConfig.max_length
         _positive(self, "max_length", "answer_budget", "passage_words", "concurrency", "requests_per_minute")
         if self.requests_per_day is None:
             self.requests_per_day = free_tier_requests_per_day(self.gemini_model)
@@ -226,8 +228,8 @@ class DataConfig:
         for kind, count in self.pairs_per_kind.items():
             if count < 0:
                 raise ValueError(f"DataConfig.pairs_per_kind[{kind!r}] must be >= 0, got {count}")
-        if not self.out_dir:
-            self.out_dir = str(output_root() / "pairs")
+        if not self.pairs_dir:
+            self.pairs_dir = str(output_root() / "pairs")
 
 
 @dataclass
@@ -386,73 +388,6 @@ class EvalConfig:
             self.heldout_path = str(shared) if shared.exists() else ""
 
 
-#: Profile presets: only sizes and sources differ between profiles.
-PRESETS: dict[str, dict[type, dict[str, Any]]] = {
-    "colab": {
-        ModelConfig: dict(model_id="google/gemma-2-2b-it", prompt_format="chat", lora_r=16, lora_alpha=32),
-        # Gemini free tier: ~10 requests/min and a daily cap (assumed 20/day for Flash): 20 rows, one call
-        # each, fit one day, so notebooks 01-03 run in one sitting. More rows (max_rows=200 is ~10 days)
-        # stop cleanly each day and resume from the cache on Drive; the plan printed before the first
-        # call says how many days (helpers.quota).
-        DataConfig: dict(input="google/FACTS-grounding-public", teacher="gemini", max_rows=20,
-                         requests_per_minute=FREE_TIER_REQUESTS_PER_MINUTE, concurrency=2),
-        TrainConfig: dict(learning_rate=5e-5, num_train_epochs=2.0, per_device_train_batch_size=1,
-                          per_device_eval_batch_size=2, gradient_accumulation_steps=8, logging_steps=5,
-                          # ~160 pairs x 2 epochs / 8 = ~40 steps: a checkpoint every 10, so a disconnect
-                          # costs at most 10 steps (notebook 02 resumes from Drive)
-                          eval_steps=10, save_steps=10, max_eval_pairs=128),
-        # Offline judge on every item + Gemini on a sample that fits one free-tier day (agreement on it).
-        EvalConfig: dict(judge="gemini", max_new_tokens=128, batch_size=8, latency_prompts=4,
-                         gemini_requests_per_minute=FREE_TIER_REQUESTS_PER_MINUTE, gemini_concurrency=2,
-                         gemini_judge_sample=8),
-    },
-    # Sized so `make demo` (conversion + data + DPO + evaluation) fits ~30 min on 2 CPU cores:
-    # 128-token excerpts keep sequences near 220 tokens, and without gradient checkpointing (RAM is
-    # plentiful on a CPU) a 2-pair DPO step takes ~8 s here (see bench/bench_train_config.py).
-    "local": {
-        # Gemma 3 has no attention-logit softcapping, so SDPA computes the same attention as eager
-        # (same greedy tokens: tests/test_generation.py) without materialising the expanded KV
-        # cache every decode step, which is what batched CPU generation spent a quarter of its time
-        # on. Gemma 2 (colab, smoke) keeps eager.
-        ModelConfig: dict(model_id=EMBEDDED_GEMMA3, prompt_format="plain", load_in_4bit=True,
-                          gradient_checkpointing=False, attn_implementation="sdpa"),
-        # Counterfactual refusals (the answer's sentences cut from the excerpt) in contrastive,
-        # one-document batches: the only recipe change that moved the dev split (experiments/tune_local.py,
-        # results/archive/tuning.jsonl): hallucination 83% -> 39% with over-refusal 0% -> 8% at 50 steps.
-        DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline", document_tokens=128,
-                         pairs_per_kind={"hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2,
-                                         "paraphrase": 1, "answer_removed": 2}),
-        # Early stopping on dev inside the 30-minute budget: 8 of the 38 training documents are held
-        # out (the dev split experiments/tune_local.py tunes on); 100 steps over the other 294 pairs (~1.4
-        # epochs, ~18 min here), a checkpoint every 20 steps, and the last three (60, 80, 100) answer
-        # the dev requests in their own stage (python -m helpers.select.dev_choice); the fixed rule keeps
-        # one. On the separate dev run (results/archive/tuning.jsonl: preset_long_dev) the dev rates swung from
-        # checkpoint to checkpoint (step 100: 4% hallucination / 38% over-refusal; 125: 22% / 4%; end:
-        # 35% / 4%), which is why the choice is made on dev rather than by taking the last weights.
-        TrainConfig: dict(learning_rate=5e-4, loss_weights=(1.0, 0.5), per_device_train_batch_size=2,
-                          batch_order="by_document",
-                          gradient_accumulation_steps=2, max_train_pairs=None, max_steps=100,
-                          logging_steps=5, eval_steps=50, save_steps=20, save_total_limit=3,
-                          select_dev_documents=8, select_from_fraction=0.6,
-                          per_device_eval_batch_size=4, max_eval_pairs=16),
-        # 16 rows per generate call: on a CPU each decode step re-dequantises the 4-bit weights, so
-        # wider batches amortise it (bench/bench_generation.py)
-        EvalConfig: dict(max_new_tokens=48, batch_size=16, max_examples=24, latency_prompts=1,
-                         heldout_path="auto"),
-    },
-    "smoke": {
-        ModelConfig: dict(model_id=TINY_GEMMA2, prompt_format="chat", max_length=256, lora_r=4, lora_alpha=8),
-        DataConfig: dict(input=BUNDLED_SAMPLE, teacher="offline", max_rows=8, max_length=256,
-                         answer_budget=48, passage_words=60),
-        TrainConfig: dict(max_steps=3, per_device_train_batch_size=2, gradient_accumulation_steps=1,
-                          logging_steps=1, eval_steps=2, save_steps=2, learning_rate=1e-3,
-                          max_train_pairs=16, max_eval_pairs=4),
-        EvalConfig: dict(max_new_tokens=8, batch_size=4, max_examples=4, heldout_max_rows=2, latency_prompts=1,
-                         n_examples=2),
-    },
-}
-
-
 #: Section of a config file (``GEMMA_FACTS_CONFIG``) for each stage config.
 CONFIG_SECTIONS: dict[type, str] = {ModelConfig: "model", DataConfig: "data", TrainConfig: "train", EvalConfig: "eval"}
 
@@ -482,15 +417,37 @@ def file_overrides(cls: type, path: str | Path | None = None) -> dict[str, Any]:
     return dict(sections.get(CONFIG_SECTIONS[cls], {}))
 
 
+def presets_dir() -> Path:
+    """``configs/`` of the checkout: one JSON preset per profile (``colab.json``, ``local.json``, ``smoke.json``)."""
+    return repo_root() / "configs"
+
+
+def preset(cls: type, profile: str) -> dict[str, Any]:
+    """The fields ``configs/<profile>.json`` sets for ``cls`` (only sizes and sources differ between profiles).
+
+    Why each preset value is what it is, with the runs that measured it: ``docs/presets.md``.
+    """
+    path = presets_dir() / f"{profile}.json"
+    if not path.is_file():
+        raise ValueError(f"profile {profile!r}: no preset file {path} (is this a checkout of gemma-facts?)")
+    return file_overrides(cls, path)
+
+
 def config_for(cls: type, profile: str | None = None, **overrides: Any) -> Any:
-    """Build a stage config: the profile's preset, then the ``GEMMA_FACTS_CONFIG`` file, then explicit overrides."""
+    """Build a stage config: the profile's preset, then the ``GEMMA_FACTS_CONFIG`` file, then explicit overrides.
+
+    ``DataConfig.max_length`` is not set anywhere of its own: it is the ``ModelConfig.max_length`` of the
+    same profile and files (the one token budget of prompt + answer), unless a caller passes it.
+    """
     name = detect_profile(profile)
     known = {f.name for f in dataclasses.fields(cls)}
-    from_file = file_overrides(cls)
-    unknown = (set(overrides) | set(from_file)) - known
+    from_preset, from_file = preset(cls, name), file_overrides(cls)
+    unknown = (set(overrides) | set(from_file) | set(from_preset)) - known
     if unknown:
         raise ValueError(f"{cls.__name__}: unknown field(s) {sorted(unknown)}")
-    values = {**PRESETS[name].get(cls, {}), **from_file, **overrides, "profile": name}
+    values = {**from_preset, **from_file, **overrides, "profile": name}
+    if cls is DataConfig and values.get("max_length") is None:
+        values["max_length"] = config_for(ModelConfig, name).max_length
     return cls(**values)
 
 

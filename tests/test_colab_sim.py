@@ -32,7 +32,7 @@ GEMINI_KEY = "gf-sim-gemini-key-3c0ffee"
 #: The colab preset with only sizes shrunk, so three runtimes fit a CI minute or two.
 SHRINK = {
     "model": {"max_length": 256, "lora_r": 4, "lora_alpha": 8},
-    "data": {"max_rows": 6, "max_length": 256, "answer_budget": 48, "passage_words": 60},
+    "data": {"max_rows": 6, "answer_budget": 48, "passage_words": 60},
     "train": {"max_steps": 2, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 1,
               "logging_steps": 1, "eval_steps": 2, "save_steps": 2, "max_train_pairs": 8, "max_eval_pairs": 4},
     "eval": {"max_examples": 2, "max_new_tokens": 8, "batch_size": 4, "latency_prompts": 1, "n_examples": 2,

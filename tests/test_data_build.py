@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def smoke_cfg(out: Path, **overrides) -> DataConfig:
-    return config_for(DataConfig, "smoke", out_dir=str(out / "pairs"), **overrides)
+    return config_for(DataConfig, "smoke", pairs_dir=str(out / "pairs"), **overrides)
 
 
 def test_offline_build_writes_contract_pairs_and_report(tmp_path):
@@ -75,11 +75,11 @@ def test_pairs_that_do_not_fit_are_dropped_and_counted(tmp_path):
 def test_rerun_resumes_from_the_teacher_cache_and_gives_the_same_pairs(tmp_path):
     cfg = smoke_cfg(tmp_path)
     build_preference_data(cfg, tokenizer=approx_token_count)
-    first = load_from_disk(cfg.out_dir)["train"].to_list()
-    cache = work_dir_for(cfg.out_dir) / "teacher_outputs.jsonl"
+    first = load_from_disk(cfg.pairs_dir)["train"].to_list()
+    cache = work_dir_for(cfg.pairs_dir) / "teacher_outputs.jsonl"
     lines_before = cache.read_text().count("\n")
     build_preference_data(cfg, tokenizer=approx_token_count)
-    assert load_from_disk(cfg.out_dir)["train"].to_list() == first
+    assert load_from_disk(cfg.pairs_dir)["train"].to_list() == first
     assert cache.read_text().count("\n") == lines_before == 8  # nothing re-taught
 
 
@@ -153,7 +153,7 @@ def test_sigkill_mid_build_then_rerun_gives_the_same_dataset_without_repeated_ca
     monkeypatch.setenv("GOOGLE_API_KEY", FAKE_API_KEY)
     monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", gemini_server.base_url)
     reference = tmp_path / "reference" / "pairs"
-    build_preference_data(config_for(DataConfig, "smoke", teacher="gemini", out_dir=str(reference),
+    build_preference_data(config_for(DataConfig, "smoke", teacher="gemini", pairs_dir=str(reference),
                                      requests_per_day=1000))  # the killed run, its rerun and this share a day
     resumed, fresh = load_from_disk(str(out)), load_from_disk(str(reference))
     for split in ("train", "test"):
@@ -171,7 +171,7 @@ def _client_key_fn():
 
 @pytest.mark.slow
 def test_local_profile_bundled_sample_fits_512_tokens_with_the_real_tokenizer(tmp_path):
-    report = build_preference_data(config_for(DataConfig, "local", out_dir=str(tmp_path / "pairs")))
+    report = build_preference_data(config_for(DataConfig, "local", pairs_dir=str(tmp_path / "pairs")))
     assert report["expansion"] >= 7 and report["tokens"]["share_within_max_length"] >= 0.95
 
 
@@ -224,7 +224,7 @@ def test_retired_gemini_model_stops_the_build_before_any_generate_call(tmp_path,
     with pytest.raises(GeminiPreflightError, match=r"'gemini-2.5-flash' was retired.*DataConfig.gemini_model"):
         build_preference_data(cfg, tokenizer=approx_token_count)
     assert gemini_server.requests == [] and len(gemini_server.model_gets) == 1  # one GET, 0 rows burnt
-    assert not Path(cfg.out_dir).exists()
+    assert not Path(cfg.pairs_dir).exists()
 
 
 def test_zero_pairs_is_a_clear_error_and_nothing_is_saved(tmp_path, gemini_server, monkeypatch):
@@ -238,9 +238,9 @@ def test_zero_pairs_is_a_clear_error_and_nothing_is_saved(tmp_path, gemini_serve
     cfg = smoke_cfg(tmp_path, teacher="gemini")
     with pytest.raises(EmptyBuildError, match=r"0 pairs .*failed on 8 of 8 rows.*malformed_json.*Nothing was written"):
         build_preference_data(cfg, tokenizer=approx_token_count)
-    assert not Path(cfg.out_dir).exists() and not report_path_for(cfg.out_dir).exists()
+    assert not Path(cfg.pairs_dir).exists() and not report_path_for(cfg.pairs_dir).exists()
     # offline too: a pair mix that asks for nothing gives the same error, not an empty split for notebook 02
     nothing = dict.fromkeys(("hallucination", "unanswerable", "unrelated", "over_refusal", "paraphrase"), 0)
     with pytest.raises(EmptyBuildError, match="0 pairs were built"):
         build_preference_data(smoke_cfg(tmp_path, pairs_per_kind=nothing), tokenizer=approx_token_count)
-    assert not Path(cfg.out_dir).exists()
+    assert not Path(cfg.pairs_dir).exists()

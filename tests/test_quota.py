@@ -178,7 +178,7 @@ def _teacher_build(cfg, server):
     """The smoke build with the Gemini teacher, retries shortened (the SDK's 1 s backoff would dominate)."""
     from helpers.data.teachers import GeminiTeacher
 
-    teacher = GeminiTeacher(cfg.gemini_model, cache_path=work_dir_for(cfg.out_dir) / "gemini_cache.jsonl",
+    teacher = GeminiTeacher(cfg.gemini_model, cache_path=work_dir_for(cfg.pairs_dir) / "gemini_cache.jsonl",
                             concurrency=cfg.concurrency, requests_per_minute=10_000,
                             requests_per_day=cfg.requests_per_day, answer_words=max(12, int(cfg.answer_budget * 0.6)),
                             api_key=FAKE_API_KEY, base_url=server.base_url, max_attempts=2,
@@ -192,8 +192,8 @@ def test_teacher_build_resumes_across_days_with_zero_repeated_calls(gemini_serve
     gemini_server.responder = fake_teacher_reply
     gemini_server.free_tier(per_day=3)  # the smoke build has 8 rows: days of 3 + 3 + 2 calls
     budget = 3 if who_stops == "client_budget" else 100  # the client's own budget, or Google's 429 first
-    cfg = config_for(DataConfig, "smoke", teacher="gemini", out_dir=str(tmp_path / "pairs"), requests_per_day=budget)
-    work = work_dir_for(cfg.out_dir)
+    cfg = config_for(DataConfig, "smoke", teacher="gemini", pairs_dir=str(tmp_path / "pairs"), requests_per_day=budget)
+    work = work_dir_for(cfg.pairs_dir)
     taught_per_day = []
     for _ in range(3):  # day 1, day 2: a clean stop with progress on disk; then a same-day rerun sends nothing
         with pytest.raises(GeminiRunStopped, match="midnight Pacific") as stop:
@@ -224,10 +224,10 @@ def test_teacher_build_resumes_across_days_with_zero_repeated_calls(gemini_serve
         assert len(gemini_server.requests) == 8  # and nothing else was ever sent
 
     with FakeGeminiServer(responder=fake_teacher_reply) as fresh:  # the same build in one go
-        one_go = config_for(DataConfig, "smoke", teacher="gemini", out_dir=str(tmp_path / "one_go" / "pairs"),
+        one_go = config_for(DataConfig, "smoke", teacher="gemini", pairs_dir=str(tmp_path / "one_go" / "pairs"),
                             requests_per_day=1000)
         _teacher_build(one_go, fresh)
-    resumed, reference = load_from_disk(cfg.out_dir), load_from_disk(one_go.out_dir)
+    resumed, reference = load_from_disk(cfg.pairs_dir), load_from_disk(one_go.pairs_dir)
     for split in ("train", "test"):
         assert resumed[split].to_list() == reference[split].to_list()
 
@@ -246,7 +246,7 @@ def test_gemini_build_prints_the_plan_and_checks_the_model_before_the_first_call
         original(handler, version, model)
 
     monkeypatch.setattr(gemini_server, "_model_get", model_get)
-    build_preference_data(config_for(DataConfig, "smoke", teacher="gemini", out_dir=str(tmp_path / "pairs")),
+    build_preference_data(config_for(DataConfig, "smoke", teacher="gemini", pairs_dir=str(tmp_path / "pairs")),
                           tokenizer=approx_token_count)
     out = capsys.readouterr().out
     assert out.index("Gemini quota plan: teacher build") < out.index("Gemini model OK: gemini-3.5-flash")

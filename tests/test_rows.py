@@ -46,6 +46,18 @@ def test_each_bad_row_is_skipped_and_counted_by_reason(tmp_path):
     assert report.skipped == {"missing_field": 2, "empty": 1, "non_text": 1, "duplicate": 1, "unparseable": 2}
 
 
+def test_a_row_without_a_system_instruction_gets_the_default_and_is_counted(tmp_path):
+    from helpers.data.rows import DEFAULT_SYSTEM_INSTRUCTION
+
+    records = [{k: v for k, v in GOOD.items() if k != "system_instruction"},
+               {**GOOD, "id": "b", "user_request": "Is the roof red?", "system_instruction": "  "},
+               {**GOOD, "id": "c", "user_request": "Is it old?", "system_instruction": 7}]  # not text: skipped
+    rows, report = load_rows(str(write_jsonl(tmp_path / "rows.jsonl", records)))
+    assert [r.system_instruction for r in rows] == [DEFAULT_SYSTEM_INSTRUCTION] * 2
+    assert report.defaulted == {"system_instruction": 2} and report.skipped == {"non_text": 1}
+    assert report.to_dict()["defaulted"] == {"system_instruction": 2}
+
+
 def test_control_characters_and_invalid_utf8_are_cleaned_not_fatal(tmp_path):
     dirty = json.dumps({**GOOD, "user_request": "What colour\x07 is the door?"}).encode()
     broken_bytes = json.dumps({**GOOD, "id": "z", "user_request": "Is the roof red?"}).encode().replace(

@@ -194,7 +194,7 @@ def _check_not_empty(splits: dict[str, list[dict[str, Any]]], cfg: DataConfig, r
     cause = (f"the teacher failed on {failed} of {rows} rows (failures by reason: {stats.get('failures')})"
              if failed else f"{built} pairs were built, {total} fit max_length={cfg.max_length}")
     raise EmptyBuildError(f"The build would save {total} pairs with an empty {' and '.join(empty)} split from "
-                          f"{rows} rows: {cause}. Nothing was written to {cfg.out_dir}. Fix the cause (the "
+                          f"{rows} rows: {cause}. Nothing was written to {cfg.pairs_dir}. Fix the cause (the "
                           f"teacher's failures above, more rows via DataConfig.max_rows, a larger "
                           f"DataConfig.max_length) and rerun: finished rows are cached.")
 
@@ -278,7 +278,7 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
         tokenizer, default_format = _default_tokenizer(cfg)
         prompt_format = prompt_format or default_format
     prompt_format = prompt_format or "plain"
-    out = Path(cfg.out_dir)
+    out = Path(cfg.pairs_dir)
     work = work_dir_for(out)
     work.mkdir(parents=True, exist_ok=True)
     rows, row_report = load_rows(cfg.input, max_rows=cfg.max_rows, hf_config=cfg.hf_config, hf_split=cfg.hf_split)
@@ -391,7 +391,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; prints the report summary as JSON."""
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in (("input", args.input), ("teacher", args.teacher), ("out_dir", args.out),
+    overrides = {k: v for k, v in (("input", args.input), ("teacher", args.teacher), ("pairs_dir", args.out),
                                    ("max_rows", args.max_rows), ("requests_per_day", args.requests_per_day))
                  if v is not None}
     cfg = config_for(DataConfig, args.profile, **overrides)

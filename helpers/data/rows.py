@@ -23,6 +23,7 @@ from helpers.config import BUNDLED_SAMPLE
 __all__ = [
     "REQUIRED_FIELDS",
     "BUNDLED_PATH",
+    "DEFAULT_SYSTEM_INSTRUCTION",
     "Row",
     "RowReport",
     "clean_text",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 REQUIRED_FIELDS = ("system_instruction", "user_request", "context_document")
+#: Given to a row with no (or an empty) ``system_instruction``: people's own documents rarely carry one,
+#: and the grounding rule itself comes from the prompt builder either way. Counted in the report.
+DEFAULT_SYSTEM_INSTRUCTION = "Answer the user's request using only the information in the provided document."
 BUNDLED_PATH = Path(__file__).resolve().parents[1] / "resources" / "facts_sample.jsonl"
 #: Control characters except tab/newline/carriage return, plus lone surrogates and U+FFFD.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
@@ -67,11 +71,13 @@ class RowReport:
     valid_rows: int = 0
     skipped: Counter = field(default_factory=Counter)
     cleaned: Counter = field(default_factory=Counter)
+    defaulted: Counter = field(default_factory=Counter)  # field -> rows that got the default value
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
         return {"input_rows": self.input_rows, "valid_rows": self.valid_rows,
-                "skipped": dict(sorted(self.skipped.items())), "cleaned": dict(sorted(self.cleaned.items()))}
+                "skipped": dict(sorted(self.skipped.items())), "cleaned": dict(sorted(self.cleaned.items())),
+                "defaulted": dict(sorted(self.defaulted.items()))}
 
 
 def clean_text(text: str) -> tuple[str, list[str]]:
@@ -166,6 +172,9 @@ def _validate_one(raw: Any, index: int, report: RowReport) -> Row | str:
     values: dict[str, str] = {}
     for name in REQUIRED_FIELDS:
         text, reason = _text_field(raw, name, report)
+        if reason in ("missing_field", "empty") and name == "system_instruction":
+            text, reason = DEFAULT_SYSTEM_INSTRUCTION, None
+            report.defaulted[name] += 1
         if reason:
             return reason
         values[name] = text  # type: ignore[assignment]

@@ -59,7 +59,6 @@ __all__ = [
     "select_pairs",
     "start_run",
     "to_trl_dataset",
-    "train_dpo",
 ]
 
 RUN_SIGNATURE = "gemma_facts_run.json"
@@ -617,11 +616,6 @@ def run_dpo(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None = 
     run_training(run)
     finish_run(run)
     return run
-
-
-def train_dpo(model_cfg: ModelConfig, train_cfg: TrainConfig) -> dict[str, Any]:
-    """DPO + QLoRA from ``<output root>/pairs`` to ``<output root>/adapter``; returns the train report."""
-    return run_dpo(model_cfg, train_cfg).report
 
 
 # --------------------------------------------------------------------------- after training
