@@ -280,6 +280,10 @@ class TrainConfig:
     # Enough tokens to see a refusal, or a claim after one; the rule reads no more than that.
     select_max_new_tokens: int = 32
     max_grad_norm: float = 1.0
+    # Any other field of trl.DPOConfig, passed to it unchanged (e.g. {"weight_decay": 0.01,
+    # "label_smoothing": 0.1}). A field this config names itself (beta, learning_rate, ...) is set there, so
+    # one value never lives in two places; helpers.train.dpo.build_dpo_config refuses both.
+    dpo: dict[str, Any] = field(default_factory=dict)
     mixed_precision: str = "auto"  # auto: bf16 on Ampere+, fp16 on T4 (LoRA weights kept fp32), none on CPU
     resume_from_checkpoint: bool = True  # continue from the latest checkpoint in checkpoint_dir, if any
     measure_16bit_footprint: bool = True  # load the base once more in 16 bits to report the weight footprint
@@ -305,6 +309,8 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.loss_weights needs one weight per loss_type "
                              f"({len(self.loss_type)}), got {len(self.loss_weights)}")
         _fraction(self, "warmup_ratio", open_hi=True)
+        if not isinstance(self.dpo, dict):
+            raise ValueError(f"TrainConfig.dpo must be a mapping of trl.DPOConfig fields, got {self.dpo!r}")
         _choice(self, "mixed_precision", ("auto", "no", "fp16", "bf16"))
         _choice(self, "batch_order", ("random", "by_document"))
         if self.average_checkpoints_from is not None:

@@ -65,3 +65,21 @@ def test_the_readme_layout_tree_matches_the_folders():
     packages = {f"helpers/{p.parent.relative_to(ROOT / 'helpers')}" for p in (ROOT / "helpers").rglob("__init__.py")
                 if p.parent != ROOT / "helpers"}
     assert packages <= named, f"README layout lacks {sorted(packages - named)}"
+
+
+def test_tests_share_fixtures_through_conftest_not_by_importing_each_other():
+    offenders = []
+    for path in (ROOT / "tests").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else \
+                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            offenders += [f"{path.name}:{node.lineno} {n}" for n in names if n.split(".")[0].startswith(("test_", "conftest"))]
+    assert offenders == []
+
+
+def test_no_stage_export_is_shadowed_by_a_submodule_of_the_same_name():
+    """``from helpers.evaluate import playground`` must give the function even after the module was imported."""
+    for stage in ("data", "train", "evaluate", "select"):
+        modules = {p.stem for p in (ROOT / "helpers" / stage).glob("*.py")}
+        module = __import__(f"helpers.{stage}", fromlist=["__all__"])
+        assert not set(module.__all__) & modules, f"helpers.{stage}: {set(module.__all__) & modules}"

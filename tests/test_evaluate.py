@@ -9,69 +9,24 @@ import pytest
 import torch
 
 from helpers.config import REFUSAL, EvalConfig, ModelConfig, config_for
-from helpers.prompts import build_messages
 
 CONTRACT_KEYS = {"base", "aligned", "relative_hallucination_reduction", "banana", "n_answerable",
                  "n_unanswerable", "judge", "model", "profile"}
 RATE_KEYS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy", "refusal_precision",
              "refusal_recall", "refusal_f1")
 
-DOCS = [  # doc_id, domain, document, answerable request, reference, unanswerable request
-    ("d1", "science", "Water boils at 100 degrees Celsius at sea level.", "At what temperature does water boil?",
-     "Water boils at 100 degrees Celsius.", "Who discovered water?"),
-    ("d2", "retail", "Our store sells shoes and hats in Paris.", "What does the store sell?", "Shoes and hats.",
-     "How much do the hats cost?"),
-    ("d3", "history", "Marie Curie won the Nobel Prize in Physics in 1903.",
-     "When did Marie Curie win the Nobel Prize in Physics?", "In 1903.", "What was her favourite food?"),
-]
-
-
-def contract_rows(docs=DOCS) -> list[dict]:
-    """Pairs following the shared data contract: 2 answerable pairs + 1 unanswerable pair per document."""
-    rows = []
-    for doc_id, domain, doc, question, answer, unanswerable in docs:
-        base = dict(doc_id=doc_id, domain=domain, document=doc, system_instruction="")
-        for pair_type, source, rejected in (("hallucination", "number_swap", "It was 42."),
-                                            ("over_refusal", "teacher", REFUSAL)):
-            rows.append(dict(base, prompt=build_messages(doc, question), request=question, reference=answer,
-                             chosen=[{"role": "assistant", "content": answer}],
-                             rejected=[{"role": "assistant", "content": rejected}], pair_type=pair_type,
-                             source=source, answerable=True))
-        rows.append(dict(base, prompt=build_messages(doc, unanswerable), request=unanswerable, reference=REFUSAL,
-                         chosen=[{"role": "assistant", "content": REFUSAL}],
-                         rejected=[{"role": "assistant", "content": "Exactly 42."}], pair_type="unanswerable",
-                         source="near_miss", answerable=False))
-    return rows
-
-
-def make_adapter(model_cfg: ModelConfig, adapter_dir: Path, scale: float = 0.5) -> None:
-    """A LoRA adapter of the smoke model with nonzero B weights, so that it changes the outputs."""
-    from peft import get_peft_model
-
-    from helpers.models import load_model_and_tokenizer, lora_config
-
-    model, _ = load_model_and_tokenizer(model_cfg)
-    peft_model = get_peft_model(model, lora_config(model_cfg))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, param in peft_model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0.0, scale)
-    peft_model.save_pretrained(str(adapter_dir))
-
-
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory) -> Path:
+def inputs(tmp_path_factory, contract_docs, contract_pairs, adapter_factory) -> Path:
     """<root>/pairs (train/test split by document), <root>/adapter and a 3-row FACTS-schema held-out file."""
     from datasets import Dataset, DatasetDict
 
     root = tmp_path_factory.mktemp("stage03")
-    rows = contract_rows()
+    rows = contract_pairs
     DatasetDict({"train": Dataset.from_list(rows[:3]), "test": Dataset.from_list(rows[3:])}).save_to_disk(
         str(root / "pairs"))
-    make_adapter(config_for(ModelConfig, "smoke"), root / "adapter")
+    adapter_factory(config_for(ModelConfig, "smoke"), root / "adapter")
     facts = [{"id": i, "system_instruction": "Answer briefly.", "user_request": q, "context_document": d}
-             for i, (_, _, d, q, _, _) in enumerate(DOCS)]
+             for i, (_, _, d, q, _, _) in enumerate(contract_docs)]
     (root / "facts.jsonl").write_text("\n".join(json.dumps(r) for r in facts), encoding="utf-8")
     return root
 
@@ -201,10 +156,10 @@ def test_adapter_toggle_changes_logits_and_disabled_equals_base(inputs, smoke_mo
             pass
 
 
-def test_eval_items_dedupe_and_cap_per_side():
+def test_eval_items_dedupe_and_cap_per_side(contract_pairs):
     from helpers.evaluate.run import eval_items
 
-    rows = contract_rows()
+    rows = contract_pairs
     items = eval_items(rows)
     # 3 documents x (1 answerable prompt from 2 pairs + 1 unanswerable prompt)
     assert len(items) == 6 and sum(i["answerable"] for i in items) == 3

@@ -160,16 +160,14 @@ def test_no_key_falls_back_to_the_offline_judge_loudly(capsys):
     assert "OFFLINE judge" in out and "GOOGLE_API_KEY" in out
 
 
-def _evaluate_with_gemini(gemini_server, monkeypatch, outputs, **overrides):
+def _evaluate_with_gemini(gemini_server, monkeypatch, outputs, rows, make_adapter, **overrides):
     """Pairs + an adapter on disk, the fake Gemini judging every answer as one unsupported sentence, evaluate."""
     from datasets import Dataset, DatasetDict
-    from test_evaluate import contract_rows, make_adapter
 
     from helpers.config import ModelConfig
     from helpers.evaluate.run import evaluate
     from helpers.gemini_client import BASE_URL_ENV
 
-    rows = contract_rows()
     DatasetDict({"train": Dataset.from_list(rows[:3]), "test": Dataset.from_list(rows[3:])}).save_to_disk(
         str(outputs / "pairs"))
     model_cfg = config_for(ModelConfig, "smoke")
@@ -183,8 +181,9 @@ def _evaluate_with_gemini(gemini_server, monkeypatch, outputs, **overrides):
     return evaluate(model_cfg, cfg)
 
 
-def test_evaluate_with_the_gemini_judge_end_to_end(gemini_server, monkeypatch, _isolated_outputs):
-    metrics = _evaluate_with_gemini(gemini_server, monkeypatch, _isolated_outputs)
+def test_evaluate_with_the_gemini_judge_end_to_end(gemini_server, monkeypatch, _isolated_outputs, contract_pairs,
+                                                  adapter_factory):
+    metrics = _evaluate_with_gemini(gemini_server, monkeypatch, _isolated_outputs, contract_pairs, adapter_factory)
     assert metrics["judge"] == f"gemini:{GEMINI_JUDGE_MODEL}"
     assert metrics["aligned"]["hallucination_rate"]["value"] == 1.0  # unsupported answers on unanswerable items
     assert metrics["aligned"]["grounded_accuracy"]["value"] == 0.0
@@ -255,8 +254,10 @@ def test_gemini_judges_a_sample_and_agreement_is_measured_on_it(judge, gemini_se
     assert sample["aligned"]["refusal_rate"]["n"] == 2 and sample["aligned"]["judge_failures"] == 0
 
 
-def test_evaluate_with_a_gemini_sample_keeps_offline_headlines(gemini_server, monkeypatch, _isolated_outputs, capsys):
-    metrics = _evaluate_with_gemini(gemini_server, monkeypatch, _isolated_outputs, gemini_judge_sample=1)
+def test_evaluate_with_a_gemini_sample_keeps_offline_headlines(gemini_server, monkeypatch, _isolated_outputs, capsys,
+                                                              contract_pairs, adapter_factory):
+    metrics = _evaluate_with_gemini(gemini_server, monkeypatch, _isolated_outputs, contract_pairs, adapter_factory,
+                                    gemini_judge_sample=1)
     n_items = metrics["n_answerable"] + metrics["n_unanswerable"]
     assert n_items > 1 and metrics["judge"] == "offline" and metrics["judge_requested"] == "gemini"
     assert metrics["gemini_sample"]["n_items"] == 1 and metrics["judge_agreement"]["refused"]["n"] == 2

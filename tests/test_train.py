@@ -122,6 +122,18 @@ def test_train_config_rejects_bad_values(overrides, message):
         config_for(TrainConfig, **overrides)
 
 
+def test_other_trl_fields_pass_through_unchanged_and_ours_are_not_set_twice(smoke_model_cfg):
+    from helpers.train.dpo import build_dpo_config
+
+    train_cfg = config_for(TrainConfig, "smoke", dpo={"weight_decay": 0.01, "label_smoothing": 0.1})
+    args = build_dpo_config(smoke_model_cfg, train_cfg)
+    assert (args.weight_decay, args.label_smoothing, args.beta) == (0.01, 0.1, train_cfg.beta)
+    with pytest.raises(ValueError, match=r"TrainConfig.dpo sets \['beta'\].*set the TrainConfig"):
+        build_dpo_config(smoke_model_cfg, config_for(TrainConfig, "smoke", dpo={"beta": 0.5}))
+    with pytest.raises(ValueError, match=r"\['no_such_field'\] are not fields of trl.DPOConfig"):
+        build_dpo_config(smoke_model_cfg, config_for(TrainConfig, "smoke", dpo={"no_such_field": 1}))
+
+
 def test_cli_reads_a_json_config_and_flags_override_it(tmp_path, monkeypatch):
     """``gemma-facts train --config FILE --set ...``: the file, then --set, then the stage's own flags."""
     from helpers.cli import merged_config_file

@@ -66,7 +66,7 @@ SIGNATURE_KEYS = ("model_id", "prompt_format", "max_length", "load_in_4bit", "lo
                   "lora_target_modules")
 # What a run trains on and how: resuming across a change of these would splice two different runs.
 # (max_steps / num_train_epochs may change: raising them continues a finished run.)
-TRAIN_SIGNATURE_KEYS = ("beta", "loss_type", "loss_weights", "learning_rate", "lr_scheduler_type", "optim",
+TRAIN_SIGNATURE_KEYS = ("dpo", "beta", "loss_type", "loss_weights", "learning_rate", "lr_scheduler_type", "optim",
                         "per_device_train_batch_size", "gradient_accumulation_steps", "max_train_pairs",
                         "batch_order", "seed")
 
@@ -100,11 +100,15 @@ def mixed_precision_flags(train_cfg: TrainConfig, *, cuda: bool | None = None,
 
 def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval: bool = True,
                      precision: dict[str, bool] | None = None) -> Any:
-    """Map our two stage configs onto TRL's ``DPOConfig`` (TRL 1.16 names)."""
+    """Map our two stage configs onto TRL's ``DPOConfig`` (TRL 1.16 names); ``TrainConfig.dpo`` passes through.
+
+    Raises:
+        ValueError: ``TrainConfig.dpo`` names a field that is not TRL's, or one set by our configs.
+    """
     from trl import DPOConfig
 
     flags = precision or mixed_precision_flags(train_cfg)
-    return DPOConfig(
+    ours = dict(
         output_dir=train_cfg.checkpoint_dir, max_length=model_cfg.max_length, beta=train_cfg.beta,
         loss_type=list(train_cfg.loss_type), loss_weights=list(train_cfg.loss_weights),
         precompute_ref_log_probs=train_cfg.precompute_ref_log_probs,
@@ -126,6 +130,22 @@ def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval
         # by_document: the order is built by order_by_document and must not be reshuffled
         train_sampling_strategy="sequential" if train_cfg.batch_order == "by_document" else "random",
     )
+    passed = dict(train_cfg.dpo or {})
+    known = {f.name for f in dataclasses.fields(DPOConfig)}
+    unknown = sorted(set(passed) - known)
+    if unknown:
+        raise ValueError(f"TrainConfig.dpo: {unknown} are not fields of trl.DPOConfig (TRL {_trl_version()})")
+    ours_too = sorted(set(passed) & set(ours))
+    if ours_too:
+        raise ValueError(f"TrainConfig.dpo sets {ours_too}, which gemma-facts sets from its own configs; "
+                         "set the TrainConfig / ModelConfig field of that name instead")
+    return DPOConfig(**ours, **passed)
+
+
+def _trl_version() -> str:
+    import trl
+
+    return trl.__version__
 
 
 # --------------------------------------------------------------------------- data
@@ -383,6 +403,8 @@ def run_signature(model_cfg: ModelConfig, train_cfg: TrainConfig | None = None,
     signature = pick(model_cfg, SIGNATURE_KEYS)
     if train_cfg is not None:
         signature["train"] = pick(train_cfg, TRAIN_SIGNATURE_KEYS)
+        if not signature["train"]["dpo"]:  # nothing passed to TRL: the signature of runs made before the field
+            del signature["train"]["dpo"]
     if pairs_digest is not None:
         signature["train_pairs_sha256"] = pairs_digest
     return signature
