@@ -9,8 +9,7 @@ is loaded from its module on first use, so ``import helpers.select`` stays cheap
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from helpers.lazy import lazy_exports
 
 #: public name -> the module of this stage that defines it
 _EXPORTS = {
@@ -21,12 +20,4 @@ _EXPORTS = {
 
 __all__ = sorted(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
