@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from helpers.config import CONFIG_ENV, CONFIG_SECTIONS, file_overrides
+from helpers.config import CONFIG_ENV, CONFIG_SECTIONS, config_sections
 
 __all__ = ["VERBS", "main", "merged_config_file", "run_subcommand"]
 
@@ -53,12 +53,7 @@ def merged_config_file(config: str | None, sets: list[str]) -> str | None:
     """The config file every stage reads: ``config`` with ``sets`` applied (a temporary file if any)."""
     if not sets:
         return config
-    sections: dict[str, dict[str, object]] = {}
-    if config:
-        for cls, section in CONFIG_SECTIONS.items():
-            values = file_overrides(cls, config)
-            if values:
-                sections[section] = values
+    sections: dict[str, dict[str, object]] = config_sections(config) if config else {}
     for item in sets:
         key, eq, raw = item.partition("=")
         section, dot, field = key.partition(".")

@@ -30,6 +30,7 @@ __all__ = [
     "config_for",
     "cuda_available",
     "detect_profile",
+    "config_sections",
     "file_overrides",
     "in_colab",
     "output_root",
@@ -398,29 +399,32 @@ class EvalConfig:
 CONFIG_SECTIONS: dict[type, str] = {ModelConfig: "model", DataConfig: "data", TrainConfig: "train", EvalConfig: "eval"}
 
 
-def file_overrides(cls: type, path: str | Path | None = None) -> dict[str, Any]:
-    """The fields a config file (default: ``$GEMMA_FACTS_CONFIG``) sets for ``cls``; {} without a file.
+def config_sections(path: str | Path) -> dict[str, dict[str, Any]]:
+    """Every section of a config file (the presets and ``--config`` files share the format), checked.
 
     Raises:
         ValueError: the file is missing, is not a JSON object, or names an unknown section.
     """
-    path = path or os.environ.get(CONFIG_ENV)
-    if not path:
-        return {}
     file = Path(path)
+    where = f"config file {file}" + (f" (${CONFIG_ENV})" if str(path) == os.environ.get(CONFIG_ENV) else "")
     if not file.is_file():
-        raise ValueError(f"{CONFIG_ENV}={file}: no such config file")
+        raise ValueError(f"{where}: no such file")
     try:
         sections = json.loads(file.read_text(encoding="utf-8"))
     except ValueError as exc:
-        raise ValueError(f"{CONFIG_ENV}={file}: not valid JSON ({exc})") from None
+        raise ValueError(f"{where}: not valid JSON ({exc})") from None
     if not isinstance(sections, dict):
-        raise ValueError(f"{CONFIG_ENV}={file}: expected a JSON object with sections {sorted(CONFIG_SECTIONS.values())}")
+        raise ValueError(f"{where}: expected a JSON object with sections {sorted(CONFIG_SECTIONS.values())}")
     unknown = set(sections) - set(CONFIG_SECTIONS.values())
     if unknown:
-        raise ValueError(f"{CONFIG_ENV}={file}: unknown section(s) {sorted(unknown)}; "
-                         f"use {sorted(CONFIG_SECTIONS.values())}")
-    return dict(sections.get(CONFIG_SECTIONS[cls], {}))
+        raise ValueError(f"{where}: unknown section(s) {sorted(unknown)}; use {sorted(CONFIG_SECTIONS.values())}")
+    return {name: dict(values) for name, values in sections.items()}
+
+
+def file_overrides(cls: type, path: str | Path | None = None) -> dict[str, Any]:
+    """The fields a config file (default: ``$GEMMA_FACTS_CONFIG``) sets for ``cls``; {} without a file."""
+    path = path or os.environ.get(CONFIG_ENV)
+    return config_sections(path).get(CONFIG_SECTIONS[cls], {}) if path else {}
 
 
 def presets_dir() -> Path:

@@ -20,10 +20,8 @@ from pathlib import Path
 
 from helpers.config import PROFILE_ENV, cuda_available, detect_profile, in_colab, output_root
 
-__all__ = ["IN_COLAB", "REPO_URL", "GatedModelError", "bootstrap_source", "check_model_access", "is_gated",
+__all__ = ["REPO_URL", "GatedModelError", "bootstrap_source", "check_model_access", "is_gated",
            "mount_drive_outputs", "prepare_notebook", "require_input"]
-
-IN_COLAB = in_colab()
 
 #: Where the notebooks clone the project from on Colab (``$GEMMA_FACTS_REPO`` overrides it for one run).
 REPO_URL = "https://github.com/gemma-facts/gemma-facts.git"

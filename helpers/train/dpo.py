@@ -105,6 +105,7 @@ def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval
     Raises:
         ValueError: ``TrainConfig.dpo`` names a field that is not TRL's, or one set by our configs.
     """
+    import trl
     from trl import DPOConfig
 
     flags = precision or mixed_precision_flags(train_cfg)
@@ -134,18 +135,12 @@ def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval
     known = {f.name for f in dataclasses.fields(DPOConfig)}
     unknown = sorted(set(passed) - known)
     if unknown:
-        raise ValueError(f"TrainConfig.dpo: {unknown} are not fields of trl.DPOConfig (TRL {_trl_version()})")
+        raise ValueError(f"TrainConfig.dpo: {unknown} are not fields of trl.DPOConfig (TRL {trl.__version__})")
     ours_too = sorted(set(passed) & set(ours))
     if ours_too:
         raise ValueError(f"TrainConfig.dpo sets {ours_too}, which gemma-facts sets from its own configs; "
                          "set the TrainConfig / ModelConfig field of that name instead")
     return DPOConfig(**ours, **passed)
-
-
-def _trl_version() -> str:
-    import trl
-
-    return trl.__version__
 
 
 # --------------------------------------------------------------------------- data
@@ -309,15 +304,7 @@ def score_only_completion_tokens_on_cpu() -> bool:
     """
     import trl.trainer.utils as trl_utils
 
-    current = trl_utils._use_triton
-    if getattr(current, "_gemma_facts_cpu_compact", False):
-        return True
-
-    def use_compact(device: Any, _original: Any = current) -> bool:
-        return device.type == "cpu" or _original(device)
-
-    use_compact._gemma_facts_cpu_compact = True  # type: ignore[attr-defined]
-    trl_utils._use_triton = use_compact
+    _override_use_triton(trl_utils, "_gemma_facts_cpu_compact", lambda device: True if device.type == "cpu" else None)
     return True
 
 
@@ -338,18 +325,23 @@ def no_triton_below_sm80() -> bool:
     from helpers.models import native_bf16
 
     for module in (trl_logprob, trl_divergence):
-        current = module._use_triton
-        if getattr(current, "_gemma_facts_sm80", False):
-            continue
-
-        def use_triton(device: Any, _original: Any = current) -> bool:
-            if device.type == "cuda" and not native_bf16(device):
-                return False
-            return _original(device)
-
-        use_triton._gemma_facts_sm80 = True  # type: ignore[attr-defined]
-        module._use_triton = use_triton
+        _override_use_triton(module, "_gemma_facts_sm80",
+                             lambda device: False if device.type == "cuda" and not native_bf16(device) else None)
     return True
+
+
+def _override_use_triton(module: Any, marker: str, decide: Any) -> None:
+    """Wrap ``module._use_triton(device)`` once: ``decide(device)`` answers, or None defers to TRL's own."""
+    original = module._use_triton
+    if getattr(original, marker, False):
+        return
+
+    def use_triton(device: Any) -> bool:
+        answer = decide(device)
+        return original(device) if answer is None else answer
+
+    setattr(use_triton, marker, True)
+    module._use_triton = use_triton
 
 
 def build_trainer(model: Any, tokenizer: Any, train_ds: Any, eval_ds: Any | None, model_cfg: ModelConfig,
