@@ -13,7 +13,7 @@ NBVAL_OUT ?= $(CURDIR)/.nbval-outputs
 FAKE_GOOGLE_KEY := gf-fake-google-key-5f1c0ffee
 FAKE_HF_TOKEN   := gf-fake-hf-token-9d2badcafe
 
-.PHONY: install demo demo-long curve results-long test test-unit test-notebooks test-slow bench lint results clean
+.PHONY: install demo demo-seeds demo-long curve results-seeds results-long test test-unit test-notebooks test-slow bench lint results clean
 
 $(STAMP): requirements-colab.txt requirements.txt requirements-cpu.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	GEMMA_FACTS_PROFILE=local $(VENV)/bin/gemma-facts run
+
+# The headline's spread: the same recipe with three training seeds over one build of the pairs
+# (outputs/seeds/seed-<N>/, outputs/seeds/seeds_summary.json); `make results-seeds` records it.
+demo-seeds: $(STAMP)
+	GEMMA_FACTS_PROFILE=local GEMMA_FACTS_OUTPUT=outputs/seeds $(VENV)/bin/gemma-facts run --seeds 42 7 1234
 
 # The documented longer run: the same pipeline, data, dev choice and evaluation with two epochs
 # (148 steps, candidates from step 75; configs/local_long.json), ~37 min on 2 cores.
@@ -38,6 +43,9 @@ curve: $(STAMP)
 # Copy a finished run into results/ and regenerate the README's headline and docs/RESULTS.md from it.
 results: $(STAMP)
 	$(PY) -m tools.readme_results --collect local
+
+results-seeds: $(STAMP)
+	GEMMA_FACTS_OUTPUT=outputs/seeds $(PY) -m tools.readme_results --collect-seeds local-seeds
 
 results-long: $(STAMP)
 	GEMMA_FACTS_OUTPUT=outputs/long $(PY) -m tools.readme_results --collect local-long

@@ -32,7 +32,7 @@ def dev_metrics(model: object, tokenizer: object, items: list[dict], model_cfg: 
     """Hallucination / over-refusal / grounded accuracy of one side on the dev items (offline judge)."""
     from helpers.select.dev_choice import score_on_dev
 
-    return score_on_dev(model, tokenizer, items, model_cfg, eval_cfg, side)
+    return score_on_dev(model, tokenizer, items, model_cfg, eval_cfg, side)[0]
 
 
 def checkpoint_scores(run: object, items: list[dict], model_cfg: object, eval_cfg: object, curve: bool,

@@ -84,6 +84,7 @@ def run_subcommand(verb: str, argv: list[str] | None = None) -> int:
     debug = args.debug or os.environ.get("GEMMA_FACTS_DEBUG") == "1"
     if prefix and rest[:1] == prefix:  # `python -m helpers.data build ...`, as before
         rest = rest[1:]
+    saved = {name: os.environ.get(name) for name in (CONFIG_ENV, "GEMMA_FACTS_DEBUG")}
     try:
         if args.config and not Path(args.config).is_file():
             raise FileNotFoundError(f"--config {args.config}: no such file")
@@ -100,6 +101,12 @@ def run_subcommand(verb: str, argv: list[str] | None = None) -> int:
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"gemma-facts {verb}: error: {message} (--debug shows the traceback)", file=sys.stderr)
         return 2
+    finally:  # called in-process (a notebook, a test), a verb leaves the caller's environment as it found it
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,10 @@ REFUSAL = "The provided document does not contain this information."
 EMBEDDED_GEMMA3 = "embedded:gemma3-270m"
 TINY_GEMMA2 = "tiny-random:gemma2"
 
+#: The 48 written documents with reference answers and near misses (``helpers/resources/facts_sample.jsonl``).
 BUNDLED_SAMPLE = "bundled"
+#: The 232 real FACTS Grounding rows shipped in ``helpers/resources/facts_grounding/`` (CC-BY-4.0).
+BUNDLED_FACTS = "bundled-facts"
 
 #: The default Gemini model of the teacher (stage 01). Google's deprecations page (Nov 2026):
 #: gemini-2.5-flash/pro are shut down; GA now: gemini-3.5-flash (May 2026), gemini-3.5-flash-lite
@@ -184,7 +187,7 @@ class DataConfig:
     """Stage 01: FACTS rows → validated rows → excerpts → teacher outputs → DPO pairs."""
 
     profile: str = "local"
-    input: str = BUNDLED_SAMPLE  # "bundled", a .jsonl/.csv path, or a Hub dataset id
+    input: str = BUNDLED_SAMPLE  # "bundled" (written), "bundled-facts" (real FACTS rows), a .jsonl/.csv path, a Hub id
     hf_config: str | None = "examples"
     hf_split: str = "public"
     teacher: str = "offline"  # "offline" or "gemini"
@@ -194,20 +197,31 @@ class DataConfig:
     answer_budget: int = 96  # tokens kept for the answer inside max_length
     passage_words: int = 120  # words per passage when a long document is split
     document_tokens: int | None = None  # cap on the excerpt's tokens (None: whatever max_length leaves)
+    # The test split's cap (None: document_tokens). Evaluation can afford what training cannot: on the CPU
+    # a training step's cost grows with every token, while a longer test excerpt is what makes a real
+    # request's "answerable" label hold (docs/label_audit.md).
+    test_document_tokens: int | None = None
     pairs_per_kind: dict[str, int] = field(default_factory=lambda: {
         "hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2, "paraphrase": 1})
     test_fraction: float = 0.2
+    test_documents: int | None = None  # a number of test documents instead of test_fraction
+    # The test split's own mix (None: pairs_per_kind). Its requests are what evaluation asks, so it needs
+    # no paraphrases, and one request of each unanswerable kind per document.
+    test_pairs_per_kind: dict[str, int] | None = None
     seed: int = 42
     concurrency: int = 2  # Gemini calls in flight (free tier: 10 requests/minute leave nothing for more)
     requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE
     # Gemini requests this build may send per Pacific day (None: the assumed free-tier limit of
     # gemini_model, see FREE_TIER_REQUESTS_PER_DAY); the client stops cleanly there, rerun the next day.
     requests_per_day: int | None = None
+    # "auto": batch jobs (helpers.gemini_batch) when the calls exceed today's budget or reach 500, else online
+    gemini_mode: str = "auto"  # "auto", "online" or "batch"
     pairs_dir: str = ""  # where the pairs go (default: <output root>/pairs); the same name in every stage
 
     def __post_init__(self) -> None:
         self.profile = detect_profile(self.profile)
         _choice(self, "teacher", ("offline", "gemini"))
+        _choice(self, "gemini_mode", ("auto", "online", "batch"))
         if self.max_length is None:  # built without config_for: the ModelConfig default budget
             self.max_length = ModelConfig.max_length
         _positive(self, "max_length", "answer_budget", "passage_words", "concurrency", "requests_per_minute")
@@ -216,19 +230,24 @@ class DataConfig:
         _positive(self, "requests_per_day")
         if self.max_rows is not None:
             _positive(self, "max_rows")
-        if self.document_tokens is not None:
-            _positive(self, "document_tokens")
+        for name in ("document_tokens", "test_document_tokens", "test_documents"):
+            if getattr(self, name) is not None:
+                _positive(self, name)
         if self.answer_budget >= self.max_length:
             raise ValueError(f"DataConfig.answer_budget ({self.answer_budget}) must be smaller than "
                              f"max_length ({self.max_length})")
         _fraction(self, "test_fraction", lo=0.0, hi=1.0, open_hi=True)
         known = ("hallucination", "unanswerable", "unrelated", "over_refusal", "paraphrase", "answer_removed")
-        unknown = sorted(set(self.pairs_per_kind) - set(known))
-        if unknown:
-            raise ValueError(f"DataConfig.pairs_per_kind has unknown kind(s) {unknown}; known: {known}")
-        for kind, count in self.pairs_per_kind.items():
-            if count < 0:
-                raise ValueError(f"DataConfig.pairs_per_kind[{kind!r}] must be >= 0, got {count}")
+        for name in ("pairs_per_kind", "test_pairs_per_kind"):
+            mix = getattr(self, name)
+            if mix is None:
+                continue
+            unknown = sorted(set(mix) - set(known))
+            if unknown:
+                raise ValueError(f"DataConfig.{name} has unknown kind(s) {unknown}; known: {known}")
+            for kind, count in mix.items():
+                if count < 0:
+                    raise ValueError(f"DataConfig.{name}[{kind!r}] must be >= 0, got {count}")
         if not self.pairs_dir:
             self.pairs_dir = str(output_root() / "pairs")
 
@@ -275,8 +294,14 @@ class TrainConfig:
     # (and the final weights) on their requests, and keep the ones the rule picks. 0: keep the last.
     # Keep save_total_limit >= the checkpoints in that window.
     select_dev_documents: int = 0
+    # Training documents held out as dev only for the trainer's own eval curves when select_dev_documents
+    # is 0 (with it, its dev split serves both). The test split is never read during training.
+    eval_dev_documents: int = 0
+    dev_seed: int = 42  # which documents go to dev: fixed across training seeds, so every seed is chosen alike
     select_from_fraction: float = 0.6
-    select_max_over_refusal: float = 0.05  # the issue's "over-refusal <= base + 5 points" (base refuses ~none)
+    # A checkpoint is kept only with at least this many fewer dev errors and hallucinations than the base
+    # (helpers.select.dev_choice); otherwise the adapter is the base itself.
+    select_min_gain: int = 2
     select_max_examples: int = 24  # dev requests per side (answerable / unanswerable)
     # Enough tokens to see a refusal, or a claim after one; the rule reads no more than that.
     select_max_new_tokens: int = 32
@@ -316,6 +341,8 @@ class TrainConfig:
         _choice(self, "batch_order", ("random", "by_document"))
         if self.average_checkpoints_from is not None:
             _fraction(self, "average_checkpoints_from", lo=0.0, hi=1.0)
+        if self.eval_dev_documents < 0:
+            raise ValueError("TrainConfig.eval_dev_documents must be >= 0")
         if self.select_dev_documents < 0:
             raise ValueError("TrainConfig.select_dev_documents must be >= 0 (0 keeps the last weights)")
         if self.select_dev_documents and self.average_checkpoints_from is not None:
@@ -325,7 +352,8 @@ class TrainConfig:
             raise ValueError("TrainConfig: with select_dev_documents the adapter is chosen after training "
                              "(python -m helpers.select.dev_choice); push or merge it after that step, not from training")
         _fraction(self, "select_from_fraction", lo=0.0, hi=1.0)
-        _fraction(self, "select_max_over_refusal", lo=0.0, hi=1.0)
+        if self.select_min_gain < 1:
+            raise ValueError(f"TrainConfig.select_min_gain must be >= 1, got {self.select_min_gain}")
         for name in ("select_max_examples", "select_max_new_tokens"):
             _positive(self, name)
         for name in ("max_train_pairs", "max_eval_pairs"):
@@ -354,6 +382,8 @@ class EvalConfig:
     gemini_concurrency: int = 2
     gemini_requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE
     gemini_requests_per_day: int | None = None  # None: the assumed free-tier limit of gemini_model
+    # "auto": batch jobs (helpers.gemini_batch) when the calls exceed today's budget or reach 500, else online
+    gemini_mode: str = "auto"  # "auto", "online" or "batch"
     # Items (per item set) the Gemini judge sees, each on both sides = 2 calls per item. 8 items = 16
     # calls fit a 20-request free-tier day with room for retries. When the sample is smaller than the
     # set, the offline judge scores everything (headline metrics) and Gemini's agreement with it is
@@ -363,7 +393,7 @@ class EvalConfig:
     batch_size: int = 8
     max_examples: int | None = None  # per side (answerable / unanswerable)
     min_reference_recall: float = 0.5  # share of the reference's answer terms a correct answer covers
-    heldout_path: str = ""  # optional FACTS-schema .jsonl evaluated as "heldout_2"; "auto": shared FACTS rows if present
+    heldout_path: str = ""  # optional FACTS-schema .jsonl evaluated as "heldout_2"; "bundled": the written documents
     heldout_max_rows: int = 16  # rows of the held-out file used (each gives 1 answerable + 1 unanswerable)
     latency_prompts: int = 2  # prompts timed for 4-bit vs 16-bit (GPU) / fp32 (CPU); 0 skips it
     n_examples: int = 4  # example generations stored in metrics.json
@@ -372,6 +402,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         self.profile = detect_profile(self.profile)
         _choice(self, "judge", ("offline", "gemini"))
+        _choice(self, "gemini_mode", ("auto", "online", "batch"))
         _positive(self, "max_new_tokens", "batch_size", "gemini_concurrency", "gemini_requests_per_minute",
                   "heldout_max_rows")
         if self.max_examples is not None:
@@ -390,9 +421,8 @@ class EvalConfig:
         self.adapter_dir = self.adapter_dir or str(root / "adapter")
         self.metrics_path = self.metrics_path or str(root / "metrics.json")
         self.generations_path = self.generations_path or str(root / "generations.jsonl")
-        if self.heldout_path == "auto":  # real FACTS rows beside the checkout, when present (optional)
-            shared = repo_root().parent / "shared" / "data" / "facts_grounding_short.jsonl"
-            self.heldout_path = str(shared) if shared.exists() else ""
+        if self.heldout_path == BUNDLED_SAMPLE:  # the 48 written documents, beside the real-FACTS test split
+            self.heldout_path = str(Path(__file__).resolve().parent / "resources" / "facts_sample.jsonl")
 
 
 #: Section of a config file (``GEMMA_FACTS_CONFIG``) for each stage config.

@@ -372,6 +372,14 @@ class GeminiClient:
                                                        "event_hooks": {"request": [count_request]}})
         return genai.Client(api_key=self._api_key, vertexai=False, http_options=options)
 
+    def new_sdk_client(self) -> Any:
+        """A fresh ``genai.Client`` with this client's key, endpoint, timeout, retries and TLS settings.
+
+        For ``helpers.gemini_batch``, whose few batch calls (create, get) use the SDK's sync side, so
+        the key stays inside this class. The caller closes it (``.close()``).
+        """
+        return self._build_sdk_client()
+
     def _loop_state(self) -> _LoopState:
         loop = asyncio.get_running_loop()
         if self._state is None or self._state.loop is not loop:

@@ -27,7 +27,10 @@ __all__ = [
     "adapter_base_model",
     "build_tiny_gemma2",
     "convert_embedded_gemma3",
+    "fsdp_activation_checkpointing",
+    "fsdp_launch",
     "keep_cpu_4bit_layout",
+    "model_load_kwargs",
     "offline_build_cached",
     "load_model_and_tokenizer",
     "load_tokenizer",
@@ -183,11 +186,26 @@ def offline_build_cached(model_id: str) -> bool | None:
 
 
 def resolve_model_path(model_id: str) -> str:
-    """Map offline model ids to a local folder (building it once); hub ids pass through."""
+    """Map offline model ids to a local folder (building it once); hub ids pass through.
+
+    The build holds a lock file beside its folder: under ``accelerate launch`` every rank resolves
+    the model at once, and one builds while the others wait and then find the build done.
+    """
     if model_id not in _OFFLINE_BUILDS:
         return model_id
     folder, build = _OFFLINE_BUILDS[model_id]
-    return str(build(cache_root() / folder))
+    root = cache_root()
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / f"{folder}.lock", "a+") as lock:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - Windows: one process at a time is up to the user
+            return str(build(root / folder))
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return str(build(root / folder))
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def load_tokenizer(cfg: ModelConfig) -> Any:
@@ -242,6 +260,55 @@ def keep_cpu_4bit_layout(model: Any) -> int:
     return count
 
 
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def fsdp_launch() -> bool:
+    """Whether ``accelerate launch`` started this process for an FSDP run.
+
+    The launcher sets ``ACCELERATE_USE_FSDP=true`` from ``distributed_type: FSDP`` in its config file
+    (``configs/accelerate_fsdp.yaml``) or ``--use_fsdp``; the launcher is the one place the choice is
+    made, so no config field can disagree with it. Read before the model is loaded, when no process
+    group exists yet (transformers' own ``is_fsdp_enabled()`` needs one).
+    """
+    return _env_flag("ACCELERATE_USE_FSDP")
+
+
+def fsdp_activation_checkpointing() -> bool:
+    """Whether FSDP checkpoints the activations itself (``fsdp_activation_checkpointing: true``).
+
+    Then the model's own gradient checkpointing must stay off (``helpers.train.dpo`` turns it off):
+    transformers refuses both, and both would recompute every layer twice.
+    """
+    return fsdp_launch() and _env_flag("FSDP_ACTIVATION_CHECKPOINTING")
+
+
+def model_load_kwargs(cfg: ModelConfig) -> dict[str, Any]:
+    """The keyword arguments ``load_model_and_tokenizer`` passes to ``from_pretrained``.
+
+    * 4-bit (or any model on CUDA), one process or DDP: ``device_map`` = this rank's own device, one
+      full copy per process (``LOCAL_RANK`` is set by ``accelerate launch``).
+    * FSDP (``fsdp_launch()``): no ``device_map``; accelerate shards and places the model. bitsandbytes
+      then quantises onto ``torch.cuda.current_device()``, which the loader points at ``LOCAL_RANK``.
+      The 4-bit storage dtype is the compute dtype in every mode (``quantization_config``), which is
+      what lets FSDP shard the packed weights as ordinary floating-point tensors.
+    """
+    import torch
+
+    kwargs: dict[str, Any] = {"dtype": resolve_compute_dtype(cfg), "attn_implementation": cfg.attn_implementation}
+    quant = quantization_config(cfg)
+    if quant is not None:
+        kwargs["quantization_config"] = quant
+    if (quant is not None or torch.cuda.is_available()) and not fsdp_launch():
+        # Straight onto the device: one full copy per process (under `accelerate launch` each rank takes
+        # its own GPU), and an unquantised copy (the latency comparison) never passes through the CPU,
+        # which on a Colab T4 runtime costs minutes and ~5 GB of its 12.7 GB of RAM.
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        kwargs["device_map"] = {"": local_rank} if torch.cuda.is_available() else {"": "cpu"}
+    return kwargs
+
+
 def load_model_and_tokenizer(cfg: ModelConfig, *, cpu_bf16_inference: bool = False) -> tuple[Any, Any]:
     """Load the model (4-bit nf4 when ``cfg.load_in_4bit``) and its tokenizer for any profile.
 
@@ -253,20 +320,12 @@ def load_model_and_tokenizer(cfg: ModelConfig, *, cpu_bf16_inference: bool = Fal
     from transformers import AutoModelForCausalLM
 
     path = resolve_model_path(cfg.model_id)
-    dtype = resolve_compute_dtype(cfg)
-    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": cfg.attn_implementation}
-    quant = quantization_config(cfg)
-    if quant is not None:
-        kwargs["quantization_config"] = quant
-    if quant is not None or torch.cuda.is_available():
-        # Straight onto the device: one full copy per process (under `accelerate launch` each rank takes
-        # its own GPU), and an unquantised copy (the latency comparison) never passes through the CPU,
-        # which on a Colab T4 runtime costs minutes and ~5 GB of its 12.7 GB of RAM.
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        kwargs["device_map"] = {"": local_rank} if torch.cuda.is_available() else {"": "cpu"}
+    kwargs = model_load_kwargs(cfg)
+    if fsdp_launch() and torch.cuda.is_available():  # bitsandbytes quantises onto the current device
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     torch.manual_seed(cfg.seed)
     model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    if quant is not None and not cpu_bf16_inference:
+    if "quantization_config" in kwargs and not cpu_bf16_inference:
         keep_cpu_4bit_layout(model)
     tokenizer = load_tokenizer(cfg)
     model.config.pad_token_id = tokenizer.pad_token_id

@@ -21,6 +21,20 @@ quotaId) once a model has answered that many requests in the window / the day; r
 not count. ``server.advance_day()`` is midnight Pacific: the day counters restart and ``server.day``
 goes up by one. ``RecordedRequest.status`` says what each request got.
 
+Batch mode (``helpers.gemini_batch``): ``POST /{v1,v1beta}/models/{model}:batchGenerateContent`` with
+inlined requests creates a job ``batches/fake-N`` and ``GET /{v1,v1beta}/batches/{id}`` answers it, both
+as the long-running-operation JSON the SDK's ``batches.create``/``batches.get`` read (``metadata.state``
+``BATCH_STATE_*``; on success the results inlined in ``metadata.output.inlinedResponses``, in request
+order, each with the request's ``metadata``). Every inlined request is answered once, at create time, by
+the same queue/responder as generateContent (a ``Reply`` with an HTTP error status becomes that
+request's ``error``, so ``push(ok(...), http(500))`` scripts per-request errors); it is recorded in
+``server.batch_items``, not in ``server.requests``, and no free-tier counter sees it. Knobs:
+``batch_polls_before_done`` (GETs that answer RUNNING before the job ends; read on every GET, so a test
+may lower it between runs), ``batch_final_state`` (``SUCCEEDED``, ``FAILED``, ``EXPIRED`` or
+``CANCELLED``), ``batch_create_reply`` (a scripted answer to every create, e.g. ``http(429)``).
+Records: ``server.batch_creates``, ``server.batch_gets``, ``server.batches`` (``FakeBatch`` by name),
+and ``server.route_counts`` counts every request the server received by route.
+
 PYTEST_DONT_REWRITE (test modules import it before registering it as a plugin).
 """
 
@@ -30,7 +44,7 @@ import json
 import re
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +54,7 @@ import pytest
 
 __all__ = [
     "FAKE_API_KEY",
+    "FakeBatch",
     "FakeGeminiServer",
     "RecordedRequest",
     "Reply",
@@ -65,6 +80,11 @@ FAKE_API_KEY = "AIza" + "FAKE-test-key-0123456789abcdefghij"  # split so no real
 
 PATH_RE = re.compile(r"^/(v1|v1beta)/models/([^/:]+):generateContent$")
 MODEL_RE = re.compile(r"^/(v1|v1beta)/models/([^/:]+)$")
+BATCH_CREATE_RE = re.compile(r"^/(v1|v1beta)/models/([^/:]+):batchGenerateContent$")
+BATCH_GET_RE = re.compile(r"^/(v1|v1beta)/batches/([^/:]+)$")
+BATCH_END_STATES = ("SUCCEEDED", "FAILED", "EXPIRED", "CANCELLED")
+#: google.rpc.Code of an HTTP status: what a failed request inside a batch carries as ``error.code``.
+GRPC_CODE = {400: 3, 401: 16, 403: 7, 404: 5, 408: 4, 409: 10, 429: 8, 500: 13, 503: 14, 504: 4}
 USAGE = {"promptTokenCount": 10, "candidatesTokenCount": 5, "totalTokenCount": 15}
 HTTP_STATUS = {400: "INVALID_ARGUMENT", 401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
                429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}
@@ -236,6 +256,39 @@ def fake_teacher_reply(request: RecordedRequest) -> dict[str, Any]:
 Responder = Callable[[RecordedRequest], "Reply | str | dict[str, Any]"]
 
 
+@dataclass
+class FakeBatch:
+    """One batch job: its inlined requests, their answers (fixed at create time) and its polls."""
+
+    name: str
+    model: str
+    display_name: str
+    items: list[RecordedRequest]
+    outputs: list[dict[str, Any]]
+    created: str
+    polls: int = 0
+    state: str = "PENDING"  # PENDING, RUNNING, then one of BATCH_END_STATES
+
+    def operation(self) -> dict[str, Any]:
+        """The JSON of ``batches.get``: a long-running operation whose metadata is the batch."""
+        failed = sum("error" in out for out in self.outputs)
+        metadata: dict[str, Any] = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1beta.GenerateContentBatch",
+            "name": self.name, "model": f"models/{self.model}", "displayName": self.display_name,
+            "createTime": self.created, "updateTime": self.created, "state": f"BATCH_STATE_{self.state}",
+            "batchStats": {"requestCount": str(len(self.items))}}
+        body: dict[str, Any] = {"name": self.name, "metadata": metadata}
+        if self.state in BATCH_END_STATES:
+            body["done"] = True
+        if self.state == "SUCCEEDED":
+            metadata["batchStats"].update(successfulRequestCount=str(len(self.items) - failed),
+                                          failedRequestCount=str(failed))
+            metadata["output"] = {"inlinedResponses": {"inlinedResponses": self.outputs}}
+        elif self.state == "FAILED":
+            body["error"] = {"code": 13, "message": "fake batch failure: the job could not run"}
+        return body
+
+
 class FakeGeminiServer:
     """ThreadingHTTPServer on a random loopback port with a reply queue and a request log."""
 
@@ -247,6 +300,14 @@ class FakeGeminiServer:
         self.model_gets: list[RecordedRequest] = []
         self.retired_models: set[str] = set()
         self.model_get_reply: Reply | None = None  # scripted answer to every models.get (e.g. http(403))
+        self.route_counts: Counter = Counter()  # every request received, by route
+        self.batches: dict[str, FakeBatch] = {}
+        self.batch_creates: list[RecordedRequest] = []
+        self.batch_gets: list[RecordedRequest] = []
+        self.batch_items: list[RecordedRequest] = []
+        self.batch_polls_before_done = 0
+        self.batch_final_state = "SUCCEEDED"
+        self.batch_create_reply: Reply | None = None  # scripted answer to every batch create (e.g. http(429))
         self.day = 1
         self.per_minute: int | None = None
         self.per_day: int | None = None
@@ -335,9 +396,16 @@ class FakeGeminiServer:
         length = int(handler.headers.get("Content-Length") or 0)
         raw = handler.rfile.read(length) if length else b""
         path = handler.path.split("?")[0]
+        self._count_route(handler.command, path)
         got = MODEL_RE.match(path)
         if handler.command == "GET" and got:
             self._model_get(handler, got.group(1), got.group(2))
+            return
+        if handler.command == "POST" and BATCH_CREATE_RE.match(path):
+            self._batch_create(handler, raw, BATCH_CREATE_RE.match(path).group(2))
+            return
+        if handler.command == "GET" and BATCH_GET_RE.match(path):
+            self._batch_get(handler, f"batches/{BATCH_GET_RE.match(path).group(2)}")
             return
         match = PATH_RE.match(path)
         if handler.command != "POST" or not match:
@@ -380,6 +448,83 @@ class FakeGeminiServer:
             if key:
                 self._keys_seen.add(key)
             self.model_gets.append(record)
+        self._send(handler, reply)
+
+    def _count_route(self, command: str, path: str) -> None:
+        routes = ((command == "GET" and MODEL_RE.match(path), "models.get"),
+                  (command == "POST" and PATH_RE.match(path), "generateContent"),
+                  (command == "POST" and BATCH_CREATE_RE.match(path), "batches.create"),
+                  (command == "GET" and BATCH_GET_RE.match(path), "batches.get"))
+        route = next((name for matched, name in routes if matched), "unknown")
+        with self._lock:
+            self.route_counts[route] += 1
+
+    def _record(self, handler: BaseHTTPRequestHandler, model: str, body: dict[str, Any]) -> RecordedRequest:
+        """A request without its key (the key only joins ``_keys_seen``)."""
+        key = handler.headers.get("x-goog-api-key", "")
+        headers = {k: v for k, v in handler.headers.items() if k.lower() != "x-goog-api-key"}
+        with self._lock:
+            if key:
+                self._keys_seen.add(key)
+        return RecordedRequest(handler.path, model, headers, body, bool(key), time.monotonic())
+
+    def _answer_batch_item(self, record: RecordedRequest, metadata: dict[str, Any] | None) -> dict[str, Any]:
+        """One inlined response: the queue/responder's reply, an HTTP error becoming the item's ``error``."""
+        reply = self._next_reply(record)
+        record.status, record.finished = reply.status, time.monotonic()
+        if reply.status == 200:
+            out: dict[str, Any] = {"response": reply.body}
+        else:
+            message = (reply.body.get("error") or {}).get("message", f"fake error {reply.status}")
+            out = {"error": {"code": GRPC_CODE.get(reply.status, 2), "message": message}}
+        if metadata:
+            out["metadata"] = metadata
+        return out
+
+    def _batch_create(self, handler: BaseHTTPRequestHandler, raw: bytes, model: str) -> None:
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            self._send(handler, http(400, "fake server: request body is not JSON"))
+            return
+        record = self._record(handler, model, body)
+        with self._lock:
+            self.batch_creates.append(record)
+        reply = retired_model(model) if model in self.retired_models else self.batch_create_reply
+        if reply is not None:
+            record.status = reply.status
+            self._send(handler, reply)
+            return
+        batch = body.get("batch") or {}
+        inlined = ((batch.get("inputConfig") or {}).get("requests") or {}).get("requests") or []
+        items, outputs = [], []
+        for n, entry in enumerate(inlined):
+            item = RecordedRequest(f"{handler.path}#{n}", model, record.headers, entry.get("request") or {},
+                                   record.had_api_key, time.monotonic())
+            items.append(item)
+            outputs.append(self._answer_batch_item(item, entry.get("metadata")))
+        with self._lock:
+            name = f"batches/fake-{len(self.batches) + 1}"
+            job = FakeBatch(name, model, batch.get("displayName", ""), items, outputs,
+                            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+            self.batches[name] = job
+            self.batch_items.extend(items)
+            body_out = job.operation()
+        record.status = 200
+        self._send(handler, Reply(200, body_out))
+
+    def _batch_get(self, handler: BaseHTTPRequestHandler, name: str) -> None:
+        record = self._record(handler, "", {})
+        with self._lock:
+            self.batch_gets.append(record)
+            job = self.batches.get(name)
+            if job is not None:
+                job.polls += 1
+                if job.state not in BATCH_END_STATES:
+                    job.state = "RUNNING" if job.polls <= self.batch_polls_before_done else self.batch_final_state
+                body_out = job.operation()
+        reply = Reply(200, body_out) if job is not None else http(404, f"fake server: no batch {name}")
+        record.status, record.finished = reply.status, time.monotonic()
         self._send(handler, reply)
 
     @staticmethod

@@ -65,3 +65,19 @@ def test_set_values_reach_the_stage_config_as_json_types(tmp_path, monkeypatch):
     assert config_for(DataConfig, "smoke").teacher == "offline"
     with pytest.raises(ValueError, match="expected SECTION.FIELD=VALUE"):
         merged_config_file(None, ["max_steps=3"])
+
+
+def test_a_verb_called_in_process_leaves_the_environment_as_it_found_it(tmp_path, monkeypatch):
+    """`--set` reaches the stages through GEMMA_FACTS_CONFIG; called from Python (a notebook, a test), the
+    variable must not outlive the call, or every later stage would read that run's settings."""
+    import os
+
+    from helpers.cli import main
+    from helpers.config import CONFIG_ENV
+
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    assert main(["data", "--set", "data.max_rows=0"]) == 2  # a user error, after the config file was made
+    assert CONFIG_ENV not in os.environ
+    monkeypatch.setenv(CONFIG_ENV, "mine.json")
+    main(["data", "--set", "data.max_rows=0"])
+    assert os.environ[CONFIG_ENV] == "mine.json"

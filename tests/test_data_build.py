@@ -170,9 +170,15 @@ def _client_key_fn():
 
 
 @pytest.mark.slow
-def test_local_profile_bundled_sample_fits_512_tokens_with_the_real_tokenizer(tmp_path):
+def test_local_profile_real_facts_rows_fit_512_tokens_with_the_real_tokenizer(tmp_path):
     report = build_preference_data(config_for(DataConfig, "local", pairs_dir=str(tmp_path / "pairs")))
-    assert report["expansion"] >= 7 and report["tokens"]["share_within_max_length"] >= 0.95
+    # real rows carry one request each (no written extra questions): ~5 pairs per row, not the sample's 8
+    assert report["expansion"] >= 4.5 and report["tokens"]["share_within_max_length"] >= 0.99
+    from helpers.config import EvalConfig
+    from helpers.evaluate.run import eval_items
+
+    items = eval_items(list(load_from_disk(str(tmp_path / "pairs"))["test"]), config_for(EvalConfig, "local").max_examples)
+    assert sum(it["answerable"] for it in items) >= 80 and sum(not it["answerable"] for it in items) >= 80
 
 
 def test_token_length_figure_marks_the_p95_and_the_budget():
@@ -244,3 +250,40 @@ def test_zero_pairs_is_a_clear_error_and_nothing_is_saved(tmp_path, gemini_serve
     with pytest.raises(EmptyBuildError, match="0 pairs were built"):
         build_preference_data(smoke_cfg(tmp_path, pairs_per_kind=nothing), tokenizer=approx_token_count)
     assert not Path(cfg.pairs_dir).exists()
+
+
+def test_local_profile_builds_a_real_facts_test_split_sized_to_resolve_the_claim(tmp_path):
+    """Issue 16: >= 80 real test documents, >= 80 answerable and >= 80 unanswerable evaluation requests after
+    the evaluation cap, at least half of the unanswerable ones near misses (same document or topic)."""
+    from helpers.config import EvalConfig
+    from helpers.data.requests import distinctive_terms, terms_absent
+    from helpers.evaluate.run import eval_items
+
+    cfg = config_for(DataConfig, "local", pairs_dir=str(tmp_path / "pairs"))
+    report = build_preference_data(cfg, tokenizer=approx_token_count, prompt_format="plain")
+    data = load_from_disk(str(tmp_path / "pairs"))
+    assert report["input"] == "bundled-facts" and report["valid_rows"] == 232
+    assert report["split"]["test_docs"] >= 80 and report["split"]["doc_overlap"] == 0
+    items = eval_items(list(data["test"]), config_for(EvalConfig, "local").max_examples, 42)
+    answerable = [it for it in items if it["answerable"]]
+    unanswerable = [it for it in items if not it["answerable"]]
+    # The approximate token counter (no model here) cuts excerpts a little differently from Gemma's
+    # tokenizer, and a request the excerpt does not touch is dropped: 79 here, 83 with the real tokenizer
+    # (the slow test below and the recorded run's data report check >= 80 with it).
+    assert len(answerable) >= 75 and len(unanswerable) >= 80
+    near = [it for it in unanswerable if set(it["source"]) & {"near_miss", "answer_removed"}]
+    assert len(near) >= len(unanswerable) / 2
+    assert "paraphrase" not in set(data["test"]["pair_type"])  # the test split asks the real requests
+    # every near miss of a real row is verified absent: its new subject / distinctive terms not in the document
+    rows = {json.loads(line)["user_request"]: json.loads(line)
+            for name in ("facts_grounding_short.jsonl", "facts_grounding_more.jsonl")
+            for line in (REPO / "helpers" / "resources" / "facts_grounding" / name).read_text().splitlines()}
+    for pair in (p for p in data["test"] if p["source"] == "near_miss"):
+        if pair["request"] in rows:  # a neighbour's real request, shown with this document
+            own = rows[pair["request"]]["context_document"]
+            assert terms_absent(distinctive_terms(pair["request"], own), pair["document"])
+    # the teacher's answers answer the request: they share words with it (no "first line" answers)
+    from helpers.data.excerpts import content_words
+
+    for pair in (p for p in data["train"] if p["source"] == "refusal"):
+        assert set(content_words(pair["request"])) & set(content_words(pair["chosen"][0]["content"]))

@@ -10,24 +10,52 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from helpers.config import ModelConfig, TrainConfig, config_for, output_root
-from helpers.select.dev_choice import choose_checkpoint
+from helpers.select.dev_choice import choose_checkpoint, dev_errors, sensitivity
 from helpers.train.checkpoint_average import later_weights as candidates
 from helpers.train.checkpoint_average import load_adapter_weights
 from helpers.train.dpo import dev_split
 from tests.test_train import CITIES, city_rows
 
 
-def point(step: int, hallucination: float, over_refusal: float) -> dict:
-    return {"step": step, "aligned": {"hallucination_rate": hallucination, "over_refusal_rate": over_refusal}}
+def point(step: int, hallucinations: int, over_refusals: int) -> dict:
+    return {"step": step, "errors": {"hallucinations": hallucinations, "over_refusals": over_refusals,
+                                     "errors": hallucinations + over_refusals}}
 
 
-def test_rule():
-    curve = [point(25, 0.9, 0.0), point(50, 0.05, 0.4), point(75, 0.2, 0.04), point(100, 0.2, 0.0)]
-    assert choose_checkpoint(curve, 0.05)["step"] == 100  # lowest hallucination under the cap, later on a tie
-    assert choose_checkpoint(curve, 0.5)["step"] == 50
-    assert choose_checkpoint([point(25, 0.9, 0.3), point(50, 0.5, 0.2)], 0.05)["step"] == 50  # none qualifies
+BASE = {"hallucinations": 20, "over_refusals": 0, "errors": 20}
+
+
+def test_rule_counts_both_errors_and_prefers_the_later_step_on_a_tie():
+    curve = [point(60, 19, 0), point(80, 4, 3), point(100, 5, 2)]
+    assert choose_checkpoint(curve, BASE, 2)["step"] == 100  # 7 errors each: the later one
+    assert choose_checkpoint(curve[:2], BASE, 2)["step"] == 80
     with pytest.raises(ValueError, match="nothing to choose"):
-        choose_checkpoint([], 0.05)
+        choose_checkpoint([], BASE, 2)
+
+
+def test_rule_never_keeps_a_checkpoint_no_better_than_the_base():
+    # the newcomer's machine (issue 16): step 60 had not learned (base-like), later steps refused more
+    untrained = point(60, 20, 0)
+    assert choose_checkpoint([untrained], BASE, 2) is None
+    assert choose_checkpoint([point(60, 19, 0)], BASE, 2) is None  # one request better: within the noise
+    assert choose_checkpoint([point(80, 2, 17)], BASE, 2) is None  # fewer hallucinations, as many errors
+    assert choose_checkpoint([untrained, point(80, 10, 2)], BASE, 2)["step"] == 80
+
+
+def test_sensitivity_flips_every_verdict_once():
+    answerable = [True] * 4 + [False] * 6
+    base = [False] * 10  # answers everything: 6 hallucinations
+    strong = [False] * 4 + [True] * 6  # refuses exactly the unanswerable ones: 0 errors
+    weak = [False] * 4 + [True] * 3 + [False] * 3  # 3 hallucinations
+    out = sensitivity({"base": base, 80: weak, 100: strong}, answerable, min_gain=2)
+    assert out["single_flips"] == 30
+    assert out["errors_gap_to_runner_up"] == 3 and out["errors_below_base"] == 6
+    assert out["single_flips_changing_choice"] == 0  # a gap of 3 errors cannot close with one verdict
+    close = [False] * 4 + [True] * 5 + [False]  # 1 error, and the later step: ties go to it
+    tight = sensitivity({"base": base, 80: strong, 100: close}, answerable, min_gain=2)
+    # close's one wrong verdict, or any of strong's ten, turns the choice: 11 of 30
+    assert tight["single_flips_changing_choice"] == 11 and tight["errors_gap_to_runner_up"] == 1
+    assert dev_errors(weak, answerable) == {"hallucinations": 3, "over_refusals": 0, "errors": 3}
 
 
 def test_dev_split_moves_whole_documents_the_same_way_each_time():
@@ -85,14 +113,27 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
     assert [p["step"] for p in selection["curve"]] == [2, 3, 4]
     assert selection["final_step"] == 4
     assert selection["dev_answerable"] == 2 and selection["dev_unanswerable"] == 2
-    assert selection["chosen_step"] == choose_checkpoint(selection["curve"], train_cfg.select_max_over_refusal)["step"]
+    picked = choose_checkpoint(selection["curve"], selection["base"]["errors"], train_cfg.select_min_gain)
+    assert selection["chosen_step"] == (picked["step"] if picked else None)
+    assert selection["beats_base"] is (picked is not None)
     saved = load_adapter_weights(Path(train_cfg.output_dir))
-    chosen = load_adapter_weights(ckpt / f"checkpoint-{selection['chosen_step']}")
-    other = load_adapter_weights(ckpt / ("checkpoint-2" if selection["chosen_step"] != 2 else "checkpoint-4"))
     key = next(k for k in saved if "lora_B" in k)
-    assert not torch.allclose(chosen[key], other[key])  # the candidates differ, so the check below can fail
-    for name, value in saved.items():
-        torch.testing.assert_close(value, chosen[name])
+    if selection["beats_base"]:
+        chosen = load_adapter_weights(ckpt / f"checkpoint-{selection['chosen_step']}")
+        other = load_adapter_weights(ckpt / ("checkpoint-2" if selection["chosen_step"] != 2 else "checkpoint-4"))
+        assert not torch.allclose(chosen[key], other[key])  # the candidates differ, so the check below can fail
+        for name, value in saved.items():
+            torch.testing.assert_close(value, chosen[name])
+    else:  # the base itself: every LoRA B is zero, so the adapted model computes what the base does
+        assert not torch.count_nonzero(final[key]) == 0  # the trained weights were not zero to begin with
+        assert all(torch.count_nonzero(v) == 0 for k, v in saved.items() if "lora_B" in k)
+        model = run.trainer.model
+        ids = torch.tensor([[2, 5, 9, 14, 3]])
+        with torch.no_grad():
+            adapted = model(input_ids=ids).logits
+            with model.disable_adapter():
+                base_logits = model(input_ids=ids).logits
+        torch.testing.assert_close(adapted, base_logits, rtol=0, atol=0)  # B = 0 adds exactly 0
     from peft import get_peft_model_state_dict
 
     live = get_peft_model_state_dict(run.trainer.model)  # the model in memory follows the choice
@@ -101,7 +142,8 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
     report = json.loads(report_path.read_text())
     assert report["checkpoint_selection"]["chosen_step"] == selection["chosen_step"]
     card = (Path(train_cfg.output_dir) / "README.md").read_text()
-    assert card == render_model_card(report) and f"step {selection['chosen_step']} of 4" in card
+    assert card == render_model_card(report)
+    assert (f"step {selection['chosen_step']} of 4" if selection["beats_base"] else "the base") in card
     # a second call reads the checkpoints again, so it makes the same choice from the same rates
     again = select_on_dev(model_cfg, train_cfg)
     assert again["curve"] == selection["curve"] and again["chosen_step"] == selection["chosen_step"]

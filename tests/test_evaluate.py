@@ -166,10 +166,15 @@ def test_eval_items_dedupe_and_cap_per_side(contract_pairs):
     capped = eval_items(rows, max_examples=1, seed=0)
     assert sum(i["answerable"] for i in capped) == 1 and sum(not i["answerable"] for i in capped) == 1
     assert capped == eval_items(rows, max_examples=1, seed=0)  # seeded
-    # counterfactual training pairs (answer cut from the document) never become test requests
+    # the request with its answer cut out of the document is an unanswerable kind of its own (issue 16)
     removed = [dict(r, source="answer_removed", answerable=False, reference=REFUSAL, document="cut",
                     chosen=[{"role": "assistant", "content": REFUSAL}]) for r in rows if r["source"] == "teacher"]
-    assert eval_items(rows + removed) == items
+    with_removed = eval_items(rows + removed)
+    assert len(with_removed) == len(items) + len(removed)
+    assert sum(i["source"] == ["answer_removed"] for i in with_removed) == len(removed)
+    # a cap takes the unanswerable kinds in turn: one of each kind before a second of any
+    kinds = [i["source"][0] for i in eval_items(rows + removed, max_examples=2, seed=0) if not i["answerable"]]
+    assert sorted(kinds) == sorted({i["source"][0] for i in with_removed if not i["answerable"]})
 
 
 def test_long_heldout_documents_are_cut_to_fit_the_token_budget(smoke_model, tmp_path):

@@ -58,3 +58,38 @@ def test_pipeline_runs_every_stage_and_writes_the_artefact_contract(tmp_path):
     # --data rebuilt the training pairs with only near-miss refusals, scored on the default pairs' dev requests
     assert tuned["data_overrides"] == {"pairs_per_kind": {"unanswerable": 1}}
     assert tuned["pairs_dir"] != str(out / "pairs") and tuned["dev_from"] == str(out / "pairs")
+
+
+def test_seeds_run_once_per_seed_reuses_the_base_answers_and_reports_the_spread(tmp_path):
+    """`gemma-facts run --seeds` (make demo-seeds): one data build, one folder per training seed, the base's
+    answers generated once, and a summary whose spread is computed from the seeds' own metrics."""
+    out, cache = tmp_path / "outputs", tmp_path / "cache"
+    env = {**os.environ, "GEMMA_FACTS_PROFILE": "smoke", "GEMMA_FACTS_OUTPUT": str(out), "GEMMA_FACTS_CACHE": str(cache)}
+    cmd = [sys.executable, "-m", "helpers.cli", "run", "--seeds", "3", "5"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert (out / "pairs").is_dir() and not (out / "seed-3" / "pairs").exists()  # the pairs are built once
+    metrics = {s: json.loads((out / f"seed-{s}" / "metrics.json").read_text()) for s in (3, 5)}
+    assert metrics[3]["config"]["model"]["seed"] == 3 and metrics[5]["config"]["model"]["seed"] == 5
+    # the two seeds trained different adapters from the same pairs ...
+    from helpers.train.checkpoint_average import load_adapter_weights
+
+    a, b = (load_adapter_weights(out / f"seed-{s}" / "adapter") for s in (3, 5))
+    key = next(k for k in a if "lora_A" in k)
+    assert not (a[key] == b[key]).all()
+    # ... and the second read the base's answers from the cache instead of generating them again
+    assert proc.stdout.count("base_answers") >= 1
+    rows = {s: [json.loads(line) for line in (out / f"seed-{s}" / "generations.jsonl").read_text().splitlines()]
+            for s in (3, 5)}
+    assert [r["base"]["answer"] for r in rows[3]] == [r["base"]["answer"] for r in rows[5]]
+    summary = json.loads((out / "seeds_summary.json").read_text())
+    assert summary["finished"] == ["3", "5"]
+    values = [m["aligned"]["over_refusal_rate"]["value"] for m in metrics.values()]
+    assert summary["spread"]["aligned_over_refusal"] == {"mean": round(sum(values) / 2, 4), "min": round(min(values), 4),
+                                                         "max": round(max(values), 4)}
+    # a rerun keeps finished seeds: nothing is trained again
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
+                           cwd=Path(__file__).resolve().parents[1])
+    assert again.returncode == 0 and again.stdout.count("exists, kept") == 2
+    assert "stage train" not in again.stdout

@@ -41,12 +41,52 @@ def test_readme_is_a_five_minute_read():
     assert len(lines) <= 150, f"README.md has {len(lines)} lines; move detail to docs/"
 
 
-def test_the_headline_is_one_impact_table_of_the_main_command_and_the_rest_is_in_the_doc():
+def test_the_headline_is_the_seed_spread_of_the_main_recipe_and_the_rest_is_in_the_doc():
     block, doc = _readme_block(), render_results_doc()
-    assert block.count("| Metric |") == 1 and "results/local/" in block and "results/local-long" not in block
-    assert "Banana test" in block and "Targets (issue 6)" in block and "docs/RESULTS.md" in block
-    assert "Second held-out set" not in block and "Benchmarks" not in block
-    assert "## Profile `local`" in doc and "## Profile `local-long`" in doc and "## Benchmarks" in doc
+    assert "results/local-seeds/" in block and "Targets (issue 16)" in block and "docs/RESULTS.md" in block
+    assert "real FACTS test split" in block and "| seed |" in block and "Banana" in block
+    assert "Benchmarks" not in block and "## Profile" not in block
+    assert "## The main recipe with" in doc and "## Benchmarks" in doc
+
+
+def _seed_metrics(halluc: float, over: float, banana: bool) -> dict:
+    rate = lambda v: {"value": v, "n": 80, "ci95": [max(0.0, v - 0.1), min(1.0, v + 0.1)]}  # noqa: E731
+    return {"base": {"hallucination_rate": rate(1.0), "over_refusal_rate": rate(0.0), "grounded_accuracy": rate(0.2)},
+            "aligned": {"hallucination_rate": rate(halluc), "over_refusal_rate": rate(over),
+                        "grounded_accuracy": rate(0.3)},
+            "relative_hallucination_reduction": 1.0 - halluc, "n_answerable": 83, "n_unanswerable": 96,
+            "banana": {"document": "d", "request": "r", "base": {"answer": "Yes.", "passed": False},
+                       "aligned": {"answer": "No.", "passed": banana}}, "model": "m", "profile": "local"}
+
+
+def test_seed_headline_reads_every_number_from_the_seed_records(tmp_path):
+    from helpers.pipeline import summarise_seeds
+    from tools.readme_results import collect_seeds
+
+    out = tmp_path / "outputs"
+    for seed, (h, o, b) in {"1": (0.05, 0.02, True), "2": (0.25, 0.10, False)}.items():
+        (out / f"seed-{seed}").mkdir(parents=True)
+        (out / f"seed-{seed}" / "metrics.json").write_text(json.dumps(_seed_metrics(h, o, b)))
+        (out / f"seed-{seed}" / "run_report.json").write_text(json.dumps({"total_seconds": 1500, "stages": {}}))
+        point = {"step": 80, "aligned": {"hallucination_rate": h, "over_refusal_rate": o},
+                 "errors": {"hallucinations": 2, "over_refusals": 1, "errors": 3}}
+        (out / f"seed-{seed}" / "train_report.json").write_text(json.dumps({"checkpoint_selection": {
+            "chosen_step": 80 if seed == "1" else None, "beats_base": seed == "1", "final_step": 100,
+            "curve": [point], "rule": "r", "dev_documents": 24, "dev_answerable": 26, "dev_unanswerable": 48,
+            "seconds": 60}}))
+    (out / "data_report.json").write_text(json.dumps({"split": {"test_docs": 88}}))
+    (out / "data_run_report.json").write_text(json.dumps({"total_seconds": 60}))
+    (out / "seeds_summary.json").write_text(json.dumps(summarise_seeds(out, [1, 2])))
+    results = tmp_path / "results"
+    collect_seeds("local-seeds", source=out, dest=results / "local-seeds")
+    block = render_headline(results)
+    assert "88 documents, 83 answerable + 96 unanswerable" in block
+    assert "**15.0%** [5.0%, 25.0%]" in block  # aligned hallucination: mean, min, max of 0.05 and 0.25
+    assert "| 1 | step 80 |" in block and "| 2 | the base (no step beat it on dev) |" in block
+    assert "❌ every seed: hallucination cut ≥ 90% (cuts: 95.0%, 75.0%)" in block
+    assert "❌ every seed passes the Banana test (1 of 2)" in block
+    assert "✅ one seed of the recipe (= `make demo`): fastest 26.0 min ≤ 30 min (each seed: 26.0, 26.0 min" in block
+    assert "## The main recipe with 2 seeds" in render_results_doc(results)
 
 
 def test_archived_records_are_not_rendered():

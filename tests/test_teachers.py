@@ -107,7 +107,9 @@ def test_offline_teacher_on_facts_rows_is_extractive_and_deterministic():
 
 def test_template_near_misses_skip_attributes_the_document_mentions():
     doc = DOC + " Orrin Therapeutics was founded in 1990 and its website lists two offices."
-    out = OfflineTeacher(seed=2, near_misses=20).teach_one(TeachItem(facts_row(context_document=doc), doc))
+    written = facts_row(context_document=doc, answer="Rosa Delgadillo.",
+                        answer_sentence="In 2021 the company hired Rosa Delgadillo as director.")
+    out = OfflineTeacher(seed=2, near_misses=20).teach_one(TeachItem(written, doc))
     asked = " ".join(n.request for n in out.near_misses)
     # 10 templates, 2 of them (founded, website) are answerable from this document → 8 near misses
     assert len(out.near_misses) == 8
@@ -156,3 +158,45 @@ def test_gemini_failure_gives_none_and_is_counted(gemini_server, tmp_path):
     teacher = gemini_teacher(gemini_server, tmp_path)
     assert teacher.teach([TeachItem(facts_row(), DOC)]) == [None]
     assert teacher.stats()["failures"] == {"server_error": 1} and teacher.stats()["retries"] == 1
+
+
+# -- real FACTS rows (no reference answer, no written near misses) -------------------------------
+REVIEWS = ("Talking 2-XL Robot by Tiger Electronics User Reviews\n"
+           "1. My son loved the robot for years.\n"
+           "Reviewers praise the robot's durable build and the many tapes it can play.\n"
+           "Several reviewers also say the voice is charming and the games are educational.\n"
+           "Some reviewers complain that the batteries run out fast.\n"
+           "The robot was sold from 1992 until 1996 in toy stores.")
+
+
+def test_offline_teacher_answers_the_request_not_the_first_line():
+    """Issue 16: for "What are the primary positive aspects reviewers refer to?" the chosen answer was
+    the document's first line. It must be the sentences that answer the request (a list: several)."""
+    row = facts_row(user_request="What are the primary positive aspects reviewers refer to?",
+                    context_document=REVIEWS)
+    out = OfflineTeacher(seed=1, answer_words=60).teach_one(TeachItem(row, REVIEWS))
+    answer = out.qa[0].answer
+    assert "Talking 2-XL Robot by Tiger Electronics" not in answer
+    assert "durable build" in answer and "charming" in answer  # two sentences: a list request
+    assert [qa.request for qa in out.qa] == [row.user_request]  # no templated "What does … say about X?"
+
+
+def test_offline_teacher_skips_a_request_the_excerpt_does_not_touch():
+    row = facts_row(user_request="Which vaccines protect against measles?", context_document=REVIEWS)
+    out = OfflineTeacher(seed=1).teach_one(TeachItem(row, REVIEWS))
+    assert out.qa == [] and out.flags == {"request_terms_not_in_excerpt": 1, "near_miss_no_subject_to_swap": 1,
+                                          "near_miss_no_neighbour": 1}
+
+
+def test_real_near_misses_come_from_the_request_and_are_absent_from_the_document():
+    row = facts_row(user_request="Why do reviewers like the Tiger Electronics robot?", context_document=REVIEWS)
+    neighbour = "What does the Hasbro annual report say about licensing revenue?"
+    item = TeachItem(row, REVIEWS, subjects=("Hasbro", "Celestial Seasonings", "Tiger Electronics"),
+                     neighbour_request=neighbour, full_document=REVIEWS)
+    out = OfflineTeacher(seed=3).teach_one(item)
+    swapped, other = (n.request for n in out.near_misses)
+    assert swapped in ("Why do reviewers like the Hasbro robot?", "Why do reviewers like the Celestial Seasonings robot?")
+    assert other == neighbour
+    new_subject = swapped.removeprefix("Why do reviewers like the ").removesuffix(" robot?")
+    assert new_subject.lower() not in REVIEWS.lower()
+    assert new_subject in out.near_misses[0].confident_answer or "Tiger" not in out.near_misses[0].confident_answer

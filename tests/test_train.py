@@ -195,8 +195,10 @@ def test_load_pairs_checks_the_contract(tmp_path, pairs):
 
     pairs.save_to_disk(str(tmp_path / "ok"))
     loaded = load_pairs(tmp_path / "ok")
-    train, test = select_pairs(loaded, config_for(TrainConfig, max_train_pairs=3, max_eval_pairs=100))
-    assert (len(train), len(test)) == (3, 4)  # capped at 3; 4 test pairs < 100 stay
+    cfg = config_for(TrainConfig, max_train_pairs=3, max_eval_pairs=100)
+    train, dev = select_pairs(loaded, cfg, loaded["test"])
+    assert (len(train), len(dev)) == (3, 4)  # capped at 3; 4 dev pairs < 100 stay
+    assert select_pairs(loaded, cfg)[1] is None  # no dev pairs: no evaluation (never the test split)
     pairs["train"].remove_columns(["doc_id"]).save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="DatasetDict with a 'train' split"):
         load_pairs(tmp_path / "bad")
@@ -327,9 +329,9 @@ def test_training_on_separable_pairs_drives_reward_accuracy_to_one(yes_no_pairs)
 
     # 8 pairs, batch 4 → 2 steps per epoch; 6 steps = 3 epochs at lr 1e-3, no warm-up (step 1 already learns)
     model_cfg, train_cfg = smoke_configs(max_steps=6, per_device_train_batch_size=4, loss_type=("sigmoid",),
-                                         loss_weights=(1.0,), warmup_ratio=0.0, save_steps=100)
+                                         loss_weights=(1.0,), warmup_ratio=0.0, save_steps=100, eval_dev_documents=0)
     run = start_run(model_cfg, train_cfg, yes_no_pairs)
-    assert run.trainer.eval_dataset is None  # an empty test split means no evaluation
+    assert run.trainer.eval_dataset is None  # no dev documents means no evaluation
     run_training(run)
     history = run.trainer.state.log_history
     accuracies, margins, losses = (logged(history, k) for k in ("rewards/accuracies", "rewards/margins", "loss"))

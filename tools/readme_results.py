@@ -22,11 +22,15 @@ from typing import Any
 from helpers.config import output_root, repo_root
 from helpers.evaluate.tables import banana_table, heldout_table, impact_table, probes_table
 
-__all__ = ["collect_run", "render_headline", "render_results_doc", "update_readme", "write_results_doc"]
+__all__ = ["collect_run", "collect_seeds", "render_headline", "render_results_doc", "seed_targets", "seeds_table",
+           "update_readme", "write_results_doc"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 REPORTS = ("metrics.json", "train_report.json", "data_report.json", "run_report.json")
-HEADLINE = "local"  # the record the README shows: the main command, `make demo`
+HEADLINE = "local-seeds"  # the record the README shows: `make demo-seeds`, the main recipe with three seeds
+SEEDS_SUMMARY = "seeds_summary.json"
+SINGLE_RUN = "local"  # a `make demo` record (`make results`): the headline only while no seeds record exists
+LABEL_AUDIT = Path("docs") / "label_audit.json"
 ARCHIVE = "archive"  # superseded records: kept, not rendered
 #: The one archived record still rendered (docs/RESULTS.md), read where it lies.
 ARCHIVED_TUNING = Path(ARCHIVE) / "tuning.jsonl"
@@ -109,6 +113,29 @@ def collect_run(profile: str = "local", source: Path | None = None, dest: Path |
     return dest
 
 
+def collect_seeds(profile: str = HEADLINE, source: Path | None = None, dest: Path | None = None) -> Path:
+    """Copy a finished ``gemma-facts run --seeds`` (``make demo-seeds``) into ``results/<profile>/``:
+    the summary, the shared data report, and each seed's reports and figures in ``seed-<N>/``."""
+    source = source or output_root()
+    dest = dest or repo_root() / "results" / profile
+    summary = _load(source / SEEDS_SUMMARY)
+    if summary is None:
+        raise FileNotFoundError(f"{source / SEEDS_SUMMARY} is missing: run `make demo-seeds` to the end first")
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    (dest / SEEDS_SUMMARY).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+    for name in ("data_report.json", "data_run_report.json"):
+        data = _load(source / name)
+        if data is not None:
+            if isinstance(data.get("tokens"), dict):
+                data["tokens"].pop("lengths", None)
+            (dest / name).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    for seed in summary["finished"]:
+        collect_run(profile, source / f"seed-{seed}", dest / f"seed-{seed}")
+    return dest
+
+
 def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
@@ -154,13 +181,24 @@ def _run_section(run: dict[str, Any], train: dict[str, Any] | None) -> list[str]
 
 
 def selection_line(sel: dict[str, Any]) -> str:
-    """The checkpoint the main command kept, and the dev rates it was chosen from (helpers.select.dev_choice)."""
+    """The checkpoint the run kept, and the dev numbers it was chosen from (helpers.select.dev_choice)."""
     rates = "; ".join(f"step {p['step']}: {_pct(p['aligned']['hallucination_rate'])} / "
-                      f"{_pct(p['aligned']['over_refusal_rate'])}" for p in sel["curve"])
-    return (f"- Checkpoint kept: **step {sel['chosen_step']} of {sel['final_step']}**, chosen on "
-            f"{sel['dev_documents']} training documents held out as dev ({sel['dev_answerable']} answerable + "
-            f"{sel['dev_unanswerable']} unanswerable requests), {sel['rule']}. Dev hallucination / over-refusal: "
-            f"{rates} (dev scoring {sel['seconds'] / 60:.1f} min).")
+                      f"{_pct(p['aligned']['over_refusal_rate'])}"
+                      + (f" ({p['errors']['errors']} errors)" if "errors" in p else "") for p in sel["curve"])
+    kept = (f"step {sel['chosen_step']} of {sel['final_step']}" if sel.get("beats_base", True)
+            else f"the base: none of the steps up to {sel['final_step']} beat it on dev")
+    line = (f"- Checkpoint kept: **{kept}**, chosen on {sel['dev_documents']} training documents held out as dev "
+            f"({sel['dev_answerable']} answerable + {sel['dev_unanswerable']} unanswerable requests), {sel['rule']}. "
+            f"Dev hallucination / over-refusal: {rates}")
+    if "base" in sel:
+        b = sel["base"]
+        line += (f"; base {_pct(b['aligned']['hallucination_rate'])} / {_pct(b['aligned']['over_refusal_rate'])} "
+                 f"({b['errors']['errors']} errors)")
+    sens = sel.get("sensitivity")
+    if sens:
+        line += (f". Sensitivity: {sens['single_flips_changing_choice']} of {sens['single_flips']} single dev "
+                 f"verdict flips change the choice")
+    return line + f" (dev scoring {sel['seconds'] / 60:.1f} min)."
 
 
 def target_checks(metrics: dict[str, Any], run: dict[str, Any] | None) -> list[str]:
@@ -228,13 +266,14 @@ def _profile_dirs(results_dir: Path) -> list[Path]:
                   and (p / "metrics.json").exists())
 
 
-def _profile_section(profile_dir: Path, up: str) -> list[str]:
+def _profile_section(profile_dir: Path, up: str, name: str | None = None) -> list[str]:
     """Everything one run record holds, for docs/RESULTS.md (``up``: path from the page to the root)."""
     metrics = _load(profile_dir / "metrics.json") or {}
     run = _load(profile_dir / "run_report.json") or {}
     train = _load(profile_dir / "train_report.json")
-    rel = f"{up}results/{profile_dir.name}"
-    parts = [f"## Profile `{profile_dir.name}`: `{metrics.get('model')}`", ""]
+    name = name or profile_dir.name
+    rel = f"{up}results/{name}"
+    parts = [f"## Profile `{name}`: `{metrics.get('model')}`", ""]
     parts += _run_section(run, train) if run else []
     if run and not run.get("code"):
         parts.append(f"- *Made before run records named their commit, so possibly with an earlier recipe than "
@@ -307,6 +346,8 @@ def render_results_doc(results_dir: Path | None = None) -> str:
              "make results-long`) to reproduce them on your machine. The README shows the headline of "
              f"`results/{HEADLINE}/`. Superseded records are kept, unrendered, in "
              f"[`results/archive/`]({up}results/archive/).", "", READING_NOTES]
+    if (results_dir / HEADLINE / SEEDS_SUMMARY).exists():
+        parts += _seeds_section(results_dir / HEADLINE, up)
     for profile_dir in _profile_dirs(results_dir):
         parts += _profile_section(profile_dir, up)
     if (results_dir / ARCHIVED_TUNING).exists():
@@ -317,13 +358,117 @@ def render_results_doc(results_dir: Path | None = None) -> str:
     return "\n".join(parts).strip() + "\n"
 
 
+def _spread(summary: dict[str, Any], name: str) -> str:
+    sp = summary["spread"].get(name)
+    return "n/a" if not sp else f"**{_pct(sp['mean'])}** [{_pct(sp['min'])}, {_pct(sp['max'])}]"
+
+
+def seeds_table(summary: dict[str, Any]) -> str:
+    """One row per seed: the dev choice, the test rates (with the 95% interval of the aligned ones), Banana."""
+    lines = ["| seed | kept (dev) | hallucination base → aligned | cut | over-refusal base → aligned | "
+             "grounded acc. base → aligned | Banana |", "|---|---|---|---|---|---|---|"]
+    for seed, e in summary["per_seed"].items():
+        kept = f"step {e['chosen_step']}" if e.get("beats_base_on_dev") else "the base (no step beat it on dev)"
+        ci = e.get("aligned_hallucination_ci95") or [None, None]
+        oci = e.get("aligned_over_refusal_ci95") or [None, None]
+        lines.append(f"| {seed} | {kept} | {_pct(e['base_hallucination'])} → {_pct(e['aligned_hallucination'])} "
+                     f"[{_pct(ci[0])}, {_pct(ci[1])}] | {_pct(e['hallucination_cut'])} | "
+                     f"{_pct(e['base_over_refusal'])} → {_pct(e['aligned_over_refusal'])} [{_pct(oci[0])}, "
+                     f"{_pct(oci[1])}] | {_pct(e['base_grounded_accuracy'])} → "
+                     f"{_pct(e['aligned_grounded_accuracy'])} | {'pass' if e['banana_passed'] else 'fail'} |")
+    return "\n".join(lines)
+
+
+def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_minutes: list[float]) -> list[str]:
+    """Issue 16's targets, each checked against the seeds record (a line with ✅ or ❌)."""
+    per = list(summary["per_seed"].values())
+    sp = summary["spread"]
+    checks = []
+    cuts = [e["hallucination_cut"] for e in per]
+    checks.append((all(c is not None and c >= 0.9 for c in cuts),
+                   f"every seed: hallucination cut ≥ 90% (cuts: {', '.join(_pct(c) for c in cuts)})"))
+    checks.append((all(e["banana_passed"] for e in per), f"every seed passes the Banana test "
+                                                         f"({summary['banana_passed']} of {len(per)})"))
+    if "hallucination_cut" in sp:
+        checks.append((sp["hallucination_cut"]["mean"] >= 0.95,
+                       f"mean relative cut ≥ 95%: {_pct(sp['hallucination_cut']['mean'])}"))
+    if "aligned_over_refusal" in sp and "base_over_refusal" in sp:
+        checks.append((sp["aligned_over_refusal"]["mean"] <= sp["base_over_refusal"]["mean"] + 0.05,
+                       f"over-refusal ≤ base + 5 points (mean): {_pct(sp['aligned_over_refusal']['mean'])} vs "
+                       f"base {_pct(sp['base_over_refusal']['mean'])}"))
+    if "aligned_grounded_accuracy" in sp:
+        checks.append((sp["aligned_grounded_accuracy"]["mean"] >= sp["base_grounded_accuracy"]["mean"],
+                       f"grounded accuracy not below base's (mean): {_pct(sp['aligned_grounded_accuracy']['mean'])} "
+                       f"vs {_pct(sp['base_grounded_accuracy']['mean'])}"))
+    if audit is not None:
+        share = audit.get("share_answerable")
+        checks.append((share is not None and share >= 0.9,
+                       f"label audit: {_pct(share)} of {audit['n']} sampled answerable test prompts answerable from "
+                       f"their excerpt, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"))
+    if demo_minutes:
+        each = ", ".join(f"{m:.1f}" for m in demo_minutes)
+        checks.append((min(demo_minutes) <= 30,
+                       f"one seed of the recipe (= `make demo`): fastest {min(demo_minutes):.1f} min ≤ 30 min (each "
+                       f"seed: {each} min, data stage included; a slower seed shared the 2 cores with other jobs; "
+                       f"the one-time model conversion, ~1.3 min, was cached)"))
+    return [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
+
+
+def _seed_minutes(record: Path, seed: str) -> float | None:
+    """The data stage (run once) + this seed's stages: what `make demo` runs for one seed."""
+    data, run = _load(record / "data_run_report.json"), _load(record / f"seed-{seed}" / "run_report.json")
+    if not data or not run:
+        return None
+    return (data.get("total_seconds", 0) + run.get("total_seconds", 0)) / 60
+
+
 def render_headline(results_dir: Path | None = None) -> str:
-    """The README block: one impact table of ``results/local/`` with its target lines and the Banana test."""
+    """The README block: the seed spread of ``results/local-seeds/`` on the real-FACTS test split, its targets."""
+    from tools.label_audit import summary as audit_summary
+
     results_dir = results_dir or repo_root() / "results"
     record = results_dir / HEADLINE
+    summary = _load(record / SEEDS_SUMMARY)
+    if summary is None or not summary.get("per_seed"):
+        return single_run_headline(results_dir)
+    data = _load(record / "data_report.json") or {}
+    first = next(iter(summary["per_seed"].values()))
+    audit_path = repo_root() / LABEL_AUDIT
+    audit = audit_summary(json.loads(audit_path.read_text(encoding="utf-8"))) if audit_path.exists() else None
+    code = (summary.get("code") or {}).get("commit")
+    seeds = ", ".join(summary["per_seed"])
+    made = (f"`make demo-seeds` (seeds {seeds}) on 2 CPU cores, {str(summary.get('date', '?'))[:10]}"
+            + (f" at commit `{code[:10]}`" if code else "") + f": the local recipe on the **real FACTS test split** "
+            f"({data.get('split', {}).get('test_docs', '?')} documents, {first['n_answerable']} answerable + "
+            f"{first['n_unanswerable']} unanswerable requests), offline judge, checkpoints chosen on dev "
+            f"([`results/{HEADLINE}/`](results/{HEADLINE}/); generated by `python -m tools.readme_results`).")
+    demo = [m for m in (_seed_minutes(record, seed) for seed in summary["per_seed"]) if m is not None]
+    rows = [("hallucination (unanswerable answered)", "base_hallucination", "aligned_hallucination"),
+            ("over-refusal (answerable refused)", "base_over_refusal", "aligned_over_refusal"),
+            ("grounded accuracy (answerable)", "base_grounded_accuracy", "aligned_grounded_accuracy")]
+    table = ["| rate | base | aligned: mean [min, max] over seeds |", "|---|---|---|"]
+    table += [f"| {label} | {_pct(summary['spread'].get(b, {}).get('mean'))} | {_spread(summary, a)} |"
+              for label, b, a in rows]
+    table.append(f"| relative hallucination cut | | {_spread(summary, 'hallucination_cut')} |")
+    written = summary["spread"].get("written_aligned_hallucination")
+    parts = [made, "", "\n".join(table), "", seeds_table(summary), "", "Targets (issue 16), checked against this record:"]
+    parts += seed_targets(summary, audit, demo)
+    if written:
+        parts += ["", f"The 48 written documents, reported beside it (never trained on): hallucination "
+                      f"{_pct(summary['spread']['written_base_hallucination']['mean'])} → {_spread(summary, 'written_aligned_hallucination')}, "
+                      f"over-refusal {_pct(summary['spread']['written_base_over_refusal']['mean'])} → "
+                      f"{_spread(summary, 'written_aligned_over_refusal')}. Every seed's full record, the failure "
+                      "breakdowns and the figures: [docs/RESULTS.md](docs/RESULTS.md)."]
+    return "\n".join(parts).strip() + "\n"
+
+
+def single_run_headline(results_dir: Path) -> str:
+    """One impact table of ``results/local/`` (a `make demo` record) with its target lines and the Banana test:
+    the headline while no seeds record exists."""
+    record = results_dir / SINGLE_RUN
     metrics = _load(record / "metrics.json")
     if metrics is None:
-        return f"No `results/{HEADLINE}/` record yet: run `make demo && make results`.\n"
+        return f"No `results/{HEADLINE}/` or `results/{SINGLE_RUN}/` record yet: run `make demo-seeds && make results-seeds`.\n"
     run = _load(record / "run_report.json") or {}
     train = _load(record / "train_report.json") or {}
     code = (run.get("code") or {}).get("commit")
@@ -334,7 +479,7 @@ def render_headline(results_dir: Path | None = None) -> str:
     if sel:
         made += (f"; checkpoint kept: **step {sel['chosen_step']} of {sel['final_step']}**, chosen on "
                  f"{sel['dev_documents']} training documents held out as dev, never on the test split")
-    parts = [made + f" ([`results/{HEADLINE}/`](results/{HEADLINE}/)). Generated by `python -m tools.readme_results`, "
+    parts = [made + f" ([`results/{SINGLE_RUN}/`](results/{SINGLE_RUN}/)). Generated by `python -m tools.readme_results`, "
              "like [docs/RESULTS.md](docs/RESULTS.md), which holds the rest: the longer run, the second held-out "
              "set, the probes, the figures and the benchmarks.", ""]
     if before_repack_fix(run.get("date")):
@@ -348,6 +493,19 @@ def render_headline(results_dir: Path | None = None) -> str:
                               f"({'pass' if banana[side]['passed'] else 'fail'})"
                               for side, label in (("base", "base"), ("aligned", "aligned"))) + "."]
     return "\n".join(parts).strip() + "\n"
+
+
+def _seeds_section(record: Path, up: str) -> list[str]:
+    """docs/RESULTS.md: the seed spread, then every seed's record in full."""
+    summary = _load(record / SEEDS_SUMMARY)
+    if not summary:
+        return []
+    parts = [f"## The main recipe with {len(summary['per_seed'])} seeds (`results/{record.name}/`)", "",
+             seeds_table(summary), ""]
+    for seed in summary["per_seed"]:
+        section = _profile_section(record / f"seed-{seed}", up, name=f"{record.name}/seed-{seed}")
+        parts += ["#" + line if line.startswith("## ") else line for line in section]
+    return parts
 
 
 def update_readme(readme: Path | None = None, results_dir: Path | None = None) -> bool:
@@ -376,9 +534,12 @@ def write_results_doc(doc: Path | None = None, results_dir: Path | None = None) 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--collect", metavar="PROFILE", help="copy the output root's run into results/PROFILE")
+    parser.add_argument("--collect-seeds", metavar="PROFILE", help="copy a `run --seeds` output root into results/PROFILE")
     args = parser.parse_args(argv)
     if args.collect:
         print(f"collected into {collect_run(args.collect)}")
+    if args.collect_seeds:
+        print(f"collected into {collect_seeds(args.collect_seeds)}")
     print("README results section", "updated" if update_readme() else "unchanged")
     print(RESULTS_DOC.as_posix(), "updated" if write_results_doc() else "unchanged")
     return 0

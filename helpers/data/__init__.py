@@ -1,8 +1,9 @@
 """Stage 01: FACTS rows → validated rows → excerpts → teacher outputs → DPO preference pairs.
 
-Modules: ``rows`` (read and validate), ``excerpts`` (fit a document to the token budget), ``teachers``
-(Gemini or offline), ``pairs`` (the pair contract and builders), ``build`` (the driver, ``gemma-facts data``),
-``plots`` and ``browser`` (the notebook's figures and pair browser).
+Modules: ``rows`` (read and validate), ``corpus`` (bare documents: requests written first), ``excerpts``
+(fit a document to the token budget), ``teachers`` (Gemini or offline), ``pairs`` (the pair contract and
+builders), ``build`` (the driver, ``gemma-facts data``), ``plots`` and ``browser`` (the notebook's figures and
+pair browser).
 
 What notebook 01 calls is importable from here (``from helpers.data import build_preference_data``); each name
 is loaded from its module on first use, so ``import helpers.data`` stays cheap.

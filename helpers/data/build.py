@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import DataConfig, config_for
+from helpers.data.corpus import corpus_options
 from helpers.data.excerpts import TokenCounter, document_budget, select_excerpt, token_counter
 from helpers.data.pairs import (
     PAIR_COLUMNS,
@@ -98,7 +99,8 @@ def make_teacher(cfg: DataConfig, work: Path) -> tuple[Any, str]:
         try:
             teacher = GeminiTeacher(cfg.gemini_model, cache_path=work / "gemini_cache.jsonl",
                                     concurrency=cfg.concurrency, requests_per_minute=cfg.requests_per_minute,
-                                    requests_per_day=cfg.requests_per_day, answer_words=answer_words)
+                                    requests_per_day=cfg.requests_per_day, answer_words=answer_words,
+                                    mode=cfg.gemini_mode)
             return teacher, "gemini"
         except MissingSecretError as exc:
             bar = "*" * 78
@@ -116,21 +118,26 @@ def _default_tokenizer(cfg: DataConfig) -> tuple[Any, str]:
     return load_tokenizer(model_cfg), model_cfg.prompt_format
 
 
-def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter) -> Any:
-    """The excerpt for all of a row's prompts: budgeted for its longest request, keeping reference answers."""
+def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter, split: str = "train") -> Any:
+    """The excerpt for all of a row's prompts: budgeted for its longest request, keeping reference answers.
+
+    ``split`` "test" uses ``DataConfig.test_document_tokens`` when set (see its comment)."""
     requests = [row.user_request, *(qa["request"] for qa in row.extra_qa), *row.unanswerable_requests]
     longest = max(requests, key=count) + " " + PARAPHRASE_SLACK
     budget = document_budget(count, longest, row.system_instruction, cfg.max_length, cfg.answer_budget)
-    if cfg.document_tokens is not None:  # shorter excerpts: CPU training cost grows with every token
-        budget = min(budget, cfg.document_tokens)
+    cap = cfg.test_document_tokens if split == "test" and cfg.test_document_tokens else cfg.document_tokens
+    if cap is not None:  # shorter excerpts: CPU training cost grows with every token
+        budget = min(budget, cap)
     must = [row.answer_sentence, *(qa.get("answer_sentence", "") for qa in row.extra_qa)]
     return select_excerpt(row.context_document, row.user_request, count_tokens=count, budget_tokens=budget,
                           passage_words=cfg.passage_words, must_include=must)
 
 
-def _teacher_key(teacher_id: str, row: Row, excerpt: str, seed: int) -> str:
-    """Teacher (+ its settings), seed, row content and excerpt: any change re-teaches that row."""
-    payload = f"{teacher_id}|{seed}|{row.fingerprint()}|{excerpt}"
+def _teacher_key(teacher_id: str, item: Any, seed: int) -> str:
+    """Teacher (+ its settings), seed, row content, excerpt and near-miss material: any change re-teaches that row."""
+    extra = "" if not (item.subjects or item.neighbour_request) else \
+        f"|{hashlib.sha256(json.dumps([item.subjects, item.neighbour_request]).encode()).hexdigest()}"
+    payload = f"{teacher_id}|{seed}|{item.row.fingerprint()}|{item.excerpt}{extra}"
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -186,7 +193,8 @@ def _raise_if_stopped(teacher: Any, outputs: list[Any], work: Path) -> None:
 def _check_not_empty(splits: dict[str, list[dict[str, Any]]], cfg: DataConfig, rows: int, failed: int,
                      teacher: Any, built: int) -> None:
     """0 pairs, or an empty train/test split, is an error with its likely cause, never a saved dataset."""
-    empty = [name for name in ("train", "test") if not splits[name] and (name == "train" or cfg.test_fraction > 0)]
+    wants_test = cfg.test_fraction > 0 or bool(cfg.test_documents)
+    empty = [name for name in ("train", "test") if not splits[name] and (name == "train" or wants_test)]
     if not empty:
         return
     stats = teacher.stats()
@@ -238,9 +246,33 @@ def _save_pairs(splits: dict[str, list[dict[str, Any]]], out: Path) -> None:
     tmp.rename(out)
 
 
+def near_miss_material(rows: list[Row], split_of: dict[str, str]) -> list[tuple[tuple[str, ...], str]]:
+    """Per row: (named subjects of the other documents of its split, its topic neighbour's request).
+
+    Only rows without written near misses or references (real FACTS rows) get material: the written
+    sample brings its own. Neighbours and subjects never cross the train/test line."""
+    from helpers.data.requests import named_subjects, topic_neighbours
+
+    out: list[tuple[tuple[str, ...], str]] = [((), "")] * len(rows)
+    for split in sorted(set(split_of.values())):
+        idx = [i for i, r in enumerate(rows) if split_of[r.doc_id] == split and not r.answer]
+        if len(idx) < 2:
+            continue
+        docs = [rows[i].context_document for i in idx]
+        neighbours = topic_neighbours(docs, [rows[i].user_request for i in idx])
+        subjects = {i: [s for s in named_subjects(rows[i].user_request)
+                        if s.lower() in rows[i].context_document.lower()] for i in idx}
+        for k, i in enumerate(idx):
+            others = tuple(s for j in idx if rows[j].doc_id != rows[i].doc_id for s in subjects[j])
+            j = neighbours[k]
+            out[i] = (others, rows[idx[j]].user_request if j is not None else "")
+    return out
+
+
 def _build_pairs(rows: list[Row], docs: list[DocContext], outputs: list[Any], cfg: DataConfig,
                  split_of: dict[str, str]) -> tuple[list[dict[str, Any]], int]:
-    """All pairs of the configured mix, and how many counterfactual (answer-removed) pairs were skipped."""
+    """All pairs of the configured mix (the test split: ``test_pairs_per_kind``), and how many
+    counterfactual (answer-removed) pairs were skipped."""
     by_split: dict[str, list[DocContext]] = {}
     for doc in {d.doc_id: d for d in docs}.values():
         by_split.setdefault(split_of[doc.doc_id], []).append(doc)
@@ -250,10 +282,12 @@ def _build_pairs(rows: list[Row], docs: list[DocContext], outputs: list[Any], cf
         if taught is None:
             continue
         rng = random.Random(f"{cfg.seed}:pairs:{row.id}")
-        pairs += build_row_pairs(row, doc, taught, cfg.pairs_per_kind, rng)
+        mix = cfg.test_pairs_per_kind if split_of[doc.doc_id] == "test" and cfg.test_pairs_per_kind is not None \
+            else cfg.pairs_per_kind
+        pairs += build_row_pairs(row, doc, taught, mix, rng)
         pairs += build_unrelated_pairs(row, taught, doc.doc_id, by_split[split_of[doc.doc_id]],
-                                       cfg.pairs_per_kind.get("unrelated", 0), rng)
-        removed, skipped = build_answer_removed_pairs(row, doc, taught, cfg.pairs_per_kind.get("answer_removed", 0))
+                                       mix.get("unrelated", 0), rng)
+        removed, skipped = build_answer_removed_pairs(row, doc, taught, mix.get("answer_removed", 0))
         pairs += removed
         not_cut += skipped
     return pairs, not_cut
@@ -281,19 +315,22 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     out = Path(cfg.pairs_dir)
     work = work_dir_for(out)
     work.mkdir(parents=True, exist_ok=True)
-    rows, row_report = load_rows(cfg.input, max_rows=cfg.max_rows, hf_config=cfg.hf_config, hf_split=cfg.hf_split)
+    rows, row_report = load_rows(cfg.input, max_rows=cfg.max_rows, hf_config=cfg.hf_config, hf_split=cfg.hf_split,
+                                 corpus=corpus_options(cfg, work, split_documents))  # bare documents: requests first
     count = token_counter(tokenizer)
-    excerpts = [row_excerpt(row, cfg, count) for row in rows]
+    split_of = split_documents([r.doc_id for r in rows], cfg.test_fraction, cfg.seed, n_test=cfg.test_documents)
+    excerpts = [row_excerpt(row, cfg, count, split_of[row.doc_id]) for row in rows]
     docs = [DocContext(row.doc_id, row.domain, ex.text) for row, ex in zip(rows, excerpts, strict=True)]
     teacher, teacher_used = (teacher, teacher.name) if teacher is not None else make_teacher(cfg, work)
     from helpers.data.teachers import TeachItem
 
-    items = [TeachItem(row, doc.excerpt) for row, doc in zip(rows, docs, strict=True)]
+    material = near_miss_material(rows, split_of)
+    items = [TeachItem(row, doc.excerpt, subjects, neighbour, row.context_document)
+             for row, doc, (subjects, neighbour) in zip(rows, docs, material, strict=True)]
     teacher_id = getattr(teacher, "cache_id", teacher.name)
-    keys = [_teacher_key(teacher_id, row, doc.excerpt, cfg.seed) for row, doc in zip(rows, docs, strict=True)]
+    keys = [_teacher_key(teacher_id, item, cfg.seed) for item in items]
     outputs, failed = _run_teacher(teacher, items, keys, JsonlCache(work / "teacher_outputs.jsonl"))
     _raise_if_stopped(teacher, outputs, work)
-    split_of = split_documents([r.doc_id for r in rows], cfg.test_fraction, cfg.seed)
     built, not_cut = _build_pairs(rows, docs, outputs, cfg, split_of)
     pairs, duplicates = dedup_pairs(built)
     lengths = [pair_token_length(p, prompt_format, tokenizer) for p in pairs]
@@ -305,6 +342,8 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
                      duplicates, [chosen for chosen, _ in lengths], prompt_format, started)
     if cfg.pairs_per_kind.get("answer_removed", 0):
         report["pairs"]["answer_removed_skipped"] = not_cut  # answer could not be cut out cleanly
+    if row_report.corpus:  # bare documents: files read and skipped, requests written and rejected
+        report["corpus"] = row_report.corpus
     path = report_path_for(out)
     path.write_text(redact(json.dumps(report, indent=2)))
     return report
@@ -379,7 +418,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m helpers.data", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="build (or resume) the preference pairs")
-    build.add_argument("--input", help="'bundled', a .jsonl/.csv path, or a Hugging Face dataset id")
+    build.add_argument("--input", help="'bundled', a .jsonl/.csv path, a Hugging Face dataset id, or a "
+                                           "folder of .txt/.md documents (requests are written for them)")
     build.add_argument("--teacher", choices=("offline", "gemini"))
     build.add_argument("--out", help="pairs folder (default: <output root>/pairs)")
     build.add_argument("--max-rows", type=int)

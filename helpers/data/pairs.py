@@ -80,10 +80,15 @@ def make_pair(*, document: str, request: str, system_instruction: str, chosen: s
     }
 
 
-def split_documents(doc_ids: Sequence[str], test_fraction: float, seed: int) -> dict[str, str]:
-    """Map each document id to "train" or "test" (seeded shuffle; at least one test doc when possible)."""
+def split_documents(doc_ids: Sequence[str], test_fraction: float, seed: int, *,
+                    n_test: int | None = None) -> dict[str, str]:
+    """Map each document id to "train" or "test" (seeded shuffle; at least one test doc when possible).
+
+    ``n_test``: this many test documents instead of ``test_fraction`` of them (at most all but one)."""
     unique = sorted(set(doc_ids))
     random.Random(seed).shuffle(unique)
+    if n_test is not None:
+        return {doc: ("test" if i < min(n_test, len(unique) - 1) else "train") for i, doc in enumerate(unique)}
     n_test = round(test_fraction * len(unique))
     if test_fraction > 0 and len(unique) >= 2:
         n_test = min(max(n_test, 1), len(unique) - 1)

@@ -4,6 +4,10 @@ Sources: ``"bundled"`` (the sample shipped in ``helpers/resources``), a ``.jsonl
 ``.csv`` file, or a Hugging Face dataset id (``google/FACTS-grounding-public``). The FACTS schema has
 ``system_instruction``, ``user_request`` and ``context_document`` (+ maybe ``id``); the bundled
 sample adds reference answers and unanswerable requests that the offline teacher uses.
+
+Bare documents (a folder of ``.txt``/``.md`` files, or a file/dataset with a ``text`` column and no
+``user_request``) have no requests yet: ``helpers.data.corpus`` writes them first, and the rows it
+returns (with the default system instruction) are validated like any other.
 """
 
 from __future__ import annotations
@@ -18,10 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from helpers.config import BUNDLED_SAMPLE
+from helpers.config import BUNDLED_FACTS, BUNDLED_SAMPLE
+from helpers.data.corpus import (
+    CorpusOptions,
+    CorpusReport,
+    documents_from_records,
+    is_bare_records,
+    is_document_folder,
+    read_folder,
+    write_corpus_rows,
+)
 
 __all__ = [
     "REQUIRED_FIELDS",
+    "BUNDLED_FACTS_PATHS",
     "BUNDLED_PATH",
     "DEFAULT_SYSTEM_INSTRUCTION",
     "Row",
@@ -37,6 +51,9 @@ REQUIRED_FIELDS = ("system_instruction", "user_request", "context_document")
 #: and the grounding rule itself comes from the prompt builder either way. Counted in the report.
 DEFAULT_SYSTEM_INSTRUCTION = "Answer the user's request using only the information in the provided document."
 BUNDLED_PATH = Path(__file__).resolve().parents[1] / "resources" / "facts_sample.jsonl"
+#: The real FACTS Grounding rows (``"bundled-facts"``): 44 of 90-387 words, then 188 of 530-842 words.
+BUNDLED_FACTS_PATHS = tuple(Path(__file__).resolve().parents[1] / "resources" / "facts_grounding" / name
+                            for name in ("facts_grounding_short.jsonl", "facts_grounding_more.jsonl"))
 #: Control characters except tab/newline/carriage return, plus lone surrogates and U+FFFD.
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffd]")
 
@@ -72,12 +89,14 @@ class RowReport:
     skipped: Counter = field(default_factory=Counter)
     cleaned: Counter = field(default_factory=Counter)
     defaulted: Counter = field(default_factory=Counter)  # field -> rows that got the default value
+    corpus: dict[str, Any] = field(default_factory=dict)  # bare documents: CorpusReport.to_dict()
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary."""
-        return {"input_rows": self.input_rows, "valid_rows": self.valid_rows,
-                "skipped": dict(sorted(self.skipped.items())), "cleaned": dict(sorted(self.cleaned.items())),
-                "defaulted": dict(sorted(self.defaulted.items()))}
+        out = {"input_rows": self.input_rows, "valid_rows": self.valid_rows,
+               "skipped": dict(sorted(self.skipped.items())), "cleaned": dict(sorted(self.cleaned.items())),
+               "defaulted": dict(sorted(self.defaulted.items()))}
+        return {**out, "corpus": self.corpus} if self.corpus else out
 
 
 def clean_text(text: str) -> tuple[str, list[str]]:
@@ -131,8 +150,13 @@ def _read_hub(dataset_id: str, config: str | None, split: str) -> list[dict[str,
     return [dict(r) for r in data]
 
 
-def read_raw_rows(source: str, *, hf_config: str | None = None, hf_split: str = "public") -> list[Any]:
+def _read_stored_rows(source: str, *, hf_config: str | None = None, hf_split: str = "public") -> list[Any]:
     """Read rows as they are stored (no validation); unreadable lines become markers counted later."""
+    if source == BUNDLED_FACTS:
+        missing = [p for p in BUNDLED_FACTS_PATHS if not p.exists()]
+        if missing:
+            raise FileNotFoundError(f"the bundled FACTS rows {missing[0]} are missing from this install")
+        return [row for p in BUNDLED_FACTS_PATHS for row in _read_jsonl(p)]
     path = BUNDLED_PATH if source == BUNDLED_SAMPLE else Path(source)
     suffix = path.suffix.lower()
     if path.exists() and suffix in (".jsonl", ".json"):
@@ -144,8 +168,47 @@ def read_raw_rows(source: str, *, hf_config: str | None = None, hf_split: str = 
     if source == BUNDLED_SAMPLE:
         raise FileNotFoundError(f"the bundled sample {BUNDLED_PATH} is missing from this install")
     if path.suffix.lower() in (".jsonl", ".json", ".csv") or path.exists():
-        raise FileNotFoundError(f"input: {source} does not exist or is not a .jsonl/.json/.csv file")
+        raise FileNotFoundError(f"input: {source} does not exist or is not a .jsonl/.json/.csv file "
+                                f"or a folder of .txt/.md documents")
     return _read_hub(source, hf_config, hf_split)
+
+
+def read_raw_rows(source: str, *, hf_config: str | None = None, hf_split: str = "public",
+                  corpus: CorpusOptions | None = None) -> list[Any]:
+    """Read rows as they are stored (no validation); unreadable lines become markers counted later.
+
+    Bare documents (a folder, or records with ``corpus.text_column`` and no ``user_request``) come back
+    as the FACTS rows ``helpers.data.corpus`` wrote for them (``corpus``: writer and reading options)."""
+    return _rows_or_corpus(source, hf_config, hf_split, corpus, None)[0]
+
+
+# -- bare documents: the requests are written first (helpers.data.corpus) -------------------------
+def _rows_or_corpus(source: str, hf_config: str | None, hf_split: str, corpus: CorpusOptions | None,
+                    max_rows: int | None) -> tuple[list[Any], CorpusReport | None]:
+    """(stored rows, None), or (rows written for bare documents, what reading and writing did)."""
+    options = corpus or CorpusOptions()
+    if source not in (BUNDLED_SAMPLE, BUNDLED_FACTS) and is_document_folder(source):
+        documents, report = read_folder(source, clean=clean_text, max_words=options.max_document_words)
+    else:
+        raw = _read_stored_rows(source, hf_config=hf_config, hf_split=hf_split)
+        if not is_bare_records(raw, options.text_column):
+            return raw, None
+        documents, report = documents_from_records(raw, clean=clean_text, text_column=options.text_column,
+                                                   id_column=options.id_column,
+                                                   max_words=options.max_document_words,
+                                                   report=CorpusReport(source=str(source)))
+    rows, _ = write_corpus_rows(documents, options, report, limit=max_rows)
+    for row in rows:
+        row["system_instruction"] = DEFAULT_SYSTEM_INSTRUCTION
+    return rows, report
+
+
+def _add_corpus_report(report: RowReport, corpus: CorpusReport) -> None:
+    """Documents count as the input; each skipped document is counted with its reason."""
+    report.input_rows = corpus.documents_read
+    report.skipped.update(corpus.skipped)
+    report.cleaned.update(corpus.cleaned)
+    report.corpus = corpus.to_dict()
 
 
 def _text_field(raw: dict[str, Any], name: str, report: RowReport) -> tuple[str | None, str | None]:
@@ -216,14 +279,24 @@ def validate_rows(raw_rows: list[Any], report: RowReport | None = None) -> tuple
 
 
 def load_rows(source: str = BUNDLED_SAMPLE, *, max_rows: int | None = None, hf_config: str | None = None,
-              hf_split: str = "public") -> tuple[list[Row], RowReport]:
+              hf_split: str = "public", corpus: CorpusOptions | None = None) -> tuple[list[Row], RowReport]:
     """Read and validate rows; keep the first ``max_rows`` valid ones.
+
+    ``corpus``: how bare documents are read and their requests written (default: the offline writer);
+    only the first ``max_rows`` usable documents get requests written.
 
     Raises:
         ValueError: when no valid row remains (the message lists the skip reasons).
     """
-    raw = read_raw_rows(source, hf_config=hf_config, hf_split=hf_split)
+    raw, corpus_report = _rows_or_corpus(source, hf_config, hf_split, corpus, max_rows)
     rows, report = validate_rows(raw)
+    if corpus_report is not None:
+        _add_corpus_report(report, corpus_report)
+    if not rows and corpus_report is not None:
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.skipped.items())) or "no documents"
+        raise ValueError(f"input {source!r}: 0 rows from {report.input_rows} bare documents ({reasons}). A document "
+                         f"needs a .txt/.md file (or a {(corpus or CorpusOptions()).text_column!r} column) with a "
+                         f"sentence the request writer can turn into a question.")
     if not rows:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(report.skipped.items())) or "the input is empty"
         raise ValueError(f"input {source!r}: 0 valid rows out of {report.input_rows} ({reasons}). Each row needs "

@@ -29,6 +29,7 @@ import pydantic
 from helpers import quota
 from helpers.config import FREE_TIER_REQUESTS_PER_MINUTE, GEMINI_MODEL, free_tier_requests_per_day
 from helpers.data.excerpts import content_words, normalize, rank_texts, split_sentences
+from helpers.data.requests import answer_sentences_for, request_style, subject_swap
 from helpers.data.rows import Row
 from helpers.gemini_client import GeminiCallError, GeminiClient
 
@@ -90,10 +91,19 @@ class TeacherOutput(pydantic.BaseModel):
 
 @dataclass
 class TeachItem:
-    """One row and the excerpt that its prompts will show."""
+    """One row, the excerpt that its prompts will show, and near-miss material from the other rows.
+
+    ``subjects``: named subjects of other documents of the same split (for ``subject_swap``);
+    ``neighbour_request``: the request of the closest other document, already verified unanswerable
+    here (``helpers.data.requests.topic_neighbours``). Only the offline teacher reads them, for rows
+    without written near misses (real FACTS rows).
+    """
 
     row: Row
     excerpt: str
+    subjects: tuple[str, ...] = ()
+    neighbour_request: str = ""
+    full_document: str = ""  # the row's whole document: near misses are checked against all of it
 
 
 class Teacher(Protocol):
@@ -130,7 +140,7 @@ _COMMON_CAPS = frozenset("a an the in on at for of to and or but if this that th
                          "today finally first second third next instead still yet even only other such several both "
                          "new based there here".split())
 #: Bump when the offline teacher's rules change, so cached outputs of older rules are not reused.
-OFFLINE_TEACHER_VERSION = 1
+OFFLINE_TEACHER_VERSION = 2
 FILLER_PEOPLE = ["Martin Keller", "Priya Raman", "Elena Sorokina", "David Okafor", "Hannah Lindqvist"]
 FILLER_CITIES = ["Rotterdam", "Tucson", "Lyon", "Halifax", "Porto Alegre"]
 FILLER_AWARDS = ["Golden Quill Award", "Meridian Prize", "National Excellence Medal"]
@@ -338,13 +348,29 @@ class OfflineTeacher:
         """One deterministic output per item."""
         return [self.teach_one(item) for item in items]
 
-    def _extractive_answer(self, excerpt: str, request: str) -> tuple[str, str]:
+    def _extractive_answer(self, excerpt: str, request: str) -> tuple[str, str] | None:
+        """The excerpt sentences that answer the request: ranked against it (BM25), as many as its style
+        asks for (a fact: one; a list, summary or explanation: three), joined in document order.
+
+        None when the best sentence shares no distinctive term with the request: the excerpt then
+        most likely does not hold what is asked, and a pair teaching an answer would teach a guess.
+        Returns (answer, supporting quote = the best sentence)."""
         sentences = [" ".join(s.split()) for s in split_sentences(excerpt)]
-        ranked = [sentences[i] for i in rank_texts(sentences, request)]
-        prose = [s for s in ranked if len(s.split()) >= 6 and s.endswith((".", "!", "?", ")", '"', "”"))]
-        best = next(iter(prose or [s for s in ranked if len(s.split()) >= 5] or ranked or [excerpt]))
-        answer = " ".join(best.split()[:self.answer_words])
-        return answer, answer
+        order = rank_texts(sentences, request)
+        prose = [i for i in order if len(sentences[i].split()) >= 6] or [i for i in order if sentences[i]]
+        if not prose:
+            return None
+        asked = set(content_words(request))
+        if not asked & set(content_words(sentences[prose[0]])):
+            return None
+        n = answer_sentences_for(request_style(request))
+        picked = [prose[0]] + [i for i in prose[1:n] if asked & set(content_words(sentences[i]))]
+        words: list[str] = []
+        for i in sorted(picked):
+            if words and len(words) + len(sentences[i].split()) > self.answer_words:
+                continue
+            words += sentences[i].split()
+        return " ".join(words[:self.answer_words]), sentences[prose[0]]
 
     def _derived_qa(self, excerpt: str, used: set[str], entities: Sequence[str], n: int) -> list[GroundedQA]:
         """Extra answerable requests: sentences naming an entity become "what does it say about X?"."""
@@ -371,14 +397,17 @@ class OfflineTeacher:
             raw = [(row.user_request, row.answer, row.answer_sentence or row.answer)]
             raw += [(qa["request"], qa["answer"], qa.get("answer_sentence") or qa["answer"]) for qa in row.extra_qa]
         else:
-            raw = [(row.user_request, *self._extractive_answer(excerpt, row.user_request))]
+            found = self._extractive_answer(excerpt, row.user_request)
+            raw = [(row.user_request, *found)] if found else []
+            if not found:
+                flags["request_terms_not_in_excerpt"] += 1
         qa_items = []
         for request, answer, quote in raw:
             if quote_in_text(quote, excerpt):
                 qa_items.append(GroundedQA(request=request, answer=answer, supporting_quote=quote))
             else:
                 flags["quote_not_in_excerpt"] += 1
-        if not row.extra_qa:
+        if row.answer and not row.extra_qa:  # written rows only: real requests are not made from templates
             used = {normalize(q.supporting_quote) for q in qa_items}
             qa_items += self._derived_qa(excerpt, used, entities, self.n_extra_qa)
         for qa in qa_items:
@@ -387,10 +416,37 @@ class OfflineTeacher:
             qa.paraphrases = paraphrase(qa.request, rng)
         near = [NearMiss(request=q, confident_answer=self._related_sentence(excerpt, q))
                 for q in row.unanswerable_requests[:self.n_near_misses]]
-        near += _template_near_misses(excerpt, entities, rng, self.n_near_misses - len(near))
+        if row.answer:  # the written sample: its own near misses, then templates about absent attributes
+            near += _template_near_misses(excerpt, entities, rng, self.n_near_misses - len(near))
+        else:
+            near += self._real_near_misses(item, qa_items, rng, flags)
         self.counters["rows"] += 1
         self.counters.update(flags)
         return TeacherOutput(row_id=row.id, teacher=self.name, qa=qa_items, near_misses=near, flags=dict(flags))
+
+    def _real_near_misses(self, item: TeachItem, qa_items: Sequence[GroundedQA], rng: random.Random,
+                          flags: Counter) -> list[NearMiss]:
+        """Near misses made from the real request (``helpers.data.requests``), each verified absent.
+
+        The confident wrong answer of a subject swap is the real answer with the subject swapped too
+        (what a model that ignores the mismatch says); a neighbour's request gets the excerpt sentence
+        closest to it, offered as if it answered."""
+        row, document = item.row, item.full_document or item.excerpt
+        out: list[NearMiss] = []
+        swapped = subject_swap(row.user_request, document, item.subjects, rng)
+        if swapped is None:
+            flags["near_miss_no_subject_to_swap"] += 1
+        else:
+            request, old, new = swapped
+            base = qa_items[0].answer if qa_items else self._related_sentence(item.excerpt, row.user_request)
+            answer = base.replace(old, new) if old in base else f"{new}: {base}"
+            out.append(NearMiss(request=request, confident_answer=answer))
+        if item.neighbour_request:  # verified by topic_neighbours: its distinctive terms are not in document
+            out.append(NearMiss(request=item.neighbour_request,
+                                confident_answer=self._related_sentence(item.excerpt, item.neighbour_request)))
+        else:
+            flags["near_miss_no_neighbour"] += 1
+        return out[:self.n_near_misses]
 
     @staticmethod
     def _related_sentence(excerpt: str, request: str) -> str:
@@ -460,32 +516,71 @@ def build_teacher_prompt(document: str, request: str, system_instruction: str, *
 
 
 class GeminiTeacher:
-    """One structured Gemini call per row; replies whose quote is not in the excerpt are dropped and counted."""
+    """One structured Gemini call per row; replies whose quote is not in the excerpt are dropped and counted.
+
+    ``mode``: "online" (concurrent ``generateContent`` calls), "batch" (every row the build still needs
+    in one Gemini batch job, ``helpers.gemini_batch``: half the price, its own limits, answers within
+    24 h) or "auto" (``preflight`` picks one from the quota plan and prints why). Both modes fill the
+    same reply cache, so a build can switch modes between runs without repeating a call. A batch job
+    that failed, expired, or is still running after ``batch_max_wait_s`` stops the build like the
+    online stop reasons (``stats()["stop_reason"]``); a rerun polls the same job instead of resubmitting.
+    """
 
     name = "gemini"
+    MODES = ("auto", "online", "batch")
 
     def __init__(self, model: str = GEMINI_MODEL, *, cache_path: str | Path | None = None,
                  client: GeminiClient | None = None, concurrency: int = 2,
                  requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE, requests_per_day: int | None = None,
-                 answer_words: int = 60, **client_options: Any) -> None:
-        """``requests_per_day`` None: the assumed free-tier limit of ``model`` (``helpers.config``)."""
+                 answer_words: int = 60, mode: str = "online",
+                 batch_poll_interval_s: float | None = None, batch_max_wait_s: float | None = None,
+                 **client_options: Any) -> None:
+        """``requests_per_day`` None: the assumed free-tier limit of ``model`` (``helpers.config``).
+        ``batch_poll_interval_s`` None: ``helpers.gemini_batch``'s default; ``batch_max_wait_s`` None: wait for a
+        batch job until it ends."""
+        if mode not in self.MODES:
+            raise ValueError(f"GeminiTeacher mode must be one of {self.MODES}, got {mode!r}")
         per_day = requests_per_day if requests_per_day is not None else free_tier_requests_per_day(model)
         self.client = client or GeminiClient(model, cache_path=cache_path, concurrency=concurrency,
                                              requests_per_minute=requests_per_minute, requests_per_day=per_day,
                                              **client_options)
         self.answer_words = answer_words
+        self.mode = mode
+        self.choice: Any = None  # the mode used and why (a gemini_batch.ModeChoice, set by preflight/teach)
+        self.batch_options: dict[str, Any] = {"max_wait_s": batch_max_wait_s}
+        if batch_poll_interval_s is not None:
+            self.batch_options["poll_interval_s"] = batch_poll_interval_s
+        self.batch_stats: Any = None  # a gemini_batch.BatchStats summed over this teacher's batch runs
         self.counters: Counter = Counter()
         self.plan: quota.QuotaPlan | None = None
+        self._planned: list[str] = []  # the prompts preflight planned: one batch job for all of them
+        self._batch_replies: dict[str, Any] = {}  # batch outcomes not yet handed to teach()
 
     @property
     def cache_id(self) -> str:
-        """Model and answer length change the replies (keys the per-row cache of the build)."""
+        """Model and answer length change the replies (keys the per-row cache of the build); the mode does not."""
         return f"gemini:{self.client.model}:{self.answer_words}"
 
     def stats(self) -> dict[str, Any]:
-        """The client's counters plus replies dropped by the quote check."""
+        """The client's counters plus replies dropped by the quote check, and the mode with its reason.
+
+        After batch runs: ``batch`` holds their counters (create/get calls, jobs, ...); ``api_calls``,
+        ``cache_hits``, ``succeeded`` and ``failures`` count prompts in both modes; a stopped batch sets
+        ``stopped`` and ``stop_reason`` as an online stop does."""
         data = self.client.stats.to_dict()
         data["rows"] = self.counters["rows"]
+        data["mode"] = self.choice.mode if self.choice is not None else self.mode
+        if self.choice is not None:
+            data["mode_reason"] = self.choice.reason
+        if self.batch_stats is not None:
+            batch = self.batch_stats.to_dict()
+            data["batch"] = batch
+            data["api_calls"] += batch["requests_submitted"]
+            for name in ("cache_hits", "succeeded"):
+                data[name] += batch[name]
+            data["failures"] = dict(sorted((Counter(data["failures"]) + Counter(batch["failures"])).items()))
+            if batch["stop_reason"] and not data["stop_reason"]:
+                data["stop_reason"], data["stopped"] = batch["stop_reason"], self._batch_stop_message()
         if self.plan is not None:
             data["quota_plan"] = self.plan.to_dict()
         data["flags"] = {k: v for k, v in self.counters.items() if k != "rows"}
@@ -496,30 +591,99 @@ class GeminiTeacher:
         return build_teacher_prompt(item.excerpt, item.row.user_request, item.row.system_instruction,
                                     answer_words=self.answer_words)
 
-    def preflight(self, items: Sequence[TeachItem], done: int = 0) -> quota.QuotaPlan:
-        """Before any call: print the quota plan for ``items`` (+ ``done`` rows already taught), then, when
-        a call is needed, check the model (raises ``GeminiPreflightError`` for a retired/unknown model or a
-        refused key: one GET instead of a failure on every row)."""
-        total, cached = self.client.count_cached([self.prompt_for(i) for i in items], GeminiTeacherReply)
+    def _plan(self, prompts: Sequence[str], done: int = 0) -> quota.QuotaPlan:
+        total, cached = self.client.count_cached(prompts, GeminiTeacherReply)
         client = self.client
         per_day = client.requests_per_day or free_tier_requests_per_day(client.model)
-        self.plan = quota.quota_plan(
+        return quota.quota_plan(
             "teacher build, one call per row (notebook 01)", client.model, total + done, cached + done,
             requests_per_minute=client.requests_per_minute, requests_per_day=per_day, ledger=client.ledger,
             limit_fields="DataConfig.requests_per_minute, DataConfig.requests_per_day, DataConfig.concurrency",
-            fewer_calls="DataConfig.max_rows").print()
+            fewer_calls="DataConfig.max_rows")
+
+    def _choose(self, plan: Any, prompts: Sequence[str]) -> Any:
+        """The configured mode, or for "auto" the plan's choice (``helpers.gemini_batch.choose_client_mode``)."""
+        from helpers.gemini_batch import choose_client_mode
+
+        return choose_client_mode(self.client, self.mode, plan, prompts, GeminiTeacherReply, setting="DataConfig.gemini_mode",
+                                  noun="rows")
+
+    def preflight(self, items: Sequence[TeachItem], done: int = 0) -> quota.QuotaPlan:
+        """Before any call: print the quota plan for ``items`` (+ ``done`` rows already taught) and the mode
+        (online or batch, and why), then, when a call is needed, check the model (raises
+        ``GeminiPreflightError`` for a retired/unknown model or a refused key: one GET instead of a failure
+        on every row). In batch mode the first ``teach`` sends all of ``items`` as one job."""
+        prompts = [self.prompt_for(i) for i in items]
+        self.plan = self._plan(prompts, done)
+        self.choice = self._choose(self.plan, prompts)
+        print(self.plan.text() + "\n" + self.choice.text(), flush=True)
+        self._planned, self._batch_replies = prompts, {}
         if self.plan.calls_needed:
-            client.check_model()
+            self.client.check_model()
         return self.plan
 
     def teach(self, items: Sequence[TeachItem]) -> list[TeacherOutput | None]:
-        """Concurrent calls for all items; failed rows come back as None (counted by reason)."""
-        replies = self.client.generate_json_many([self.prompt_for(i) for i in items], GeminiTeacherReply,
-                                                 desc="Gemini teacher")
+        """Concurrent calls (online) or one batch job (batch) for all items; failed rows come back as None
+        (counted by reason)."""
+        prompts = [self.prompt_for(i) for i in items]
+        if self.choice is None:  # no preflight: choose quietly for these items
+            self.choice = self._choose(self._plan(prompts), prompts) if self.mode != "online" else \
+                self._online_choice()
+        if self.choice.mode == "batch":
+            replies = self._batch_teach(prompts)
+        else:
+            replies = self.client.generate_json_many(prompts, GeminiTeacherReply, desc="Gemini teacher")
         out: list[TeacherOutput | None] = []
         for item, reply in zip(items, replies, strict=True):
             out.append(None if isinstance(reply, GeminiCallError) else self.to_output(item, reply))
         return out
+
+    @staticmethod
+    def _online_choice() -> Any:
+        from helpers.gemini_batch import ModeChoice
+
+        return ModeChoice("online", "set by DataConfig.gemini_mode")
+
+    def _batch_teach(self, prompts: list[str]) -> list[Any]:
+        """Replies from one batch run over these prompts and every planned one not handed out yet (the build
+        calls ``teach`` chunk by chunk: only the first chunk waits for the job, the others read its results)."""
+        missing = [p for p in dict.fromkeys(prompts) if p not in self._batch_replies]
+        if missing and self.batch_stats is not None and self.batch_stats.stopped:  # as online: no new sends
+            self._batch_replies.update({p: GeminiCallError("not_attempted", self.batch_stats.stopped)
+                                        for p in missing})
+        elif missing:
+            from helpers.gemini_batch import run_batch
+
+            todo = list(dict.fromkeys(missing + [p for p in self._planned if p not in self._batch_replies]))
+            outcome = run_batch(self.client, todo, GeminiTeacherReply, **self.batch_options)
+            self._add_batch_stats(outcome.stats)
+            self._batch_replies.update(zip(todo, outcome.results, strict=True))
+        got = {p: self._batch_replies.pop(p) for p in dict.fromkeys(prompts)}  # handed out once: the cache keeps them
+        return [got[p] for p in prompts]
+
+    def _add_batch_stats(self, stats: Any) -> None:
+        if self.batch_stats is None:
+            self.batch_stats = stats
+            return
+        total = self.batch_stats
+        for name in ("create_calls", "get_calls", "jobs_created", "jobs_resumed", "jobs_read", "requests_submitted",
+                     "cache_hits", "succeeded", "poll_errors"):
+            setattr(total, name, getattr(total, name) + getattr(stats, name))
+        total.failures.update(stats.failures)
+        if stats.stopped and not total.stopped:
+            total.stopped, total.stop_reason = stats.stopped, stats.stop_reason
+
+    def _batch_stop_message(self) -> str:
+        from helpers.gemini_batch import BATCH_STOP_REASONS
+
+        assert self.batch_stats is not None
+        message = self.batch_stats.stopped
+        refused = self.batch_stats.create_calls > self.batch_stats.jobs_created  # a create made no job
+        if refused and self.batch_stats.stop_reason not in BATCH_STOP_REASONS:
+            message += (f" Batch mode was {'chosen automatically' if self.mode == 'auto' else 'set'} "
+                        f"(DataConfig.gemini_mode={self.mode!r}); a key without batch access can still send the "
+                        f"rows one by one: set DataConfig.gemini_mode='online'.")
+        return message
 
     def to_output(self, item: TeachItem, reply: GeminiTeacherReply) -> TeacherOutput:
         """Check every quote against the excerpt; keep only grounded material."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -34,6 +35,7 @@ __all__ = [
     "SENTENCE_LABELS",
     "GeminiJudge",
     "GroundingJudgement",
+    "JudgeStats",
     "RefusalAnalysis",
     "SentenceJudgement",
     "SupportResult",
@@ -440,12 +442,23 @@ class GeminiJudge:
     call it prints the quota plan and checks the model (``GeminiPreflightError`` on a retired/unknown
     model or a refused key); the day's budget (``requests_per_day``, default: the assumed free tier of
     ``model``) stops it cleanly, and a rerun after midnight Pacific continues from the cache.
+
+    ``mode`` "batch" sends each ``judge_many`` call's prompts as a Gemini batch job (``helpers.gemini_batch``,
+    results in the same cache), "auto" picks online or batch per call from its quota plan (printed with
+    the reason), "online" never batches. A batch job that ended badly or is still running after
+    ``batch_max_wait_s`` stops the judge like an online stop (``stats.stop_reason``); a rerun polls it again.
     """
+
+    MODES = ("auto", "online", "batch")
 
     def __init__(self, model: str = GEMINI_MODEL, *, client: Any = None, api_key: str | None = None,
                  base_url: str | None = None, cache_path: str | None = None, concurrency: int = 2,
                  requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE, requests_per_day: int | None = None,
-                 usage_path: str | None = None, timeout_s: float = 60.0, max_attempts: int = 4) -> None:
+                 usage_path: str | None = None, timeout_s: float = 60.0, max_attempts: int = 4,
+                 mode: str = "online", batch_poll_interval_s: float | None = None,
+                 batch_max_wait_s: float | None = None) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"GeminiJudge mode must be one of {self.MODES}, got {mode!r}")
         if client is None:
             from helpers.gemini_client import GeminiClient
 
@@ -458,6 +471,12 @@ class GeminiJudge:
         self.name = f"gemini:{client.model}"
         self.model_checked = False
         self.plans: list[Any] = []
+        self.mode = mode
+        self.choices: list[Any] = []  # per judge_many call: online or batch, and why (gemini_batch.ModeChoice)
+        self.batch_options: dict[str, Any] = {"max_wait_s": batch_max_wait_s}
+        if batch_poll_interval_s is not None:
+            self.batch_options["poll_interval_s"] = batch_poll_interval_s
+        self.batch_stats: Any = None  # a gemini_batch.BatchStats summed over this judge's batch runs
 
     def check_model(self) -> dict[str, Any]:
         """The preflight (once per judge): raises ``GeminiPreflightError`` when no call can succeed."""
@@ -467,8 +486,47 @@ class GeminiJudge:
 
     @property
     def stats(self) -> Any:
-        """The client's counters (api calls, cache hits, retries, failures by reason)."""
-        return self.client.stats
+        """The client's counters (api calls, cache hits, retries, failures by reason); after batch runs a
+        ``JudgeStats`` that adds the batch prompts to them, takes a batch stop as its stop, and reports
+        the batch counters under ``batch`` in ``to_dict()``."""
+        if self.batch_stats is None:
+            return self.client.stats
+        online, batch = self.client.stats, self.batch_stats
+        stopped, reason = (online.stopped, online.stop_reason) if online.stopped else \
+            (batch.stopped, batch.stop_reason)
+        return JudgeStats(api_calls=online.api_calls + batch.requests_submitted, http_requests=online.http_requests,
+                          cache_hits=online.cache_hits + batch.cache_hits,
+                          succeeded=online.succeeded + batch.succeeded,
+                          failures=Counter(online.failures) + Counter(batch.failures),
+                          stopped=stopped, stop_reason=reason, batch=batch.to_dict(),
+                          mode=[c.mode for c in self.choices])
+
+    def _choose(self, plan: Any, prompts: Sequence[str]) -> Any:
+        """The configured mode, or for "auto" the plan's choice (``helpers.gemini_batch.choose_client_mode``)."""
+        from helpers.gemini_batch import choose_client_mode
+
+        return choose_client_mode(self.client, self.mode, plan, prompts, GroundingJudgement, setting="EvalConfig.gemini_mode",
+                                  noun="prompts")
+
+    def _run_batch(self, prompts: list[str]) -> list[Any]:
+        """The prompts as batch jobs; after a batch stop nothing more is sent (as online)."""
+        from helpers.gemini_batch import run_batch
+        from helpers.gemini_client import GeminiCallError
+
+        if self.batch_stats is not None and self.batch_stats.stopped:
+            return [GeminiCallError("not_attempted", self.batch_stats.stopped) for _ in prompts]
+        outcome = run_batch(self.client, prompts, GroundingJudgement, **self.batch_options)
+        if self.batch_stats is None:
+            self.batch_stats = outcome.stats
+        else:
+            total, new = self.batch_stats, outcome.stats
+            for name in ("create_calls", "get_calls", "jobs_created", "jobs_resumed", "jobs_read",
+                         "requests_submitted", "cache_hits", "succeeded", "poll_errors"):
+                setattr(total, name, getattr(total, name) + getattr(new, name))
+            total.failures.update(new.failures)
+            if new.stopped and not total.stopped:
+                total.stopped, total.stop_reason = new.stopped, new.stop_reason
+        return outcome.results
 
     @staticmethod
     def prompt(document: str, request: str, answer: str) -> str:
@@ -483,15 +541,25 @@ class GeminiJudge:
         """
         todo = [i for i, it in enumerate(items) if (it["answer"] or "").strip()]
         prompts = [self.prompt(items[i]["document"], items[i]["request"], items[i]["answer"]) for i in todo]
-        if prompts and hasattr(self.client, "plan"):  # before any call: the plan, then the model check
+        plan = None
+        if prompts and hasattr(self.client, "plan"):  # before any call: the plan and the mode, then the model check
             plan = self.client.plan(prompts, GroundingJudgement, f"{desc} (notebook 03)",
                                     limit_fields="EvalConfig.gemini_requests_per_minute, "
                                                  "EvalConfig.gemini_requests_per_day, EvalConfig.gemini_concurrency",
-                                    fewer_calls="EvalConfig.gemini_judge_sample").print()
+                                    fewer_calls="EvalConfig.gemini_judge_sample")
             self.plans.append(plan)
+        choice = self._choose(plan, prompts) if prompts else None
+        if plan is not None:
+            self.choices.append(choice)
+            print(plan.text() + "\n" + choice.text(), flush=True)
             if plan.calls_needed and not self.model_checked:
                 self.check_model()
-        replies = self.client.generate_json_many(prompts, GroundingJudgement, desc=desc) if todo else []
+        if not todo:
+            replies: list[Any] = []
+        elif choice.mode == "batch":
+            replies = self._run_batch(prompts)
+        else:
+            replies = self.client.generate_json_many(prompts, GroundingJudgement, desc=desc)
         out: list[Any] = [Verdict(False, False, True, False, judge=self.name, detail="empty") for _ in items]
         for i, reply in zip(todo, replies, strict=True):
             if isinstance(reply, GroundingJudgement):
@@ -506,6 +574,34 @@ class GeminiJudge:
         """One verdict (or ``GeminiCallError``)."""
         return self.judge_many([{"answer": answer, "document": document, "request": request,
                                  "answerable": answerable}])[0]
+
+
+@dataclass
+class JudgeStats:
+    """``GeminiJudge.stats`` after batch runs: the online counters (``GeminiStats``) with the batch prompts
+    added, the first stop of either mode, and the batch counters and the modes used for ``to_dict()``."""
+
+    api_calls: int = 0  # prompts sent, online or inside batch jobs
+    http_requests: int = 0  # online HTTP attempts (batch create/get calls are in ``batch``)
+    cache_hits: int = 0
+    succeeded: int = 0
+    failures: Counter = field(default_factory=Counter)
+    stopped: str = ""
+    stop_reason: str = ""
+    batch: dict[str, Any] = field(default_factory=dict)
+    mode: list[str] = field(default_factory=list)  # per judge_many call
+
+    @property
+    def retries(self) -> int:
+        """Online HTTP attempts beyond the first one per online call."""
+        return max(0, self.http_requests - (self.api_calls - int(self.batch.get("requests_submitted", 0))))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready numbers for reports (the online keys, plus ``batch`` and ``mode``)."""
+        return {"api_calls": self.api_calls, "http_requests": self.http_requests, "retries": self.retries,
+                "cache_hits": self.cache_hits, "succeeded": self.succeeded,
+                "failures": dict(sorted(self.failures.items())), "stopped": self.stopped,
+                "stop_reason": self.stop_reason, "batch": self.batch, "mode": self.mode}
 
 
 def _judge_error(reason: str, message: str) -> Any:

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["EVAL_BARS", "evaluation_figures", "plot_base_vs_aligned", "plot_breakdown", "save_figures"]
+__all__ = ["EVAL_BARS", "FAILURE_PANELS", "evaluation_figures", "plot_base_vs_aligned", "plot_breakdown",
+           "plot_failures", "save_figures"]
 
 #: (metrics key, axis label) of the headline bars.
 EVAL_BARS: tuple[tuple[str, str], ...] = (
@@ -49,24 +50,55 @@ def plot_base_vs_aligned(metrics: dict[str, Any], title: str = "") -> Any:
     return fig
 
 
-def plot_breakdown(metrics: dict[str, Any], key: str = "pair_type", rate: str = "hallucination_rate") -> Any:
-    """One rate per group (``pair_type`` / ``source`` / ``domain``), base vs aligned, groups with data only."""
-    import matplotlib.pyplot as plt
+#: (breakdown key, rate, panel title) of the "where it fails" figure: what kind of unanswerable request
+#: still gets answered, and which request styles are answered wrongly or refused.
+FAILURE_PANELS: tuple[tuple[str, str, str], ...] = (
+    ("source", "hallucination_rate", "Hallucination by unanswerable kind"),
+    ("style", "hallucination_rate", "Hallucination by request style"),
+    ("style", "over_refusal_rate", "Over-refusal by request style"),
+)
+#: Readable names of the unanswerable kinds (pair ``source``) and answerable sources.
+KIND_NAMES = {"near_miss": "near miss", "answer_removed": "answer removed", "unrelated_doc": "other document",
+              "refusal": "answerable"}
 
+
+def _breakdown_bars(ax: Any, metrics: dict[str, Any], key: str, rate: str) -> None:
+    """Base vs aligned bars of one rate per group of ``key`` (groups with data only), n under each name."""
     groups = metrics.get("breakdowns", {})
     base, aligned = groups.get("base", {}).get(key, {}), groups.get("aligned", {}).get(key, {})
-    names = [g for g in sorted(base) if base[g][rate]["n"]]
-    fig, ax = plt.subplots(figsize=(max(4.5, 1.4 * len(names) + 2), 3.5))
+    names = [g for g in sorted(base) if base[g].get(rate, {}).get("n")]
     width = 0.38
     for offset, side, data in ((-width / 2, "base", base), (width / 2, "aligned", aligned)):
         values = [_bar_values(data.get(g, {}).get(rate)) for g in names]
         ax.bar([i + offset for i in range(len(names))], [v[0] for v in values], width, color=COLORS[side],
                yerr=[[v[1] for v in values], [v[2] for v in values]], capsize=3, label=side)
-    ax.set_xticks(range(len(names)), names, rotation=15)
+    ax.set_xticks(range(len(names)), [f"{KIND_NAMES.get(g, g)}\nn={base[g][rate]['n']}" for g in names],
+                  fontsize=8)
     ax.set_ylim(0, 1.1)
     ax.set_ylabel(rate.replace("_", " "))
-    ax.set_title(f"{rate.replace('_', ' ')} by {key}", fontsize=10)
     ax.legend(fontsize=8)
+
+
+def plot_breakdown(metrics: dict[str, Any], key: str = "pair_type", rate: str = "hallucination_rate") -> Any:
+    """One rate per group (``pair_type`` / ``source`` / ``domain`` / ``style``), base vs aligned."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    _breakdown_bars(ax, metrics, key, rate)
+    ax.set_title(f"{rate.replace('_', ' ')} by {key}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_failures(metrics: dict[str, Any]) -> Any:
+    """Where it fails: hallucination by unanswerable kind and by request style, over-refusal by style."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(FAILURE_PANELS), figsize=(15, 3.8))
+    for ax, (key, rate, title) in zip(axes, FAILURE_PANELS, strict=True):
+        _breakdown_bars(ax, metrics, key, rate)
+        ax.set_title(title, fontsize=10)
+    fig.suptitle("Where it fails (test split, 95% Wilson CIs)", fontsize=11)
     fig.tight_layout()
     return fig
 
@@ -79,9 +111,8 @@ def save_figures(figures: dict[str, Any], folder: str | Path | None = None) -> l
 
 
 def evaluation_figures(metrics: dict[str, Any], save: bool = True, folder: str | Path | None = None) -> dict[str, Any]:
-    """The stage's figures by file name (headline bars, hallucination by pair type), saved when ``save``."""
-    figures = {"eval_base_vs_aligned": plot_base_vs_aligned(metrics),
-               "eval_hallucination_by_pair_type": plot_breakdown(metrics, "pair_type", "hallucination_rate")}
+    """The stage's figures by file name (headline bars, where it fails), saved when ``save``."""
+    figures = {"eval_base_vs_aligned": plot_base_vs_aligned(metrics), "eval_failures": plot_failures(metrics)}
     if save:
         save_figures(figures, folder)
     return figures

@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import datetime as _dt
 import gc
+import hashlib
 import json
 import random
 import sys
@@ -36,6 +37,7 @@ from typing import Any
 
 from helpers.config import REFUSAL, EvalConfig, ModelConfig, config_for, output_root
 from helpers.data.pairs import PAIRS_MADE_BY
+from helpers.data.requests import request_style
 from helpers.evaluate.judges import Verdict, judge_offline
 from helpers.evaluate.metrics import breakdown, judge_agreement, relative_reduction, side_metrics
 from helpers.evaluate.probes import BANANA, PROBES, run_probes
@@ -49,6 +51,7 @@ __all__ = [
     "eval_items",
     "gemini_sample_ids",
     "generate_side",
+    "base_answers_path",
     "heldout_items",
     "judge_side",
     "load_aligned_model",
@@ -56,6 +59,7 @@ __all__ = [
     "measure_latency",
     "side_metrics_offline",
     "side_of",
+    "verdict_records",
 ]
 
 SIDES = ("base", "aligned")
@@ -70,25 +74,34 @@ def _item(row: dict[str, Any], index: int, set_name: str) -> dict[str, Any]:
             "prompt": row.get("prompt") or build_messages(row["document"], row["request"],
                                                           row.get("system_instruction")),
             "answerable": bool(row["answerable"]), "reference": row.get("reference", "") or "",
-            "domain": row.get("domain", "") or "", "pair_type": [], "source": []}
+            "domain": row.get("domain", "") or "", "style": request_style(row["request"]),
+            "pair_type": [], "source": []}
 
 
 def _cap_per_side(items: list[dict[str, Any]], max_examples: int | None, seed: int) -> list[dict[str, Any]]:
-    """Keep at most ``max_examples`` answerable and unanswerable items (seeded pick, original order)."""
+    """Keep at most ``max_examples`` answerable and unanswerable items (seeded pick, original order).
+
+    Within a side the pick takes the item kinds (``source``: near miss, answer removed, other
+    document) in turn, so a cap keeps every kind represented instead of the most numerous one."""
     if max_examples is None:
         return items
     keep: set[int] = set()
     for flag in (True, False):
-        idx = [i for i, it in enumerate(items) if it["answerable"] is flag]
-        random.Random(seed).shuffle(idx)
-        keep.update(idx[:max_examples])
+        by_kind: dict[str, list[int]] = {}
+        for i, it in enumerate(items):
+            if it["answerable"] is flag:
+                by_kind.setdefault(it["source"][0] if it["source"] else "unknown", []).append(i)
+        rng = random.Random(seed)
+        queues = [by_kind[k] for k in sorted(by_kind)]
+        for queue in queues:
+            rng.shuffle(queue)
+        picked: list[int] = []
+        depth = 0
+        while len(picked) < max_examples and any(depth < len(q) for q in queues):
+            picked += [q[depth] for q in queues if depth < len(q)][: max_examples - len(picked)]
+            depth += 1
+        keep.update(picked)
     return [it for i, it in enumerate(items) if i in keep]
-
-
-#: Pair sources that exist to teach, not to test: an "answer removed" request is the answerable
-#: one with its answer cut out of the document. Leaving them out keeps the held-out requests the same
-#: whatever mix trained the model (near-miss and unrelated-document requests, as a user would ask).
-TRAINING_ONLY_SOURCES: frozenset[str] = frozenset({"answer_removed"})
 
 
 def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, seed: int = 42,
@@ -102,8 +115,6 @@ def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, 
     """
     by_key: dict[tuple[str, str, bool], dict[str, Any]] = {}
     for row in rows:
-        if row.get("source") in TRAINING_ONLY_SOURCES:
-            continue
         key = (str(row.get("doc_id", "")), row["request"].strip(), bool(row["answerable"]))
         if key not in by_key:
             by_key[key] = _item(row, len(by_key), set_name)
@@ -169,11 +180,55 @@ def side_of(model: Any, side: str) -> Iterator[None]:
 
 def generate_side(model: Any, tokenizer: Any, messages_list: Sequence[list[dict[str, str]]], side: str,
                   model_cfg: ModelConfig, eval_cfg: EvalConfig, desc: str = "") -> list[str]:
-    """Answers of one side for many prompts (batched, greedy, cut at the end of the answer)."""
+    """Answers of one side for many prompts (batched, greedy, cut at the end of the answer).
+
+    The base side's answers are kept on disk (``base_answers_path``): the base model, the prompts and
+    the decoding settings are identical in every training seed of ``gemma-facts run --seeds``, so its
+    greedy answers are too, and a second seed need not spend CPU minutes regenerating them."""
+    cache = base_answers_path(model_cfg, eval_cfg, messages_list) if side == "base" else None
+    if cache is not None and cache.exists():
+        answers = json.loads(cache.read_text(encoding="utf-8"))
+        if len(answers) == len(messages_list):
+            print(f"{desc or side + ' answers'}: {len(answers)} from {cache}", flush=True)
+            return answers
     with side_of(model, side):
-        return generate_answers(model, tokenizer, messages_list, prompt_format=model_cfg.prompt_format,
-                                max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size,
-                                desc=desc or f"{side} answers")
+        answers = generate_answers(model, tokenizer, messages_list, prompt_format=model_cfg.prompt_format,
+                                   max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size,
+                                   desc=desc or f"{side} answers")
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(answers), encoding="utf-8")
+        tmp.replace(cache)
+    return answers
+
+
+def base_answers_path(model_cfg: ModelConfig, eval_cfg: EvalConfig,
+                      messages_list: Sequence[list[dict[str, str]]]) -> Path | None:
+    """Where the base side's answers for these prompts live on this machine (None: not cached).
+
+    The key holds everything that decides a greedy answer: the model and how it is loaded, the
+    library versions, the decoding settings, the batch size (it sets the padding) and every prompt.
+    Offline models only: a Hub model id can change its weights under the same name."""
+    import platform
+
+    import torch
+    import transformers
+
+    from helpers.config import EMBEDDED_GEMMA3, TINY_GEMMA2, cache_root  # offline: built here, never re-pointed
+
+    if model_cfg.model_id not in (EMBEDDED_GEMMA3, TINY_GEMMA2):
+        return None
+    try:
+        import bitsandbytes
+        bnb = bitsandbytes.__version__
+    except ImportError:  # pragma: no cover - bitsandbytes is pinned
+        bnb = ""
+    key = json.dumps([model_cfg.model_id, model_cfg.load_in_4bit, model_cfg.compute_dtype, model_cfg.prompt_format,
+                      model_cfg.attn_implementation,
+                      eval_cfg.max_new_tokens, eval_cfg.batch_size, torch.__version__, transformers.__version__,
+                      bnb, platform.machine(), list(messages_list)], sort_keys=True, ensure_ascii=False)
+    return cache_root() / "base_answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
 
 
 def _peak_memory_bytes() -> tuple[str, int]:
@@ -251,7 +306,7 @@ def gemini_judge(eval_cfg: EvalConfig) -> Any | None:
         judge = GeminiJudge(eval_cfg.gemini_model, cache_path=str(output_root() / "judge_cache.jsonl"),
                             concurrency=eval_cfg.gemini_concurrency,
                             requests_per_minute=eval_cfg.gemini_requests_per_minute,
-                            requests_per_day=eval_cfg.gemini_requests_per_day)
+                            requests_per_day=eval_cfg.gemini_requests_per_day, mode=eval_cfg.gemini_mode)
     except MissingSecretError as exc:
         print(f"\n*** Gemini judge unavailable, using the OFFLINE judge instead: {redact(str(exc))} ***\n")
         return None
@@ -314,7 +369,7 @@ def judge_side(items: Sequence[dict[str, Any]], answers: Sequence[str], eval_cfg
     return out
 
 
-def _records(items: Sequence[dict[str, Any]], judged: Sequence[dict[str, Any]], judge: str) -> list[dict[str, Any]]:
+def verdict_records(items: Sequence[dict[str, Any]], judged: Sequence[dict[str, Any]], judge: str) -> list[dict[str, Any]]:
     """Metric records from the primary judge; items the judge failed on are left out (and counted)."""
     records = []
     for item, j in zip(items, judged, strict=True):
@@ -322,7 +377,8 @@ def _records(items: Sequence[dict[str, Any]], judged: Sequence[dict[str, Any]], 
         if "refused" not in verdict:
             continue
         records.append({**verdict, "answerable": item["answerable"], "pair_type": item["pair_type"],
-                        "source": item["source"], "domain": item["domain"]})
+                        "source": item["source"], "domain": item["domain"],
+                        "style": item.get("style") or request_style(item["request"])})
     return records
 
 
@@ -335,10 +391,11 @@ def summarise_sets(items: list[dict[str, Any]], judged: dict[str, list[dict[str,
     """
     out: dict[str, Any] = {}
     for side in SIDES:
-        records = _records(items, judged[side], judge)
+        records = verdict_records(items, judged[side], judge)
         out[side] = side_metrics(records)
         out[side]["judge_failures"] = len(items) - len(records)
-        out.setdefault("breakdowns", {})[side] = {k: breakdown(records, k) for k in ("pair_type", "source", "domain")}
+        out.setdefault("breakdowns", {})[side] = {k: breakdown(records, k)
+                                                    for k in ("pair_type", "source", "domain", "style")}
     out["relative_hallucination_reduction"] = relative_reduction(
         out["base"]["hallucination_rate"]["value"], out["aligned"]["hallucination_rate"]["value"])
     out["n_answerable"] = sum(it["answerable"] for it in items)
@@ -356,7 +413,7 @@ def summarise_sets(items: list[dict[str, Any]], judged: dict[str, list[dict[str,
         out["gemini_sample"] = {"n_items": len(sample), "n_answerable": sum(it["answerable"] for it in sample),
                                 "judge_agreement": out["judge_agreement"]}
         for side in SIDES:
-            records = _records(sample, [judged[side][i] for i in keep], "gemini")
+            records = verdict_records(sample, [judged[side][i] for i in keep], "gemini")
             out["gemini_sample"][side] = side_metrics(records)
             out["gemini_sample"][side]["judge_failures"] = len(sample) - len(records)
     return out
@@ -381,7 +438,7 @@ def _write_generations(path: Path, sets: dict[str, tuple[list, dict]]) -> None:
         for items, judged in sets.values():
             for i, item in enumerate(items):
                 row = {k: item[k] for k in ("id", "set", "doc_id", "request", "document", "answerable",
-                                            "reference", "pair_type", "source", "domain")}
+                                            "reference", "pair_type", "source", "domain", "style")}
                 row.update({s: judged[s][i] for s in SIDES})
                 handle.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
 
@@ -432,7 +489,7 @@ def side_metrics_offline(model: Any, tokenizer: Any, items: list[dict[str, Any]]
     """One side's headline rates on ``items`` with the offline judge, for the benches that probe a run
     (the dev tuning and the checkpoint curve) without writing metrics.json."""
     answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg)
-    return side_metrics(_records(items, judge_side(items, answers, eval_cfg), "offline"))
+    return side_metrics(verdict_records(items, judge_side(items, answers, eval_cfg), "offline"))
 
 
 def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any, Any] | None = None,

@@ -1,17 +1,23 @@
-"""Early stopping on dev: keep the checkpoint a fixed rule picks from dev scores, not the last one.
+"""Early stopping on dev: keep the checkpoint a fixed rule picks from dev verdicts, never one no better than the base.
 
 Why: on the local profile the model swings between refusing too little and too much from one
-checkpoint to the next (``results/local-long/curve.json``), so *which* weights are kept matters as
-much as the recipe. The choice must not look at the held-out sets, so a few *training* documents
-are moved to a dev split before training (``TrainConfig.select_dev_documents``); after training the
-later checkpoints answer the dev requests, the offline judge reads the answers, and
+checkpoint to the next, so *which* weights are kept matters as much as the recipe. The choice must
+not look at the test split, so training documents are moved to a dev split before training
+(``TrainConfig.select_dev_documents``, chosen with ``dev_seed``: the same for every training seed).
+After training the base and the later checkpoints answer the dev requests, the offline judge reads
+whether each one refused, and
 
-    rule: among the candidates whose dev over-refusal is at most ``select_max_over_refusal`` (the
-    issue's "+5 points" over a base model that refuses none), the one with the lowest dev
-    hallucination rate, the later one on a tie; if none qualifies, the lowest sum of the two rates.
+    rule: errors = unanswerable dev requests answered + answerable dev requests refused. A checkpoint
+    qualifies only if it makes at least ``select_min_gain`` fewer errors than the base *and* answers
+    at least ``select_min_gain`` fewer unanswerable requests than the base. Among those, the fewest
+    errors, the later step on a tie. If none qualifies, the adapter is the base itself (its LoRA
+    ``B`` matrices zeroed: the adapter changes nothing), said loudly and recorded.
 
-The rule was fixed before any test number was read (the retired ``bench/dev_early_stopping.py`` measured it on
-a separate dev run first). ``experiments/tune_local.py`` uses the same dev split for tuning.
+The previous rule (lowest hallucination with over-refusal <= 5%) kept an untrained checkpoint on a
+newcomer's machine: its constraint turned on one dev request of 24 (docs/local_results.md). This one
+counts both kinds of error in requests, so one verdict moves a score by one, and it cannot prefer a
+checkpoint over the base it is meant to improve. ``sensitivity`` says how fragile a choice is: every
+single dev verdict is flipped in turn and the choice remade.
 """
 
 from __future__ import annotations
@@ -21,43 +27,91 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RATE_KEYS", "choose_checkpoint", "rule_text", "score_on_dev",
-           "select_checkpoint", "select_on_dev"]
+__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_errors", "rule_text", "score_on_dev", "select_checkpoint",
+           "select_on_dev", "sensitivity"]
 
 RATE_KEYS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 
-def rule_text(max_over_refusal: float) -> str:
-    return f"lowest dev hallucination among checkpoints with dev over-refusal <= {max_over_refusal}"
+def rule_text(min_gain: int) -> str:
+    return (f"fewest dev errors (unanswerable answered + answerable refused) among checkpoints with at least "
+            f"{min_gain} fewer errors and {min_gain} fewer hallucinations than the base; none: the base")
 
 
-def choose_checkpoint(curve: list[dict[str, Any]], max_over_refusal: float) -> dict[str, Any]:
-    """The entry the rule picks from ``[{"step": int, "aligned": {rates}}]``."""
+def dev_errors(refused: list[bool], answerable: list[bool]) -> dict[str, int]:
+    """Counts from per-item refusal verdicts: hallucinations (unanswerable answered), over-refusals, their sum."""
+    halluc = sum(1 for r, a in zip(refused, answerable, strict=True) if not a and not r)
+    over = sum(1 for r, a in zip(refused, answerable, strict=True) if a and r)
+    return {"hallucinations": halluc, "over_refusals": over, "errors": halluc + over}
+
+
+def choose_checkpoint(curve: list[dict[str, Any]], base: dict[str, int], min_gain: int) -> dict[str, Any] | None:
+    """The entry the rule picks from ``[{"step": int, "errors": {dev_errors}}]``; None: no checkpoint beats the base."""
     if not curve:
         raise ValueError("no checkpoint was scored on dev: nothing to choose from")
-    ok = [p for p in curve if p["aligned"]["over_refusal_rate"] <= max_over_refusal + 1e-9]
-    if ok:
-        return min(ok, key=lambda p: (p["aligned"]["hallucination_rate"], -p["step"]))
-    return min(curve, key=lambda p: (p["aligned"]["hallucination_rate"] + p["aligned"]["over_refusal_rate"],
-                                     -p["step"]))
+    ok = [p for p in curve if p["errors"]["errors"] <= base["errors"] - min_gain
+          and p["errors"]["hallucinations"] <= base["hallucinations"] - min_gain]
+    return min(ok, key=lambda p: (p["errors"]["errors"], -p["step"])) if ok else None
+
+
+def sensitivity(verdicts: dict[Any, list[bool]], answerable: list[bool], min_gain: int) -> dict[str, Any]:
+    """Flip each single dev verdict (of the base and of every candidate) and remake the choice.
+
+    ``verdicts``: "base" and each step → per-item refusal. Returns how many of the flips change the
+    choice, and the error gaps behind it (to the runner-up and to the base's qualification line)."""
+    steps = [k for k in verdicts if k != "base"]
+
+    def choose(v: dict[Any, list[bool]]) -> Any:
+        base = dev_errors(v["base"], answerable)
+        curve = [{"step": s, "errors": dev_errors(v[s], answerable)} for s in steps]
+        picked = choose_checkpoint(curve, base, min_gain)
+        return picked["step"] if picked else "base"
+
+    chosen = choose(verdicts)
+    changed = total = 0
+    for key in verdicts:
+        for i in range(len(answerable)):
+            flipped = dict(verdicts)
+            flipped[key] = list(verdicts[key])
+            flipped[key][i] = not flipped[key][i]
+            total += 1
+            changed += choose(flipped) != chosen
+    errors = {s: dev_errors(verdicts[s], answerable)["errors"] for s in steps}
+    base_errors = dev_errors(verdicts["base"], answerable)["errors"]
+    others = sorted(e for s, e in errors.items() if s != chosen)
+    return {"single_flips": total, "single_flips_changing_choice": changed,
+            "share_changing_choice": round(changed / max(1, total), 4),
+            "errors_gap_to_runner_up": (others[0] - errors[chosen]) if chosen != "base" and others else None,
+            "errors_below_base": (base_errors - errors[chosen]) if chosen != "base" else None}
 
 
 def score_on_dev(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg: Any, eval_cfg: Any,
-                 side: str = "aligned") -> dict[str, float]:
-    """Hallucination / over-refusal / grounded accuracy of one side on the dev items (offline judge)."""
-    from helpers.evaluate.run import side_metrics_offline
+                 side: str = "aligned") -> tuple[dict[str, float], list[bool]]:
+    """One side on the dev items (offline judge): its rates and its per-item refusal verdicts."""
+    from helpers.evaluate.metrics import side_metrics
+    from helpers.evaluate.run import generate_side, judge_side, verdict_records
 
-    m = side_metrics_offline(model, tokenizer, items, side, model_cfg, eval_cfg)
-    return {k: round(m[k]["value"], 4) for k in RATE_KEYS}
+    answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg)
+    records = verdict_records(items, judge_side(items, answers, eval_cfg), "offline")
+    m = side_metrics(records)
+    return {k: round(m[k]["value"], 4) for k in RATE_KEYS}, [bool(r["refused"]) for r in records]
+
+
+def _zero_adapter(model: Any) -> dict[str, Any]:
+    """The adapter's weights with every LoRA ``B`` zeroed: B·A = 0, so the adapted model is the base."""
+    import torch
+    from peft import get_peft_model_state_dict
+
+    return {k: (torch.zeros_like(v) if "lora_B" in k else v) for k, v in get_peft_model_state_dict(model).items()}
 
 
 def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tuple[int, Path]], final_step: int,
                       final_dir: Path, model_cfg: Any, train_cfg: Any) -> dict[str, Any]:
-    """Score the candidates on dev with ``model`` (a PEFT model), return the record with the chosen step.
+    """Score the base and the candidates on dev with ``model`` (a PEFT model), return the record with the choice.
 
     ``found`` are the run's checkpoints; ``final_dir`` holds the final weights in case the last step
     was not checkpointed. The candidates are ``helpers.train.checkpoint_average.later_weights``, the same
-    window the checkpoint average uses.
+    window the checkpoint average uses. ``chosen_step`` is None when no candidate beats the base.
     """
     from peft import set_peft_model_state_dict
 
@@ -67,27 +121,35 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
 
     started = time.perf_counter()
     eval_cfg = config_for(EvalConfig, train_cfg.profile, max_new_tokens=train_cfg.select_max_new_tokens)
-    items = eval_items(list(dev_pairs), train_cfg.select_max_examples, model_cfg.seed, set_name="dev")
+    items = eval_items(list(dev_pairs), train_cfg.select_max_examples, train_cfg.dev_seed, set_name="dev")
     if not items:
         raise ValueError("the dev documents produced no dev requests; raise TrainConfig.select_dev_documents")
+    answerable = [bool(it["answerable"]) for it in items]
     folders = {step: path or final_dir
                for step, path in later_weights(found, final_step, train_cfg.select_from_fraction)}
     model.eval()
+    base_rates, base_refused = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg, side="base")
+    verdicts: dict[Any, list[bool]] = {"base": base_refused}
     curve = []
     for step, folder in folders.items():
         set_peft_model_state_dict(model, load_adapter_weights(folder))
-        curve.append({"step": step, "aligned": score_on_dev(model, tokenizer, items, model_cfg, eval_cfg)})
-        print(f"dev, step {step}: hallucination {curve[-1]['aligned']['hallucination_rate']:.1%}, "
-              f"over-refusal {curve[-1]['aligned']['over_refusal_rate']:.1%}", flush=True)
-    chosen = choose_checkpoint(curve, train_cfg.select_max_over_refusal)
+        rates, verdicts[step] = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg)
+        curve.append({"step": step, "aligned": rates, "errors": dev_errors(verdicts[step], answerable)})
+        print(f"dev, step {step}: hallucination {rates['hallucination_rate']:.1%}, over-refusal "
+              f"{rates['over_refusal_rate']:.1%} ({curve[-1]['errors']['errors']} errors; base "
+              f"{dev_errors(base_refused, answerable)['errors']})", flush=True)
+    base_errors = dev_errors(base_refused, answerable)
+    chosen = choose_checkpoint(curve, base_errors, train_cfg.select_min_gain)
     return {
-        "rule": rule_text(train_cfg.select_max_over_refusal),
-        "dev_documents": train_cfg.select_dev_documents, "dev_pairs": len(dev_pairs),
-        "dev_answerable": sum(it["answerable"] for it in items),
-        "dev_unanswerable": sum(not it["answerable"] for it in items),
+        "rule": rule_text(train_cfg.select_min_gain), "min_gain": train_cfg.select_min_gain,
+        "dev_documents": train_cfg.select_dev_documents, "dev_seed": train_cfg.dev_seed, "dev_pairs": len(dev_pairs),
+        "dev_answerable": sum(answerable), "dev_unanswerable": len(answerable) - sum(answerable),
         "max_new_tokens": eval_cfg.max_new_tokens, "from_fraction": train_cfg.select_from_fraction,
-        "curve": curve, "chosen_step": chosen["step"], "final_step": final_step,
-        "chosen_from": str(folders[chosen["step"]]), "seconds": round(time.perf_counter() - started, 1),
+        "base": {"aligned": base_rates, "errors": base_errors}, "curve": curve,
+        "chosen_step": chosen["step"] if chosen else None, "beats_base": chosen is not None,
+        "final_step": final_step, "chosen_from": str(folders[chosen["step"]]) if chosen else "base (LoRA B = 0)",
+        "sensitivity": sensitivity(verdicts, answerable, train_cfg.select_min_gain),
+        "seconds": round(time.perf_counter() - started, 1),
     }
 
 
@@ -129,19 +191,29 @@ def select_on_dev(model_cfg: Any, train_cfg: Any, into: Any | None = None) -> di
         raise ValueError("the adapter already holds a chosen checkpoint and the final weights were not "
                          "checkpointed, so the choice cannot be remade; rerun training")
     _, dev_pairs = dev_split(load_pairs(require_input(train_cfg.pairs_dir, PAIRS_MADE_BY))["train"],
-                             train_cfg.select_dev_documents, model_cfg.seed)
+                             train_cfg.select_dev_documents, train_cfg.dev_seed)
     model, tokenizer = load_aligned_model(model_cfg, adapter_dir)
     selection = select_checkpoint(model, tokenizer, dev_pairs, found, final_step, adapter_dir, model_cfg, train_cfg)
-    source = Path(selection["chosen_from"]) / ADAPTER_WEIGHTS
-    if source.resolve() != (adapter_dir / ADAPTER_WEIGHTS).resolve():
-        shutil.copyfile(source, adapter_dir / ADAPTER_WEIGHTS)
+    if selection["beats_base"]:
+        source = Path(selection["chosen_from"]) / ADAPTER_WEIGHTS
+        if source.resolve() != (adapter_dir / ADAPTER_WEIGHTS).resolve():
+            shutil.copyfile(source, adapter_dir / ADAPTER_WEIGHTS)
+    else:
+        from safetensors.torch import save_file
+
+        print("\n*** NO CHECKPOINT BEATS THE BASE ON DEV: the adapter is set to the base itself (LoRA B = 0). "
+              "This run taught nothing the dev split can see; its test numbers will equal the base's. ***\n")
+        save_file({k: v.contiguous() for k, v in _zero_adapter(model).items()}, str(adapter_dir / ADAPTER_WEIGHTS))
     if into is not None:
         from peft import set_peft_model_state_dict
 
         from helpers.train.checkpoint_average import load_adapter_weights
 
         set_peft_model_state_dict(into, load_adapter_weights(adapter_dir))
-    print(f"Adapter = step {selection['chosen_step']} of {final_step} ({selection['rule']}).")
+    print(f"Adapter = {('step ' + str(selection['chosen_step'])) if selection['beats_base'] else 'the base'} of "
+          f"{final_step} ({selection['rule']}); one dev verdict flipped changes the choice in "
+          f"{selection['sensitivity']['single_flips_changing_choice']} of {selection['sensitivity']['single_flips']} "
+          f"cases.")
     if report:
         report["checkpoint_selection"] = selection
         write_train_report(report, report_path)

@@ -48,6 +48,7 @@ __all__ = [
     "order_by_document",
     "main",
     "mixed_precision_flags",
+    "model_checkpointing",
     "no_triton_below_sm80",
     "prepare_model",
     "push_adapter",
@@ -98,6 +99,18 @@ def mixed_precision_flags(train_cfg: TrainConfig, *, cuda: bool | None = None,
     return {"fp16": mode == "fp16", "bf16": mode == "bf16"}
 
 
+def model_checkpointing(model_cfg: ModelConfig) -> bool:
+    """Whether the model checkpoints its own activations: ``ModelConfig.gradient_checkpointing``, unless FSDP does.
+
+    Under ``accelerate launch`` with ``fsdp_activation_checkpointing: true`` FSDP wraps every decoder
+    layer in its own checkpoint; the model's as well would recompute each layer twice (and
+    transformers refuses the pair), so that run uses FSDP's alone.
+    """
+    from helpers.models import fsdp_activation_checkpointing
+
+    return bool(model_cfg.gradient_checkpointing) and not fsdp_activation_checkpointing()
+
+
 def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval: bool = True,
                      precision: dict[str, bool] | None = None) -> Any:
     """Map our two stage configs onto TRL's ``DPOConfig`` (TRL 1.16 names); ``TrainConfig.dpo`` passes through.
@@ -119,8 +132,9 @@ def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval
         per_device_eval_batch_size=train_cfg.per_device_eval_batch_size,
         gradient_accumulation_steps=train_cfg.gradient_accumulation_steps,
         warmup_steps=train_cfg.warmup_ratio, max_grad_norm=train_cfg.max_grad_norm,
-        # transformers 5 renamed gradient_checkpointing(_kwargs); the old names mirror these
-        activation_checkpointing=model_cfg.gradient_checkpointing,
+        # transformers 5 renamed gradient_checkpointing(_kwargs); the old names mirror these. Off when
+        # FSDP checkpoints the activations itself (model_checkpointing)
+        activation_checkpointing=model_checkpointing(model_cfg),
         activation_checkpointing_kwargs={"use_reentrant": False},
         fp16=flags["fp16"], bf16=flags["bf16"],
         logging_steps=train_cfg.logging_steps, logging_first_step=True, logging_nan_inf_filter=False,
@@ -147,10 +161,14 @@ def build_dpo_config(model_cfg: ModelConfig, train_cfg: TrainConfig, *, has_eval
 
 
 def load_pairs(pairs_dir: str | Path) -> Any:
-    """The ``DatasetDict`` of stage 01, checked against the shared contract (train split, columns)."""
+    """The ``DatasetDict`` of stage 01, checked against the shared contract (train split, columns).
+
+    Held in memory, so the maps of this stage (TRL examples, tokenization) write no cache files into
+    stage 01's folder: under DDP every rank would write the same files there at once.
+    """
     from datasets import DatasetDict, load_from_disk
 
-    pairs = load_from_disk(str(pairs_dir))
+    pairs = load_from_disk(str(pairs_dir), keep_in_memory=True)
     if not isinstance(pairs, DatasetDict) or "train" not in pairs:
         raise ValueError(f"{pairs_dir} must hold a DatasetDict with a 'train' split (and 'test'); "
                          f"it is made by {PAIRS_MADE_BY}")
@@ -177,8 +195,13 @@ def dev_split(train: Any, n_dev_docs: int, seed: int) -> tuple[Any, Any]:
     return train.select(keep), train.select(dev)
 
 
-def select_pairs(pairs: Any, train_cfg: TrainConfig) -> tuple[Any, Any | None]:
-    """Train and eval splits, each shuffled with the seed and capped at ``max_*_pairs``."""
+def dev_documents(train_cfg: TrainConfig) -> int:
+    """Training documents held out as dev: the checkpoint choice's, else the eval curves' own."""
+    return train_cfg.select_dev_documents or train_cfg.eval_dev_documents
+
+
+def select_pairs(pairs: Any, train_cfg: TrainConfig, dev: Any | None = None) -> tuple[Any, Any | None]:
+    """Train and the trainer's eval split (``dev``: never the test split), each capped at ``max_*_pairs``."""
 
     def cap(split: Any, limit: int | None) -> Any:
         if limit is None or len(split) <= limit:
@@ -188,9 +211,8 @@ def select_pairs(pairs: Any, train_cfg: TrainConfig) -> tuple[Any, Any | None]:
     train = cap(pairs["train"], train_cfg.max_train_pairs)
     if train_cfg.batch_order == "by_document":
         train = order_by_document(train, train_cfg)
-    test = pairs["test"] if "test" in pairs else None
-    test = cap(test, train_cfg.max_eval_pairs) if test is not None and len(test) else None
-    return train, test
+    dev = cap(dev, train_cfg.max_eval_pairs) if dev is not None and len(dev) else None
+    return train, dev
 
 
 def document_grouped_order(doc_ids: Sequence[str], answerable: Sequence[bool], group_size: int,
@@ -277,7 +299,7 @@ def prepare_model(model: Any, model_cfg: ModelConfig) -> Any:
     from helpers.models import keep_cpu_4bit_layout
 
     keep_cpu_4bit_layout(model)
-    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=model_cfg.gradient_checkpointing,
+    return prepare_model_for_kbit_training(model, use_gradient_checkpointing=model_checkpointing(model_cfg),
                                            gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
@@ -540,18 +562,17 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
     if pairs is None:
         pairs = load_pairs(require_input(train_cfg.pairs_dir, PAIRS_MADE_BY))
     dev_pairs = None
-    if train_cfg.select_dev_documents:
-        kept, dev_pairs = dev_split(pairs["train"], train_cfg.select_dev_documents, model_cfg.seed)
+    if dev_documents(train_cfg):
+        kept, dev_pairs = dev_split(pairs["train"], dev_documents(train_cfg), train_cfg.dev_seed)
         pairs = {**dict(pairs.items()), "train": kept}
-    train_split, eval_split = select_pairs(pairs, train_cfg)
+    train_split, eval_split = select_pairs(pairs, train_cfg, dev_pairs)
     model, tokenizer = load_model_and_tokenizer(model_cfg)
     four_bit = weight_footprint_bytes(model) if getattr(model, "is_loaded_in_4bit", False) else None
     trainer = build_trainer(model, tokenizer, to_trl_dataset(train_split, model_cfg.prompt_format),
                             None if eval_split is None else to_trl_dataset(eval_split, model_cfg.prompt_format),
                             model_cfg, train_cfg, callbacks)
-    summary = {"train": _summarise(train_split), "test": _summarise(eval_split), "pairs_dir": train_cfg.pairs_dir}
-    if dev_pairs is not None:
-        summary["dev"] = _summarise(dev_pairs)
+    summary = {"train": _summarise(train_split), "dev": _summarise(dev_pairs), "eval": _summarise(eval_split),
+               "pairs_dir": train_cfg.pairs_dir}
     digest = pairs_digest(train_split)
     return TrainingRun(model_cfg, train_cfg, trainer, tokenizer, summary, four_bit,
                        find_resume_checkpoint(train_cfg, model_cfg, digest),
@@ -564,9 +585,12 @@ def run_training(run: TrainingRun) -> Any:
     if run.trainer.is_world_process_zero():
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         signature = run.signature or run_signature(run.model_cfg, run.train_cfg)
-        (ckpt_dir / RUN_SIGNATURE).write_text(json.dumps(signature), encoding="utf-8")
-    if run.resume_from:
-        print(f"Resuming from {run.resume_from} (step {_step_of(run.resume_from)})")
+        # written whole, then renamed: under DDP another rank may be reading it (find_resume_checkpoint)
+        partial = ckpt_dir / f"{RUN_SIGNATURE}.partial"
+        partial.write_text(json.dumps(signature), encoding="utf-8")
+        partial.replace(ckpt_dir / RUN_SIGNATURE)
+        if run.resume_from:
+            print(f"Resuming from {run.resume_from} (step {_step_of(run.resume_from)})")
     started = time.perf_counter()
     output = run.trainer.train(resume_from_checkpoint=run.resume_from)
     run.train_seconds = time.perf_counter() - started
@@ -574,10 +598,16 @@ def run_training(run: TrainingRun) -> Any:
 
 
 def save_adapter(trainer: Any, model_cfg: ModelConfig, out_dir: str | Path) -> Path:
-    """Adapter weights + tokenizer (``trainer.save_model``) and our record of the base model."""
+    """Adapter weights + tokenizer (``trainer.save_model``) and our record of the base model.
+
+    Every rank calls it (under FSDP the weights are gathered from all of them); only rank 0 writes.
+    """
     from helpers.adapters import write_adapter_metadata
 
     out = Path(out_dir)
+    if getattr(trainer, "is_fsdp_enabled", False):
+        # checkpoints stay sharded (fast, resumable); the adapter is gathered whole, or save_model writes nothing
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(out))
     if trainer.is_world_process_zero():
         (out / "training_args.bin").unlink(missing_ok=True)  # a pickle of the trainer args: of no use to users

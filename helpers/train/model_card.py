@@ -48,7 +48,7 @@ def _fmt(value: Any) -> str:
 
 def _metrics_table(report: dict[str, Any]) -> str:
     train, evals = report.get("final_train", {}), report.get("final_eval", {})
-    rows = ["| metric | train (last log) | eval (test split) |", "|---|---|---|"]
+    rows = ["| metric | train (last log) | eval (dev split) |", "|---|---|---|"]
     for key in ("loss", "rewards/margins", "rewards/accuracies"):
         rows.append(f"| {key} | {_fmt(train.get(key))} | {_fmt(evals.get(key))} |")
     return "\n".join(rows)
@@ -67,16 +67,19 @@ def _config_table(report: dict[str, Any]) -> str:
               "steps": report.get("steps")}
     selection = report.get("checkpoint_selection")
     if selection:  # the adapter is an earlier checkpoint, chosen on dev (helpers.select.dev_choice)
-        picked["weights kept"] = (f"step {selection['chosen_step']} of {selection['final_step']}, chosen on "
-                                  f"{selection['dev_documents']} held-out training documents ({selection['rule']})")
+        kept = (f"step {selection['chosen_step']} of {selection['final_step']}"
+                if selection.get("beats_base", True) else
+                f"the base (LoRA B = 0): none of the steps up to {selection['final_step']} beat it on dev")
+        picked["weights kept"] = (f"{kept}, chosen on {selection['dev_documents']} held-out training documents "
+                                  f"({selection['rule']})")
     return "\n".join(["| setting | value |", "|---|---|"] + [f"| {k} | {v} |" for k, v in picked.items()])
 
 
 def _data_section(report: dict[str, Any]) -> str:
     data = report.get("data", {})
     lines = []
-    for split in ("train", "dev", "test"):
-        if split == "dev" and split not in data:
+    for split in ("train", "dev"):  # the test split is never read during training
+        if not data.get(split, {}).get("pairs"):
             continue
         info = data.get(split, {})
         kinds = ", ".join(f"{k} {v}" for k, v in info.get("pair_types", {}).items())

@@ -30,7 +30,7 @@ def plot_training_curves(log_history: list[dict[str, Any]], title: str = "DPO tr
     fig = Figure(figsize=(13, 3.6), layout="constrained")
     axes = fig.subplots(1, len(CURVE_KEYS))
     for ax, key in zip(axes, CURVE_KEYS, strict=True):
-        for prefix, style, label in (("", "-", "train"), ("eval_", "o--", "eval (test split)")):
+        for prefix, style, label in (("", "-", "train"), ("eval_", "o--", "eval (dev split)")):
             steps, values = series(log_history, key, prefix)
             if steps:
                 ax.plot(steps, values, style, label=label)

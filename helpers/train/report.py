@@ -23,6 +23,7 @@ from helpers.config import ModelConfig
 __all__ = [
     "METRIC_KEYS",
     "build_train_report",
+    "effective_batch",
     "final_metrics",
     "machine_info",
     "measure_weight_footprint",
@@ -143,6 +144,14 @@ def tokens_per_second(log_history: list[dict[str, Any]], first_step: int, second
     return round(max(tokens) / seconds, 1) if tokens and seconds else None
 
 
+def effective_batch(args: Any) -> dict[str, int]:
+    """Pairs per optimizer step = per device × accumulation × processes (``world_size``: 1 without DDP/FSDP)."""
+    per_device, accumulation = int(args.per_device_train_batch_size), int(args.gradient_accumulation_steps)
+    processes = int(args.world_size)
+    return {"per_device_train_batch_size": per_device, "gradient_accumulation_steps": accumulation,
+            "processes": processes, "pairs_per_step": per_device * accumulation * processes}
+
+
 def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str, Any]) -> dict[str, Any]:
     """The report dict for a finished ``helpers.train.TrainingRun``."""
     from helpers.train.shared_prompt import shared_prompt_stats
@@ -170,6 +179,7 @@ def build_train_report(run: Any, final_eval: dict[str, Any], footprint: dict[str
                                                              in METRIC_KEYS},
         "peak_memory": peak, "weight_footprint": footprint,
         "precision": {"fp16": bool(trainer.args.fp16), "bf16": bool(trainer.args.bf16)},
+        "effective_batch": effective_batch(trainer.args),
         # tokens through the model with each pair's prompt scored once vs TRL's two rows (None: two rows)
         "shared_prompt": shared_prompt_stats(trainer.model),
         "averaged_checkpoints": getattr(run, "averaged", None),  # None: the adapter is the last weights
@@ -184,7 +194,7 @@ def report_headline(report: dict[str, Any]) -> dict[str, Any]:
     """The numbers worth printing after a run (the full report also holds configs and the log)."""
     keys = ("profile", "model_id", "steps", "resumed_from_step", "seconds_per_step", "tokens_per_second",
             "train_seconds", "final_train", "final_eval", "peak_memory", "weight_footprint", "precision",
-            "checkpoint_selection")
+            "effective_batch", "checkpoint_selection")
     return {key: report.get(key) for key in keys}
 
 
