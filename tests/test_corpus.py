@@ -22,14 +22,12 @@ from helpers.data.corpus import (
     RequestWriterReply,
     answerable_requests,
     corpus_options,
-    quote_in_document,
     read_folder,
     write_corpus_rows,
 )
-from helpers.data.excerpts import approx_token_count, content_words
+from helpers.data.excerpts import approx_token_count, content_words, quote_in_text
 from helpers.data.requests import distinctive_terms, named_subjects, terms_absent
 from helpers.data.rows import DEFAULT_SYSTEM_INSTRUCTION, clean_text, load_rows
-from helpers.data.teachers import quote_in_text
 
 pytest_plugins = ["gemini_server"]
 BARE = Path(__file__).resolve().parents[1] / "helpers" / "resources" / "bare_corpus"
@@ -86,7 +84,7 @@ def test_sentences_are_turned_round_into_grammatical_requests():
         "What is Harlow Bridge?", "When was the bridge built?", "How long is the span?",
         "How many schools does the town have?", "When was the Wend Museum designed?",
         "How many old paintings does the museum have?"]
-    assert all(quote_in_document(r.answer_sentence, doc) and r.answer == r.answer_sentence for r in found)
+    assert all(quote_in_text(r.answer_sentence, doc) and r.answer == r.answer_sentence for r in found)
     assert people == ["Amos Tull", "Ida Marsh"]  # agents lend person names to near misses
 
 
@@ -117,8 +115,10 @@ def test_a_question_two_sentences_answer_is_ambiguous_and_dropped():
 
 def test_the_quote_rule_is_the_teachers():
     doc = "The Vossen Glacier is a valley glacier in the Halden Range.\nIt flows north."
-    for quote in ("the vossen  glacier is a valley glacier", "“It flows north.”", "north", "It flows south."):
-        assert quote_in_document(quote, doc) == quote_in_text(quote, doc)
+    expected = {"the vossen  glacier is a valley glacier": True, "“It flows north.”": True, "north": False,
+                "It flows south.": False}  # case/space/outer quotes ignored; one word is never a quote
+    for quote, found in expected.items():
+        assert quote_in_text(quote, doc) is found, quote
 
 
 def test_bundled_corpus_gives_grounded_rows_and_near_misses_verified_absent():

@@ -7,11 +7,12 @@ import dataclasses
 import io
 
 import pytest
+from gemini_server import FAKE_API_KEY
 
 from helpers.config import REFUSAL, ModelConfig, TrainConfig, config_for
 
 FAKE_HF_TOKEN = "hf_" + "A1b2C3d4E5" * 3  # shaped like a real token: hf_ + 30 alphanumerics
-FAKE_GOOGLE_KEY = "AIza" + "Sy0123456789abcdefghijKLMNOP"
+FAKE_GOOGLE_KEY = FAKE_API_KEY  # key-shaped (helpers.secrets redacts it), derived in the fake server module
 
 
 def fake_report(model_id: str = "google/gemma-2-2b-it", prompt_format: str = "chat", **extra) -> dict:

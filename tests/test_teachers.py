@@ -7,6 +7,7 @@ import random
 import pytest
 from gemini_server import FAKE_API_KEY, fake_teacher_reply, http, ok
 
+from helpers.data.excerpts import quote_in_text
 from helpers.data.rows import Row
 from helpers.data.teachers import (
     GeminiTeacher,
@@ -17,7 +18,6 @@ from helpers.data.teachers import (
     fabricate,
     negate,
     paraphrase,
-    quote_in_text,
     swap_entity,
     swap_number,
 )

@@ -28,7 +28,7 @@ Each kept document becomes one row in the shape of the bundled sample: ``user_re
   miss whose terms occur in it, is dropped and counted.
 
 The system instruction is left to ``rows`` (the project default). Nothing here imports ``rows`` or
-``teachers`` (``rows`` imports this module): the quote rule is ``teachers.quote_in_text``'s, restated.
+``teachers`` (``rows`` imports this module); the quote check is ``excerpts.quote_in_text``, the teachers' own.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ from typing import Any
 import pydantic
 
 from helpers.config import FREE_TIER_REQUESTS_PER_MINUTE, GEMINI_MODEL, DataConfig
-from helpers.data.excerpts import content_words, normalize, split_sentences
+from helpers.data.excerpts import content_words, normalize, quote_in_text, split_sentences
 from helpers.data.requests import distinctive_terms, named_subjects, subject_swap, terms_absent, topic_neighbours
 
 __all__ = [
@@ -67,7 +67,6 @@ __all__ = [
     "is_bare_records",
     "is_document_folder",
     "make_request_writer",
-    "quote_in_document",
     "read_folder",
     "write_corpus_rows",
 ]
@@ -171,13 +170,6 @@ class DocumentRequests:
     people: list[str] = field(default_factory=list)  # agents ("designed by Clara Osei"): person subjects
 
 
-def quote_in_document(quote: str, text: str) -> bool:
-    """``helpers.data.teachers.quote_in_text``'s rule: ``quote`` (whitespace/case/outer quotes ignored) is in ``text``."""
-    needle = normalize(quote).strip(" \"'“”‘’")
-    return len(needle.split()) >= 2 and needle.rstrip(".") in normalize(text)
-
-
-# -- reading ------------------------------------------------------------------------------------
 def is_document_folder(source: str | Path) -> bool:
     """True for an existing folder (read as one document per .txt/.md file)."""
     return Path(source).is_dir()
@@ -473,7 +465,7 @@ def answerable_requests(document: str, answer_words: int = 60, rejected: Counter
         if made and len(sentence.split()) > answer_words:
             rejected["answer_sentence_too_long"] += len(made)
             continue
-        if made and not quote_in_document(sentence, document):
+        if made and not quote_in_text(sentence, document):
             rejected["sentence_not_verbatim"] += len(made)
             continue
         if made:
@@ -732,7 +724,7 @@ class GeminiRequestWriter:
             request, answer, quote = item.request.strip(), item.answer.strip(), item.supporting_quote.strip()
             if not request or not answer or normalize(request) in seen:
                 self.rejected["empty_or_repeated_request"] += 1
-            elif not quote_in_document(quote, doc.text):
+            elif not quote_in_text(quote, doc.text):
                 self.rejected["quote_not_in_document"] += 1
             else:
                 seen.add(normalize(request))

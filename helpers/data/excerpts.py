@@ -29,6 +29,7 @@ __all__ = [
     "content_words",
     "document_budget",
     "normalize",
+    "quote_in_text",
     "rank_texts",
     "select_excerpt",
     "sentence_spans",
@@ -86,6 +87,13 @@ def approx_token_count(text: str) -> int:
 def normalize(text: str) -> str:
     """Lower-case, single-spaced text for containment checks."""
     return " ".join(text.lower().split())
+
+
+def quote_in_text(quote: str, text: str) -> bool:
+    """True when ``quote`` (whitespace/case/outer quotes ignored) occurs in ``text``: the one check that a
+    teacher's or request writer's quote is really in the document."""
+    needle = normalize(quote).strip(" \"'“”‘’")
+    return len(needle.split()) >= 2 and needle.rstrip(".") in normalize(text)
 
 
 def content_words(text: str) -> list[str]:

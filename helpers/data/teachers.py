@@ -28,7 +28,7 @@ import pydantic
 
 from helpers import quota
 from helpers.config import FREE_TIER_REQUESTS_PER_MINUTE, GEMINI_MODEL, free_tier_requests_per_day
-from helpers.data.excerpts import content_words, normalize, rank_texts, split_sentences
+from helpers.data.excerpts import content_words, normalize, quote_in_text, rank_texts, split_sentences
 from helpers.data.requests import answer_sentences_for, request_style, subject_swap
 from helpers.data.rows import Row
 from helpers.gemini_client import GeminiCallError, GeminiClient
@@ -48,7 +48,6 @@ __all__ = [
     "fabricate",
     "negate",
     "paraphrase",
-    "quote_in_text",
     "swap_entity",
     "swap_number",
 ]
@@ -166,12 +165,6 @@ ADDED_CLAIMS = ["This was confirmed by an independent review in {year}.",
                 "About {pct} percent of cases follow this pattern.", "This figure was last revised in {year}."]
 _LOWER_FIRST = frozenset("what how who when where which why is are was were does do did can could should would "
                          "will list describe explain summarize according give name identify".split())
-
-
-def quote_in_text(quote: str, text: str) -> bool:
-    """True when ``quote`` (whitespace/case/outer quotes ignored) occurs in ``text``."""
-    needle = normalize(quote).strip(" \"'“”‘’")
-    return len(needle.split()) >= 2 and needle.rstrip(".") in normalize(text)
 
 
 def _at_sentence_start(text: str, start: int) -> bool:

@@ -378,7 +378,7 @@ def verdict_records(items: Sequence[dict[str, Any]], judged: Sequence[dict[str, 
             continue
         records.append({**verdict, "answerable": item["answerable"], "pair_type": item["pair_type"],
                         "source": item["source"], "domain": item["domain"],
-                        "style": item.get("style") or request_style(item["request"])})
+                        "style": item.get("style") or request_style(item["request"])})  # hand-built items lack it
     return records
 
 

@@ -129,6 +129,7 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
                for step, path in later_weights(found, final_step, train_cfg.select_from_fraction)}
     model.eval()
     base_rates, base_refused = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg, side="base")
+    base_errors = dev_errors(base_refused, answerable)
     verdicts: dict[Any, list[bool]] = {"base": base_refused}
     curve = []
     for step, folder in folders.items():
@@ -137,8 +138,7 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
         curve.append({"step": step, "aligned": rates, "errors": dev_errors(verdicts[step], answerable)})
         print(f"dev, step {step}: hallucination {rates['hallucination_rate']:.1%}, over-refusal "
               f"{rates['over_refusal_rate']:.1%} ({curve[-1]['errors']['errors']} errors; base "
-              f"{dev_errors(base_refused, answerable)['errors']})", flush=True)
-    base_errors = dev_errors(base_refused, answerable)
+              f"{base_errors['errors']})", flush=True)
     chosen = choose_checkpoint(curve, base_errors, train_cfg.select_min_gain)
     return {
         "rule": rule_text(train_cfg.select_min_gain), "min_gain": train_cfg.select_min_gain,
