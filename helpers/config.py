@@ -201,6 +201,10 @@ class DataConfig:
     # a training step's cost grows with every token, while a longer test excerpt is what makes a real
     # request's "answerable" label hold (docs/label_audit.md).
     test_document_tokens: int | None = None
+    # The test split's prompt + answer budget (None: max_length). With a test_document_tokens above what
+    # max_length leaves, test prompts carry whole documents: evaluation only generates, so it can afford a
+    # context that training (whose cost grows with every token of every step) cannot.
+    test_max_length: int | None = None
     pairs_per_kind: dict[str, int] = field(default_factory=lambda: {
         "hallucination": 2, "unanswerable": 2, "unrelated": 1, "over_refusal": 2, "paraphrase": 1})
     test_fraction: float = 0.2
@@ -230,7 +234,7 @@ class DataConfig:
         _positive(self, "requests_per_day")
         if self.max_rows is not None:
             _positive(self, "max_rows")
-        for name in ("document_tokens", "test_document_tokens", "test_documents"):
+        for name in ("document_tokens", "test_document_tokens", "test_documents", "test_max_length"):
             if getattr(self, name) is not None:
                 _positive(self, name)
         if self.answer_budget >= self.max_length:

@@ -155,8 +155,12 @@ def summarise_seeds(root: Path, seeds: list[int]) -> dict:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_revision()}
 
 
-def run_seeds(profile: str, seeds: list[int]) -> dict:
-    """The recipe once per training seed over one build of the pairs; ``seeds_summary.json`` at the end."""
+def run_seeds(profile: str, seeds: list[int], skip: tuple[str, ...] = ()) -> dict:
+    """The recipe once per training seed over one build of the pairs; ``seeds_summary.json`` at the end.
+
+    A seed with a ``metrics.json`` is kept, unless ``skip`` names a stage: ``skip=("train", "select")``
+    re-evaluates every seed's chosen adapter on a rebuilt test split (the training split must be
+    unchanged: its pairs' fingerprint is checked against the one each seed trained on)."""
     import os
 
     from helpers.config import CONFIG_ENV, config_sections
@@ -166,12 +170,15 @@ def run_seeds(profile: str, seeds: list[int]) -> dict:
     base_config = os.environ.get(CONFIG_ENV)
     sections = config_sections(base_config) if base_config else {}
     started = time.perf_counter()
-    shared = run_pipeline(profile, skip=("train", "select", "evaluate", "figures"), report_name="data_run_report.json")
+    shared = run_pipeline(profile, skip=("train", "select", "evaluate", "figures", *skip),
+                          report_name="data_run_report.json")
     if "failed_stage" in shared:
         return shared
     for seed in seeds:
         seed_root = root / f"seed-{seed}"
-        if (seed_root / "metrics.json").exists():
+        if skip:
+            _check_trained_on(seed_root, root / "pairs")
+        elif (seed_root / "metrics.json").exists():
             print(f"\n=== seed {seed}: {seed_root / 'metrics.json'} exists, kept", flush=True)
             continue
         seed_root.mkdir(parents=True, exist_ok=True)
@@ -183,7 +190,8 @@ def run_seeds(profile: str, seeds: list[int]) -> dict:
         config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
         env = {CONFIG_ENV: str(config_path), "GEMMA_FACTS_OUTPUT": str(seed_root)}
         print(f"\n=== seed {seed} → {seed_root}", flush=True)
-        report = run_pipeline(profile, skip=("prepare_model", "data"), env=env)
+        report = run_pipeline(profile, skip=("prepare_model", "data", *skip), env=env,
+                              report_name="rerun_report.json" if skip else "run_report.json")
         if "failed_stage" in report:
             return report
     summary = summarise_seeds(root, seeds)
@@ -191,6 +199,23 @@ def run_seeds(profile: str, seeds: list[int]) -> dict:
     (root / "seeds_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     print(json.dumps(summary["spread"], indent=2))
     return summary
+
+
+def _check_trained_on(seed_root: Path, pairs_dir: Path) -> None:
+    """Refuse to re-evaluate a seed whose adapter was trained on other training pairs than the current build."""
+    from helpers.train.dpo import train_split_fingerprint
+
+    report_path = seed_root / "train_report.json"
+    if not report_path.exists():
+        raise FileNotFoundError(f"{report_path} is missing: train seed {seed_root.name} first (no --skip)")
+    trained = json.loads(report_path.read_text(encoding="utf-8")).get("data", {}).get("train_fingerprint")
+    current = train_split_fingerprint(pairs_dir)
+    if trained is not None and trained != current:
+        raise ValueError(f"{seed_root.name} trained on training pairs {trained}, the current build has {current}: "
+                         "the rebuilt data changed the training split, so its adapter cannot be re-evaluated; "
+                         "rerun without --skip")
+    print(f"=== {seed_root.name}: training split {current} (as trained{'' if trained else ': not recorded'})",
+          flush=True)
 
 
 def _model_build_cached(profile: str) -> bool | None:
@@ -223,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.seeds:
         if len(set(args.seeds)) != len(args.seeds):
             raise ValueError(f"--seeds {args.seeds}: each seed once")
-        summary = run_seeds(profile, args.seeds)
+        summary = run_seeds(profile, args.seeds, tuple(args.skip))
         return 1 if "failed_stage" in summary else 0
     report = run_pipeline(profile, tuple(args.skip))
     return 1 if "failed_stage" in report else 0

@@ -64,12 +64,12 @@ def test_answer_removed_pairs_are_built_on_request_and_their_skips_reported(tmp_
 
 
 def test_pairs_that_do_not_fit_are_dropped_and_counted(tmp_path):
-    report = build_preference_data(smoke_cfg(tmp_path, max_length=130, answer_budget=20),
+    report = build_preference_data(smoke_cfg(tmp_path, max_length=120, answer_budget=20),
                                    tokenizer=approx_token_count)
     assert report["pairs"]["too_long_dropped"] > 0
     assert report["pairs"]["total"] == report["pairs"]["built"] - report["pairs"]["duplicates_dropped"] - \
         report["pairs"]["too_long_dropped"]
-    assert report["tokens"]["share_within_max_length"] < 1.0
+    assert report["tokens"]["share_within_max_length"] < 1.0  # of the training pairs (test ones: their own budget)
 
 
 def test_rerun_resumes_from_the_teacher_cache_and_gives_the_same_pairs(tmp_path):
@@ -81,6 +81,15 @@ def test_rerun_resumes_from_the_teacher_cache_and_gives_the_same_pairs(tmp_path)
     build_preference_data(cfg, tokenizer=approx_token_count)
     assert load_from_disk(cfg.pairs_dir)["train"].to_list() == first
     assert cache.read_text().count("\n") == lines_before == 8  # nothing re-taught
+
+
+def test_a_resumed_build_reports_the_flags_of_every_row_not_only_the_rows_it_taught(tmp_path):
+    """The rejects in data_report.json (and docs/pairs_sample.md) must not shrink when rows come from the cache."""
+    cfg = config_for(DataConfig, "local", pairs_dir=str(tmp_path / "pairs"), max_rows=40, test_documents=8)
+    fresh = build_preference_data(cfg, tokenizer=approx_token_count, prompt_format="plain")["teacher"]
+    assert sum(fresh["flags"].values()) > 0
+    resumed = build_preference_data(cfg, tokenizer=approx_token_count, prompt_format="plain")["teacher"]
+    assert resumed["rows"] == 0 and resumed["flags"] == fresh["flags"]  # nothing re-taught, nothing lost
 
 
 def test_gemini_without_a_key_falls_back_loudly_to_offline(tmp_path, capsys):
@@ -287,3 +296,30 @@ def test_local_profile_builds_a_real_facts_test_split_sized_to_resolve_the_claim
 
     for pair in (p for p in data["train"] if p["source"] == "refusal"):
         assert set(content_words(pair["request"])) & set(content_words(pair["chosen"][0]["content"]))
+
+
+def test_test_split_budget_gives_whole_documents_and_leaves_the_training_split_unchanged(tmp_path):
+    """The local profile shows every test document whole (``test_max_length``: evaluation only generates and
+    can afford ~1-2k tokens) while training keeps 128-token excerpts; the training split must not depend on
+    the test budget, so that adapters trained before a test-budget change can be evaluated on the new split
+    (``gemma-facts run --seeds ... --skip train select`` checks the same fingerprint)."""
+    from helpers.train.dpo import train_split_fingerprint
+
+    whole = config_for(DataConfig, "local", pairs_dir=str(tmp_path / "whole"))
+    assert whole.test_max_length > whole.max_length and whole.document_tokens < whole.max_length
+    report = build_preference_data(whole, tokenizer=approx_token_count, prompt_format="plain")
+    excerpted = config_for(DataConfig, "local", pairs_dir=str(tmp_path / "excerpted"), test_document_tokens=320,
+                           test_max_length=None)
+    build_preference_data(excerpted, tokenizer=approx_token_count, prompt_format="plain")
+    data = {name: load_from_disk(str(tmp_path / name)) for name in ("whole", "excerpted")}
+    assert train_split_fingerprint(tmp_path / "whole") == train_split_fingerprint(tmp_path / "excerpted")
+    from helpers.data.rows import load_rows
+
+    documents = {row.context_document.strip() for row in load_rows("bundled-facts")[0]}  # as cleaned on load
+    answerable = {p["doc_id"]: p["document"] for p in data["whole"]["test"] if p["source"] == "refusal"}
+    # every answerable test prompt shows its whole document; the 320-token build showed (almost) none whole
+    assert len(answerable) >= 80 and all(doc in documents for doc in answerable.values())
+    before = {p["doc_id"]: p["document"] for p in data["excerpted"]["test"] if p["source"] == "refusal"}
+    assert sum(doc in documents for doc in before.values()) < len(before) / 4
+    # training prompts stay within the training budget, test prompts within theirs (and beyond max_length)
+    assert report["tokens"]["max"] <= whole.max_length < report["tokens"]["test"]["max"] <= whole.test_max_length

@@ -93,3 +93,19 @@ def test_seeds_run_once_per_seed_reuses_the_base_answers_and_reports_the_spread(
                            cwd=Path(__file__).resolve().parents[1])
     assert again.returncode == 0 and again.stdout.count("exists, kept") == 2
     assert "stage train" not in again.stdout
+
+    # re-evaluation of the trained seeds on a rebuilt test split: no training, every seed evaluated again
+    adapter_bytes = (out / "seed-3" / "adapter" / "adapter_model.safetensors").read_bytes()
+    rerun = subprocess.run(cmd + ["--skip", "train", "select"], env=env, capture_output=True, text=True,
+                           timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    assert "stage train" not in rerun.stdout and rerun.stdout.count("stage evaluate") == 2
+    assert rerun.stdout.count("(as trained)") == 2  # the training split's fingerprint checked per seed
+    assert (out / "seed-3" / "adapter" / "adapter_model.safetensors").read_bytes() == adapter_bytes
+    assert (out / "seed-5" / "rerun_report.json").exists()
+    # a build that changes the training split cannot be paired with adapters trained on the old one
+    config = tmp_path / "other_train.json"
+    config.write_text(json.dumps({"data": {"pairs_per_kind": {"unanswerable": 1}}}))
+    refused = subprocess.run(cmd + ["--skip", "train", "select"], env={**env, "GEMMA_FACTS_CONFIG": str(config)},
+                             capture_output=True, text=True, timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert refused.returncode != 0 and "changed the training split" in refused.stderr

@@ -67,7 +67,9 @@ def test_seed_headline_reads_every_number_from_the_seed_records(tmp_path):
     for seed, (h, o, b) in {"1": (0.05, 0.02, True), "2": (0.25, 0.10, False)}.items():
         (out / f"seed-{seed}").mkdir(parents=True)
         (out / f"seed-{seed}" / "metrics.json").write_text(json.dumps(_seed_metrics(h, o, b)))
-        (out / f"seed-{seed}" / "run_report.json").write_text(json.dumps({"total_seconds": 1500, "stages": {}}))
+        evaluate = {"seconds": 600 if seed == "1" else 300}  # the first seed also generated the base's answers
+        (out / f"seed-{seed}" / "run_report.json").write_text(json.dumps({"total_seconds": 1500,
+                                                                          "stages": {"evaluate": evaluate}}))
         point = {"step": 80, "aligned": {"hallucination_rate": h, "over_refusal_rate": o},
                  "errors": {"hallucinations": 2, "over_refusals": 1, "errors": 3}}
         (out / f"seed-{seed}" / "train_report.json").write_text(json.dumps({"checkpoint_selection": {
@@ -85,7 +87,9 @@ def test_seed_headline_reads_every_number_from_the_seed_records(tmp_path):
     assert "| 1 | step 80 |" in block and "| 2 | the base (no step beat it on dev) |" in block
     assert "❌ every seed: hallucination cut ≥ 90% (cuts: 95.0%, 75.0%)" in block
     assert "❌ every seed passes the Banana test (1 of 2)" in block
-    assert "✅ one seed of the recipe (= `make demo`): fastest 26.0 min ≤ 30 min (each seed: 26.0, 26.0 min" in block
+    # a first `make demo` also generates the base's answers: the fastest seed (26 min) + the first seed's extra 5
+    assert "❌ one seed of the recipe (= `make demo`) on a first run: ~31.0 min ≤ 30 min (fastest seed 26.0 min" in block
+    assert "spent ~5.0 min generating; each seed: 26.0, 26.0 min" in block
     assert "## The main recipe with 2 seeds" in render_results_doc(results)
 
 
@@ -244,3 +248,12 @@ def test_checkpoint_choice_of_the_main_command_reaches_the_section(tmp_path):
     (tmp_path / "local" / "train_report.json").write_text(json.dumps({"steps": 108, "checkpoint_selection": sel}))
     assert line in render_results_doc(tmp_path)
     assert "**step 90 of 108**" in render_headline(tmp_path)
+
+
+def test_refusal_gap_is_zero_for_a_refusal_rate_dial_and_one_for_perfect_grounding():
+    from tools.readme_results import refusal_gap
+
+    for rate in (0.0, 0.3, 1.0):  # refuses a share `rate` of everything, whatever the document holds
+        assert abs(refusal_gap(hallucination=1 - rate, over_refusal=rate)) < 1e-12
+    assert refusal_gap(0.0, 0.0) == 1.0 and refusal_gap(1.0, 1.0) == -1.0
+    assert refusal_gap(None, 0.2) is None

@@ -26,7 +26,7 @@ __all__ = ["collect_run", "collect_seeds", "render_headline", "render_results_do
            "update_readme", "write_results_doc"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-REPORTS = ("metrics.json", "train_report.json", "data_report.json", "run_report.json")
+REPORTS = ("metrics.json", "train_report.json", "data_report.json", "run_report.json", "rerun_report.json")
 HEADLINE = "local-seeds"  # the record the README shows: `make demo-seeds`, the main recipe with three seeds
 SEEDS_SUMMARY = "seeds_summary.json"
 SINGLE_RUN = "local"  # a `make demo` record (`make results`): the headline only while no seeds record exists
@@ -51,9 +51,10 @@ How to read them:
 - **Every rate has its n and a 95% Wilson interval**, and the main recipe runs with three training
   seeds: read the spread, not one seed.
 - **Over-refusal is reported next to hallucination**, because a model that refuses everything has a
-  hallucination rate of zero. On real FACTS requests part of it is right: the label audit
-  ([label_audit.md](label_audit.md)) found most answerable-labelled requests only partly answerable
-  from their 320-token excerpt.
+  hallucination rate of zero. The test prompts show whole documents (training ones 128-token
+  excerpts), so an "answerable" label holds: the label audit ([label_audit.md](label_audit.md))
+  found 25 of 30 sampled answerable requests fully answerable from the document shown (with the
+  earlier 320-token test excerpts: 9 of 30).
 - **Which weights are kept is chosen on dev, never on the test split.** 24 of the training documents are
   held out of training; after training the base and the later checkpoints answer those dev requests and
   a rule fixed in advance keeps the checkpoint with the fewest dev errors among those clearly better
@@ -69,6 +70,8 @@ How to read them:
 How the records are made (besides `make demo` and `make test`):
 - `make demo-seeds` / `make results-seeds`: the main recipe with seeds 42, 7 and 1234 over one build of
   the pairs, copied into `results/local-seeds/` with this page and the README's headline regenerated;
+  `gemma-facts run --seeds 42 7 1234 --skip train select` re-evaluates trained seeds on a rebuilt test
+  split (refused when the rebuild changed the training split);
 - `make demo-long` / `make results-long`: the same pipeline for two epochs (`configs/local_long.json`),
   into `outputs/long/` and `results/local-long/` (not yet re-run on the real FACTS rows);
 - `make curve`: hallucination and over-refusal of every kept checkpoint of the `make demo-long` run on
@@ -363,10 +366,26 @@ def _spread(summary: dict[str, Any], name: str) -> str:
     return "n/a" if not sp else f"**{_pct(sp['mean'])}** [{_pct(sp['min'])}, {_pct(sp['max'])}]"
 
 
+def refusal_gap(hallucination: float | None, over_refusal: float | None) -> float | None:
+    """How much more often unanswerable requests are refused than answerable ones (Youden's J of "refuse").
+
+    0 means refusals do not depend on whether the document holds the answer (a refusal-rate dial); 1 is
+    perfect grounding. Hallucination and over-refusal each move with how often a model refuses at all,
+    this moves only with telling the two kinds apart."""
+    if hallucination is None or over_refusal is None:
+        return None
+    return (1 - hallucination) - over_refusal
+
+
+def _gap(x: float | None) -> str:
+    return "n/a" if x is None else f"{x * 100:+.1f} pts"
+
+
 def seeds_table(summary: dict[str, Any]) -> str:
     """One row per seed: the dev choice, the test rates (with the 95% interval of the aligned ones), Banana."""
     lines = ["| seed | kept (dev) | hallucination base → aligned | cut | over-refusal base → aligned | "
-             "grounded acc. base → aligned | Banana |", "|---|---|---|---|---|---|---|"]
+             "refusal gap base → aligned | grounded acc. base → aligned | Banana |",
+             "|---|---|---|---|---|---|---|---|"]
     for seed, e in summary["per_seed"].items():
         kept = f"step {e['chosen_step']}" if e.get("beats_base_on_dev") else "the base (no step beat it on dev)"
         ci = e.get("aligned_hallucination_ci95") or [None, None]
@@ -374,12 +393,15 @@ def seeds_table(summary: dict[str, Any]) -> str:
         lines.append(f"| {seed} | {kept} | {_pct(e['base_hallucination'])} → {_pct(e['aligned_hallucination'])} "
                      f"[{_pct(ci[0])}, {_pct(ci[1])}] | {_pct(e['hallucination_cut'])} | "
                      f"{_pct(e['base_over_refusal'])} → {_pct(e['aligned_over_refusal'])} [{_pct(oci[0])}, "
-                     f"{_pct(oci[1])}] | {_pct(e['base_grounded_accuracy'])} → "
+                     f"{_pct(oci[1])}] | {_gap(refusal_gap(e['base_hallucination'], e['base_over_refusal']))} → "
+                     f"{_gap(refusal_gap(e['aligned_hallucination'], e['aligned_over_refusal']))} | "
+                     f"{_pct(e['base_grounded_accuracy'])} → "
                      f"{_pct(e['aligned_grounded_accuracy'])} | {'pass' if e['banana_passed'] else 'fail'} |")
     return "\n".join(lines)
 
 
-def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_minutes: list[float]) -> list[str]:
+def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_minutes: list[float],
+                 base_minutes: float = 0.0) -> list[str]:
     """Issue 16's targets, each checked against the seeds record (a line with ✅ or ❌)."""
     per = list(summary["per_seed"].values())
     sp = summary["spread"]
@@ -404,22 +426,63 @@ def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_min
         share = audit.get("share_answerable")
         checks.append((share is not None and share >= 0.9,
                        f"label audit: {_pct(share)} of {audit['n']} sampled answerable test prompts answerable from "
-                       f"their excerpt, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"))
+                       f"the text the model sees, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"))
     if demo_minutes:
         each = ", ".join(f"{m:.1f}" for m in demo_minutes)
-        checks.append((min(demo_minutes) <= 30,
-                       f"one seed of the recipe (= `make demo`): fastest {min(demo_minutes):.1f} min ≤ 30 min (each "
-                       f"seed: {each} min, data stage included; a slower seed shared the 2 cores with other jobs; "
-                       f"the one-time model conversion, ~1.3 min, was cached)"))
+        cold = min(demo_minutes) + base_minutes
+        checks.append((cold <= 30,
+                       f"one seed of the recipe (= `make demo`) on a first run: ~{cold:.1f} min ≤ 30 min (fastest seed "
+                       f"{min(demo_minutes):.1f} min, data stage included, every stage as measured; the later seeds "
+                       f"reuse the base model's answers, which the first seed's evaluation spent ~{base_minutes:.1f} "
+                       f"min generating; each seed: {each} min, a slower one shared the 2 cores with other jobs; the "
+                       f"one-time model conversion, ~1.3 min, was cached)"))
     return [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
 
 
 def _seed_minutes(record: Path, seed: str) -> float | None:
-    """The data stage (run once) + this seed's stages: what `make demo` runs for one seed."""
+    """The data stage (run once) + this seed's stages: what `make demo` runs for one seed.
+
+    A re-evaluated seed (``rerun_report.json``: ``run --seeds ... --skip train select``) counts its training
+    and selection from the training run and its evaluation from the rerun: each stage once, as measured."""
     data, run = _load(record / "data_run_report.json"), _load(record / f"seed-{seed}" / "run_report.json")
     if not data or not run:
         return None
-    return (data.get("total_seconds", 0) + run.get("total_seconds", 0)) / 60
+    rerun = _load(record / f"seed-{seed}" / "rerun_report.json")
+    if not rerun:
+        return (data.get("total_seconds", 0) + run.get("total_seconds", 0)) / 60
+    stages = {**run.get("stages", {}), **rerun.get("stages", {})}
+    return (data.get("total_seconds", 0) + sum(st.get("seconds", 0) for st in stages.values())) / 60
+
+
+def _evaluate_seconds(record: Path, seed: str) -> float | None:
+    """The evaluate stage of a seed (its rerun's when re-evaluated): the first seed's includes generating the
+    base model's answers, which ``run --seeds`` then reuses."""
+    for name in ("rerun_report.json", "run_report.json"):
+        stage = ((_load(record / f"seed-{seed}" / name) or {}).get("stages") or {}).get("evaluate")
+        if stage:
+            return stage.get("seconds")
+    return None
+
+
+def _rerun_note(record: Path, summary: dict[str, Any]) -> str:
+    """How the record was made when its seeds were re-evaluated rather than trained by this commit."""
+    reruns = [_load(record / f"seed-{seed}" / "rerun_report.json") for seed in summary["per_seed"]]
+    runs = [_load(record / f"seed-{seed}" / "run_report.json") or {} for seed in summary["per_seed"]]
+    if not all(reruns):
+        return ""
+    trained = sorted({_commit_text(r.get("code")) for r in runs})
+    return (f" The adapters were trained and chosen on dev by `make demo-seeds` at commit {', '.join(trained)}; "
+            f"the re-evaluation (`gemma-facts run --seeds {' '.join(summary['per_seed'])} --skip train "
+            f"select`) scored them on the rebuilt test split, whose training split is the one they were trained on "
+            f"(same fingerprint). `make demo-seeds` from a clean tree trains and evaluates in one go.")
+
+
+def _commit_text(code: dict[str, Any] | None) -> str:
+    """`abc1234567`, or `abc1234567` + uncommitted changes: a record made from a dirty tree says so."""
+    commit = (code or {}).get("commit")
+    if not commit:
+        return "(unknown)"
+    return f"`{commit[:10]}`" + (" + uncommitted changes" if (code or {}).get("dirty") else "")
 
 
 def render_headline(results_dir: Path | None = None) -> str:
@@ -435,14 +498,20 @@ def render_headline(results_dir: Path | None = None) -> str:
     first = next(iter(summary["per_seed"].values()))
     audit_path = repo_root() / LABEL_AUDIT
     audit = audit_summary(json.loads(audit_path.read_text(encoding="utf-8"))) if audit_path.exists() else None
-    code = (summary.get("code") or {}).get("commit")
+    code = summary.get("code")
     seeds = ", ".join(summary["per_seed"])
-    made = (f"`make demo-seeds` (seeds {seeds}) on 2 CPU cores, {str(summary.get('date', '?'))[:10]}"
-            + (f" at commit `{code[:10]}`" if code else "") + f": the local recipe on the **real FACTS test split** "
+    rerun = _rerun_note(record, summary)
+    made = (("Re-evaluation of the `make demo-seeds` adapters" if rerun else "`make demo-seeds`") + f" (seeds {seeds}) on 2 CPU cores, "
+            f"{str(summary.get('date', '?'))[:10]}"
+            + (f" at commit {_commit_text(code)}" if code else "") + f": the local recipe on the **real FACTS test split** "
             f"({data.get('split', {}).get('test_docs', '?')} documents, {first['n_answerable']} answerable + "
             f"{first['n_unanswerable']} unanswerable requests), offline judge, checkpoints chosen on dev "
-            f"([`results/{HEADLINE}/`](results/{HEADLINE}/); generated by `python -m tools.readme_results`).")
+            f"([`results/{HEADLINE}/`](results/{HEADLINE}/); generated by `python -m tools.readme_results`)."
+            + rerun)
     demo = [m for m in (_seed_minutes(record, seed) for seed in summary["per_seed"]) if m is not None]
+    evals = [_evaluate_seconds(record, seed) for seed in summary["per_seed"]]
+    evals = [e for e in evals if e is not None]
+    base_minutes = max(0.0, evals[0] - min(evals[1:])) / 60 if len(evals) > 1 else 0.0
     rows = [("hallucination (unanswerable answered)", "base_hallucination", "aligned_hallucination"),
             ("over-refusal (answerable refused)", "base_over_refusal", "aligned_over_refusal"),
             ("grounded accuracy (answerable)", "base_grounded_accuracy", "aligned_grounded_accuracy")]
@@ -450,9 +519,17 @@ def render_headline(results_dir: Path | None = None) -> str:
     table += [f"| {label} | {_pct(summary['spread'].get(b, {}).get('mean'))} | {_spread(summary, a)} |"
               for label, b, a in rows]
     table.append(f"| relative hallucination cut | | {_spread(summary, 'hallucination_cut')} |")
+    gaps = [refusal_gap(e["aligned_hallucination"], e["aligned_over_refusal"]) for e in summary["per_seed"].values()]
+    gaps = [g for g in gaps if g is not None]
+    base_gap = refusal_gap(summary["spread"].get("base_hallucination", {}).get("mean"),
+                           summary["spread"].get("base_over_refusal", {}).get("mean"))
+    if gaps:
+        table.append(f"| refusal gap: unanswerable refused − answerable refused (0 = refusals blind to the "
+                     f"document) | {_gap(base_gap)} | **{_gap(sum(gaps) / len(gaps))}** [{_gap(min(gaps))}, "
+                     f"{_gap(max(gaps))}] |")
     written = summary["spread"].get("written_aligned_hallucination")
     parts = [made, "", "\n".join(table), "", seeds_table(summary), "", "Targets (issue 16), checked against this record:"]
-    parts += seed_targets(summary, audit, demo)
+    parts += seed_targets(summary, audit, demo, base_minutes)
     if written:
         parts += ["", f"The 48 written documents, reported beside it (never trained on): hallucination "
                       f"{_pct(summary['spread']['written_base_hallucination']['mean'])} → {_spread(summary, 'written_aligned_hallucination')}, "

@@ -118,13 +118,19 @@ def _default_tokenizer(cfg: DataConfig) -> tuple[Any, str]:
     return load_tokenizer(model_cfg), model_cfg.prompt_format
 
 
+def split_max_length(cfg: DataConfig, split: str) -> int:
+    """Prompt + answer budget of a split's pairs: ``test_max_length`` for the test split when set."""
+    return cfg.test_max_length if split == "test" and cfg.test_max_length else cfg.max_length
+
+
 def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter, split: str = "train") -> Any:
     """The excerpt for all of a row's prompts: budgeted for its longest request, keeping reference answers.
 
-    ``split`` "test" uses ``DataConfig.test_document_tokens`` when set (see its comment)."""
+    ``split`` "test" uses ``DataConfig.test_document_tokens`` and ``test_max_length`` when set (see their
+    comments)."""
     requests = [row.user_request, *(qa["request"] for qa in row.extra_qa), *row.unanswerable_requests]
     longest = max(requests, key=count) + " " + PARAPHRASE_SLACK
-    budget = document_budget(count, longest, row.system_instruction, cfg.max_length, cfg.answer_budget)
+    budget = document_budget(count, longest, row.system_instruction, split_max_length(cfg, split), cfg.answer_budget)
     cap = cfg.test_document_tokens if split == "test" and cfg.test_document_tokens else cfg.document_tokens
     if cap is not None:  # shorter excerpts: CPU training cost grows with every token
         budget = min(budget, cap)
@@ -334,12 +340,22 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     built, not_cut = _build_pairs(rows, docs, outputs, cfg, split_of)
     pairs, duplicates = dedup_pairs(built)
     lengths = [pair_token_length(p, prompt_format, tokenizer) for p in pairs]
-    fitting = [p for p, (_, longest) in zip(pairs, lengths, strict=True) if longest <= cfg.max_length]
+    fitting = [p for p, (_, longest) in zip(pairs, lengths, strict=True)
+               if longest <= split_max_length(cfg, split_of[p["doc_id"]])]
     splits = {name: [p for p in fitting if split_of[p["doc_id"]] == name] for name in ("train", "test")}
     _check_not_empty(splits, cfg, len(rows), failed, teacher, len(built))
     _save_pairs(splits, out)
+    # the teacher's own counters cover only the rows it taught in this run; each output keeps its flags
+    flags: Counter = Counter()
+    for taught in outputs:
+        if taught is not None:
+            flags.update(taught.flags)
     report = _report(cfg, row_report, rows, excerpts, teacher, teacher_used, failed, built, fitting, splits,
-                     duplicates, [chosen for chosen, _ in lengths], prompt_format, started)
+                     duplicates, [chosen for p, (chosen, _) in zip(pairs, lengths, strict=True)
+                                  if split_of[p["doc_id"]] != "test"],
+                     [chosen for p, (chosen, _) in zip(pairs, lengths, strict=True) if split_of[p["doc_id"]] == "test"],
+                     prompt_format, started)
+    report["teacher"]["flags"] = dict(sorted(flags.items()))  # every row of the build, cached ones included
     if cfg.pairs_per_kind.get("answer_removed", 0):
         report["pairs"]["answer_removed_skipped"] = not_cut  # answer could not be cut out cleanly
     if row_report.corpus:  # bare documents: files read and skipped, requests written and rejected
@@ -351,8 +367,10 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
 
 def _report(cfg: DataConfig, row_report: Any, rows: list[Row], excerpts: list[Any], teacher: Any, teacher_used: str,
             failed: int, built: list[dict[str, Any]], pairs: list[dict[str, Any]],
-            splits: dict[str, list[dict[str, Any]]], duplicates: int, lengths: list[int], prompt_format: str,
-            started: float) -> dict[str, Any]:
+            splits: dict[str, list[dict[str, Any]]], duplicates: int, lengths: list[int], test_lengths: list[int],
+            prompt_format: str, started: float) -> dict[str, Any]:
+    """The build's record. ``lengths``: prompt + chosen tokens of the training pairs (the budget that costs
+    CPU time); ``test_lengths`` the test split's, summarised beside them (its own budget, test_max_length)."""
     docs = {name: {p["doc_id"] for p in rows_} for name, rows_ in splits.items()}
     return {
         "profile": cfg.profile, "input": cfg.input, "seed": cfg.seed,
@@ -370,9 +388,12 @@ def _report(cfg: DataConfig, row_report: Any, rows: list[Row], excerpts: list[An
         "split": {"train": len(splits["train"]), "test": len(splits["test"]), "train_docs": len(docs["train"]),
                   "test_docs": len(docs["test"]), "doc_overlap": len(docs["train"] & docs["test"])},
         "tokens": {"prompt_format": prompt_format, "max_length": cfg.max_length,
+                   "test_max_length": split_max_length(cfg, "test"),
                    "p50": percentile(lengths, 50), "p95": percentile(lengths, 95), "max": max(lengths, default=0),
                    "share_within_max_length": round(sum(n <= cfg.max_length for n in lengths) / max(1, len(lengths)), 4),
-                   "lengths": lengths},
+                   "lengths": lengths,
+                   "test": {"p50": percentile(test_lengths, 50), "p95": percentile(test_lengths, 95),
+                            "max": max(test_lengths, default=0)}},
         "elapsed_s": round(time.time() - started, 1),
     }
 
@@ -395,7 +416,10 @@ def format_report_summary(report: dict[str, Any]) -> str:
         f"split: train {split['train']} pairs / {split['train_docs']} docs, test {split['test']} pairs / "
         f"{split['test_docs']} docs, shared docs {split['doc_overlap']}",
         f"tokens (prompt + chosen, {tokens['prompt_format']}): p50 {tokens['p50']:.0f}, p95 {tokens['p95']:.0f}, "
-        f"{tokens['share_within_max_length']:.1%} within {tokens['max_length']}",
+        f"{tokens['share_within_max_length']:.1%} within {tokens['max_length']}"
+        + (f"; test split (whole documents up to {tokens['test_max_length']}): p50 {tokens['test']['p50']:.0f}, "
+           f"max {tokens['test']['max']}" if tokens.get("test_max_length", tokens["max_length"]) != tokens["max_length"]
+           else ""),
     ]
     if teacher.get("stopped"):
         lines.append(f"TEACHER STOPPED: {teacher['stopped']}")

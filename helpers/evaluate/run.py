@@ -129,10 +129,12 @@ def eval_items(rows: Sequence[dict[str, Any]], max_examples: int | None = None, 
 def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval_cfg: EvalConfig) -> list[dict[str, Any]]:
     """A FACTS-schema .jsonl as a second held-out set: own document → answerable, next row's → unanswerable.
 
-    Long documents are cut exactly as stage 01 cuts them (``helpers.data.excerpts.select_excerpt``: BM25
-    passages relevant to the request) so that prompt + answer fit ``model_cfg.max_length``.
+    Long documents are cut exactly as stage 01 cuts its test split (``helpers.data.excerpts.select_excerpt``:
+    BM25 passages relevant to the request) so that prompt + answer fit the test split's budget
+    (``DataConfig.test_max_length`` / ``test_document_tokens``, else the training one).
     """
     from helpers.config import DataConfig
+    from helpers.data.build import split_max_length
     from helpers.data.excerpts import document_budget, select_excerpt, token_counter
 
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -145,9 +147,11 @@ def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval
     items = []
     for i, row in enumerate(rows):
         request, instruction = row["user_request"], row.get("system_instruction") or ""
-        budget = document_budget(count, request, instruction, model_cfg.max_length, eval_cfg.max_new_tokens)
-        if data_cfg.document_tokens is not None:  # the same excerpt size as the training pairs
-            budget = min(budget, data_cfg.document_tokens)
+        budget = document_budget(count, request, instruction, split_max_length(data_cfg, "test"),
+                                 eval_cfg.max_new_tokens)
+        cap = data_cfg.test_document_tokens or data_cfg.document_tokens  # the same excerpt size as the test split
+        if cap is not None:
+            budget = min(budget, cap)
         for answerable, source in ((True, row), (False, rows[(i + 1) % len(rows)])):
             excerpt = select_excerpt(source["context_document"], request, count_tokens=count,
                                      budget_tokens=budget, passage_words=data_cfg.passage_words)

@@ -424,6 +424,12 @@ def run_signature(model_cfg: ModelConfig, train_cfg: TrainConfig | None = None,
     return signature
 
 
+def train_split_fingerprint(pairs_dir: str | Path) -> str:
+    """``pairs_digest`` of a pairs folder's whole training split (what ``train_report.json`` records as
+    ``data.train_fingerprint``): a rebuilt test split leaves it unchanged, a changed training split does not."""
+    return pairs_digest(load_pairs(pairs_dir)["train"])
+
+
 def pairs_digest(split: Any) -> str:
     """A hash of the training pairs in training order (same data rebuilt → same hash)."""
     import hashlib
@@ -561,6 +567,7 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
 
     if pairs is None:
         pairs = load_pairs(require_input(train_cfg.pairs_dir, PAIRS_MADE_BY))
+    train_fingerprint = pairs_digest(pairs["train"])  # the whole training split, dev included
     dev_pairs = None
     if dev_documents(train_cfg):
         kept, dev_pairs = dev_split(pairs["train"], dev_documents(train_cfg), train_cfg.dev_seed)
@@ -572,7 +579,7 @@ def start_run(model_cfg: ModelConfig, train_cfg: TrainConfig, pairs: Any | None 
                             None if eval_split is None else to_trl_dataset(eval_split, model_cfg.prompt_format),
                             model_cfg, train_cfg, callbacks)
     summary = {"train": _summarise(train_split), "dev": _summarise(dev_pairs), "eval": _summarise(eval_split),
-               "pairs_dir": train_cfg.pairs_dir}
+               "pairs_dir": train_cfg.pairs_dir, "train_fingerprint": train_fingerprint}
     digest = pairs_digest(train_split)
     return TrainingRun(model_cfg, train_cfg, trainer, tokenizer, summary, four_bit,
                        find_resume_checkpoint(train_cfg, model_cfg, digest),
