@@ -159,11 +159,11 @@ def test_a_resumed_two_process_run_continues_the_global_step(ddp_runs):
 
 def test_an_fsdp_launch_loads_4bit_without_device_map_and_checkpoints_once(tmp_path):
     """``configs/accelerate_fsdp.yaml`` through accelerate's launcher: what each rank would train the 9B with."""
-    proc = launch(tmp_path / "outputs", tmp_path / "probe", ["-m", "fsdp_args"],
-                  flags=["--config_file", str(ROOT / "configs" / "accelerate_fsdp.yaml"), "--num_processes", "2",
-                         "--main_process_port", "0"])
-    ranks = sorted((json.loads(line) for line in proc.stdout.splitlines() if line.startswith('{"rank"')),
-                   key=lambda r: r["rank"])
+    probe = tmp_path / "probe"
+    launch(tmp_path / "outputs", probe, ["-m", "fsdp_args"],
+           flags=["--config_file", str(ROOT / "configs" / "accelerate_fsdp.yaml"), "--num_processes", "2",
+                  "--main_process_port", "0"])
+    ranks = sorted((json.loads(p.read_text()) for p in probe.glob("rank*-fsdp_args.json")), key=lambda r: r["rank"])
     assert [r["rank"] for r in ranks] == [0, 1]
     for r in ranks:
         assert r["env"]["ACCELERATE_USE_FSDP"] == "true" and r["env"]["FSDP_VERSION"] == "2"

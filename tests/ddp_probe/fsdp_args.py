@@ -2,7 +2,7 @@
 
 Run by ``tests/test_distributed.py`` as ``-m fsdp_args`` (this folder on PYTHONPATH). On a machine
 without CUDA accelerate cannot shard (it has no FSDP for CPU processes), so instead of training each
-rank prints, as one JSON line, the arguments ``gemma-facts train`` would use in that FSDP run: the
+rank writes, as one JSON file in ``DDP_PROBE_DIR``, the arguments ``gemma-facts train`` would use in that FSDP run: the
 environment the launcher set, accelerate's FSDP plugin built from it, the loader's ``from_pretrained``
 arguments and the DPOConfig for ``configs/gemma2_9b_fsdp.json``, and the tiny smoke model loaded and
 prepared through the loader's FSDP mode. Then it shards that 4-bit model with LoRA by torch's FSDP2
@@ -90,7 +90,7 @@ def main() -> None:
     model, _ = load_model_and_tokenizer(smoke_cfg)
     four_bit = [p for p in model.parameters() if type(p).__name__ == "Params4bit"]
     prepared = prepare_model(model, smoke_cfg)
-    print(json.dumps({
+    record = {
         "rank": int(os.environ["RANK"]), "env": env,
         "plugin": {"fsdp_version": plugin.fsdp_version, "activation_checkpointing": plugin.activation_checkpointing,
                    "transformer_cls_names_to_wrap": plugin.transformer_cls_names_to_wrap,
@@ -109,7 +109,10 @@ def main() -> None:
                         "compute_dtype": str(torch.float32),
                         "checkpointing_after_prepare": bool(getattr(prepared, "is_gradient_checkpointing", False))},
         "fsdp2_on_cpu": sharded_step(smoke_cfg),
-    }), flush=True)
+    }
+    # one file per rank: two ranks printing to the launcher's shared stdout can interleave their lines
+    out = Path(os.environ["DDP_PROBE_DIR"]) / f"rank{record['rank']}-fsdp_args.json"
+    out.write_text(json.dumps(record), encoding="utf-8")
 
 
 if __name__ == "__main__":

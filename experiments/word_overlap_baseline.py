@@ -1,0 +1,75 @@
+"""A no-model baseline: how well does "share of the request's words found in the document" separate answerable
+from unanswerable prompts?
+
+Why: the trained adapters' refusals ignore the document on whole documents (refusal gap <= 0). If
+word overlap alone separates the two kinds, the cue is in the data and the models do not use it; if
+it does not, the data gives them nothing cheap to learn. Prints the AUC (the chance that a random
+answerable prompt overlaps more than a random unanswerable one; 0.5 = no signal) for each pairs
+folder's training split and its evaluation items (the same capped items ``gemma-facts evaluate``
+asks), per unanswerable kind. Reads prompts and labels only, no model and no answers.
+
+    python experiments/word_overlap_baseline.py outputs/seeds/pairs outputs/dev_whole_documents/pairs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def overlap(request: str, document: str) -> float:
+    """Share of the request's content words (``helpers.data.excerpts.content_words``) present in the document."""
+    from helpers.data.excerpts import content_words
+
+    words = set(content_words(request))
+    return len(words & set(content_words(document))) / max(1, len(words))
+
+
+def auc(positive: list[float], negative: list[float]) -> float | None:
+    """P(random positive > random negative), ties counted half (Mann-Whitney)."""
+    if not positive or not negative:
+        return None
+    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in positive for q in negative)
+    return round(wins / (len(positive) * len(negative)), 3)
+
+
+def separation(items: list[dict]) -> dict:
+    """AUC over all items and per unanswerable kind (``source``)."""
+    pos = [overlap(it["request"], it["document"]) for it in items if it["answerable"]]
+    kinds: dict[str, list[float]] = {}
+    for it in items:
+        if not it["answerable"]:
+            source = it["source"][0] if isinstance(it["source"], list) else it["source"]
+            kinds.setdefault(source, []).append(overlap(it["request"], it["document"]))
+    return {"answerable": len(pos), "unanswerable": sum(map(len, kinds.values())),
+            "auc": auc(pos, [v for vs in kinds.values() for v in vs]),
+            "auc_by_kind": {k: auc(pos, v) for k, v in sorted(kinds.items())}}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("pairs_dirs", nargs="+")
+    parser.add_argument("--max-examples", type=int, default=96, help="EvalConfig.max_examples of the run")
+    args = parser.parse_args()
+    from datasets import load_from_disk
+
+    from helpers.evaluate.run import eval_items
+
+    out = {}
+    for path in args.pairs_dirs:
+        data = load_from_disk(path)
+        unique = {(r["doc_id"], r["request"], r["answerable"], r["document"]): r for r in data["train"]}
+        train = [{**r, "source": [r["source"]]} for r in unique.values()]
+        out[path] = {"train": separation(train),
+                     "test_items": separation(eval_items(list(data["test"]), args.max_examples, 42))}
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
