@@ -257,3 +257,31 @@ def test_refusal_gap_is_zero_for_a_refusal_rate_dial_and_one_for_perfect_groundi
         assert abs(refusal_gap(hallucination=1 - rate, over_refusal=rate)) < 1e-12
     assert refusal_gap(0.0, 0.0) == 1.0 and refusal_gap(1.0, 1.0) == -1.0
     assert refusal_gap(None, 0.2) is None
+
+
+def test_word_overlap_rule_is_fitted_on_train_and_scored_like_a_model(tmp_path):
+    """experiments/word_overlap_baseline.py: the no-model rule shown beside the model in the headline."""
+    import importlib.util
+
+    from tools.readme_results import no_model_baseline
+
+    spec = importlib.util.spec_from_file_location("wob", ROOT / "experiments" / "word_overlap_baseline.py")
+    wob = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(wob)
+    doc = "The Nile flows north through Egypt into the Mediterranean Sea."
+    items = [{"request": "Which sea does the Nile flow into?", "document": doc, "answerable": True},
+             {"request": "Where does the Nile flow?", "document": doc, "answerable": True},
+             {"request": "Who painted the Mona Lisa?", "document": doc, "answerable": False},
+             {"request": "Which sea does the Danube flow into?", "document": doc, "answerable": False}]
+    threshold = wob.fit_threshold(items)  # overlaps: 2/3 and 1/2 answerable, 0 and 1/3 unanswerable
+    assert 1 / 3 < threshold <= 1 / 2 and wob.rule_on(items, threshold)["refusal_gap"] == 1.0
+    # a near miss that shares most of its words with the document is answered: the rule cannot know better
+    items.append({"request": "Which sea does the Nile flow into in Sudan?", "document": doc, "answerable": False})
+    scored = wob.rule_on(items, threshold)
+    assert scored["over_refusal_rate"] == 0.0 and abs(scored["hallucination_rate"] - 1 / 3) < 1e-3
+    assert wob.auc([1.0, 1.0], [0.0, 0.75]) == 1.0 and wob.auc([0.5], [0.5]) == 0.5
+    assert no_model_baseline(tmp_path) == ""  # nothing recorded: no line
+    (tmp_path / "word_overlap_baseline.json").write_text(json.dumps({"p": {"rule_fitted_on_train": {
+        "test_items": {**scored, "threshold": threshold}}}}))
+    line = no_model_baseline(tmp_path)
+    assert "hallucination **33.3%**, over-refusal **0.0%**, refusal gap **+66.7 pts**" in line

@@ -456,6 +456,20 @@ def _seed_minutes(record: Path, seed: str) -> float | None:
     return (data.get("total_seconds", 0) + sum(st.get("seconds", 0) for st in stages.values())) / 60
 
 
+def no_model_baseline(results_dir: Path) -> str:
+    """The word-overlap rule beside the model (``experiments/word_overlap_baseline.py --out``), when recorded."""
+    record = _load(results_dir / "word_overlap_baseline.json")
+    if not record:
+        return ""
+    name, entry = next(iter(record.items()))
+    rule = entry["rule_fitted_on_train"]["test_items"]
+    return (f"A no-model rule on the same test items, \"refuse when the document holds less than "
+            f"{rule['threshold']:.0%} of the request's words\" (threshold fitted on the training pairs): hallucination "
+            f"**{_pct(rule['hallucination_rate'])}**, over-refusal **{_pct(rule['over_refusal_rate'])}**, refusal gap "
+            f"**{_gap(rule['refusal_gap'])}** ([`results/word_overlap_baseline.json`](results/word_overlap_baseline.json), "
+            f"`python experiments/word_overlap_baseline.py {name} --out results/word_overlap_baseline.json`).")
+
+
 def _evaluate_seconds(record: Path, seed: str) -> float | None:
     """The evaluate stage of a seed (its rerun's when re-evaluated): the first seed's includes generating the
     base model's answers, which ``run --seeds`` then reuses."""
@@ -530,7 +544,11 @@ def render_headline(results_dir: Path | None = None) -> str:
                      f"document) | {_gap(base_gap)} | **{_gap(sum(gaps) / len(gaps))}** [{_gap(min(gaps))}, "
                      f"{_gap(max(gaps))}] |")
     written = summary["spread"].get("written_aligned_hallucination")
-    parts = [made, "", "\n".join(table), "", seeds_table(summary), "", "Targets (issue 16), checked against this record:"]
+    parts = [made, "", "\n".join(table)]
+    baseline = no_model_baseline(results_dir)
+    if baseline:
+        parts += ["", baseline]
+    parts += ["", seeds_table(summary), "", "Targets (issue 16), checked against this record:"]
     parts += seed_targets(summary, audit, demo, base_minutes)
     if written:
         parts += ["", f"The 48 written documents, reported beside it (never trained on): hallucination "
