@@ -28,11 +28,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def gap(rates: dict) -> float:
-    """Unanswerable refused − answerable refused (``tools.readme_results.refusal_gap``)."""
-    from tools.readme_results import refusal_gap
+def gap(errors: dict, answerable: int, unanswerable: int) -> float:
+    """Unanswerable refused − answerable refused, from the dev verdict counts (``dev_errors``).
 
-    return round(refusal_gap(rates["hallucination_rate"], rates["over_refusal_rate"]), 4)
+    Counted from refusals, not as 1 − hallucination rate − over-refusal rate: with the dev choice's short
+    answers (24 tokens) some outputs are neither a refusal nor an answer (an empty or echoed turn), which
+    the rates leave out and the rule counts as not refused."""
+    return round((1 - errors["hallucinations"] / unanswerable) - errors["over_refusals"] / answerable, 4)
 
 
 def main() -> int:
@@ -41,6 +43,9 @@ def main() -> int:
     parser.add_argument("--seeds", nargs="+", default=["42", "7", "1234"])
     parser.add_argument("--work", default="outputs/dev_whole_documents", help="scratch folder for the rebuilt pairs")
     parser.add_argument("--out", default="results/dev_whole_documents.json")
+    parser.add_argument("--all-checkpoints", action="store_true",
+                        help="also score every checkpoint the dev choice looked at, and say what its rule would keep "
+                             "on whole dev documents")
     args = parser.parse_args()
 
     from peft import set_peft_model_state_dict
@@ -48,7 +53,7 @@ def main() -> int:
     from helpers.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, config_for
     from helpers.data.build import build_preference_data
     from helpers.evaluate.run import eval_items, load_aligned_model
-    from helpers.select.dev_choice import score_on_dev
+    from helpers.select.dev_choice import choose_checkpoint, dev_errors, score_on_dev
     from helpers.train.checkpoint_average import load_adapter_weights
     from helpers.train.dpo import dev_split, load_pairs
     from helpers.train.report import code_revision
@@ -73,26 +78,49 @@ def main() -> int:
     eval_cfg = config_for(EvalConfig, "local", max_new_tokens=train_cfg.select_max_new_tokens)
     model, tokenizer = load_aligned_model(model_cfg, root / f"seed-{args.seeds[0]}" / "adapter")
     model.eval()
-    base_rates, _ = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg, side="base")
+    base_rates, base_refused = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg, side="base")
+    answerable = [bool(it["answerable"]) for it in items]
+    n_ans, n_una = sum(answerable), len(answerable) - sum(answerable)
+    base_errors = dev_errors(base_refused, answerable)
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_revision(),
               "command": "python experiments/dev_whole_documents.py " + " ".join(sys.argv[1:]),
               "dev_documents": len(set(dev_whole["doc_id"])), "dev_answerable": sum(it["answerable"] for it in items),
               "dev_unanswerable": sum(not it["answerable"] for it in items),
               "max_new_tokens": eval_cfg.max_new_tokens,
-              "base": {"whole": {**base_rates, "refusal_gap": gap(base_rates)}}, "seeds": {}}
+              "base": {"whole": {**base_rates, "refusal_gap": gap(base_errors, n_ans, n_una), "errors": base_errors}},
+              "seeds": {}}
     for seed in args.seeds:
         selection = json.loads((root / f"seed-{seed}" / "train_report.json").read_text())["checkpoint_selection"]
+        ex_ans, ex_una = selection["dev_answerable"], selection["dev_unanswerable"]
         chosen = next((p for p in selection["curve"] if p["step"] == selection["chosen_step"]), None)
-        set_peft_model_state_dict(model, load_adapter_weights(root / f"seed-{seed}" / "adapter"))
-        rates, _ = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg)
+        curve = []
+        if args.all_checkpoints:  # the dev choice's own rule, asked on whole dev documents
+            for point in selection["curve"]:
+                folder = root / f"seed-{seed}" / "checkpoints" / f"checkpoint-{point['step']}"
+                set_peft_model_state_dict(model, load_adapter_weights(folder))
+                step_rates, refused = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg)
+                errors = dev_errors(refused, answerable)
+                curve.append({"step": point["step"], "aligned": {**step_rates, "refusal_gap": gap(errors, n_ans, n_una)},
+                              "excerpt_refusal_gap": gap(point["errors"], ex_ans, ex_una), "errors": errors})
+        kept = next((p for p in curve if p["step"] == selection["chosen_step"]), None)
+        if kept is None:  # else the kept adapter is that checkpoint's weights (gemma-facts select copies them)
+            set_peft_model_state_dict(model, load_adapter_weights(root / f"seed-{seed}" / "adapter"))
+            rates, refused = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg)
+            kept = {"aligned": {**rates, "refusal_gap": gap(dev_errors(refused, answerable), n_ans, n_una)}}
         record["seeds"][seed] = {
             "chosen_step": selection["chosen_step"],
-            "excerpts": None if chosen is None else {**chosen["aligned"], "refusal_gap": gap(chosen["aligned"])},
-            "whole": {**rates, "refusal_gap": gap(rates)}}
+            "excerpts": None if chosen is None else {**chosen["aligned"],
+                                                     "refusal_gap": gap(chosen["errors"], ex_ans, ex_una)},
+            "whole": kept["aligned"]}
+        if curve:
+            picked = choose_checkpoint(curve, base_errors, train_cfg.select_min_gain)
+            record["seeds"][seed]["whole_curve"] = curve
+            record["seeds"][seed]["rule_on_whole_documents_keeps"] = picked["step"] if picked else "base"
         print(f"seed {seed} (step {selection['chosen_step']}): refusal gap on 128-token dev excerpts "
               f"{record['seeds'][seed]['excerpts'] and record['seeds'][seed]['excerpts']['refusal_gap']:+.2f}, "
               f"on whole dev documents {record['seeds'][seed]['whole']['refusal_gap']:+.2f}", flush=True)
-    record["base"]["excerpts"] = {**selection["base"]["aligned"], "refusal_gap": gap(selection["base"]["aligned"])}
+    record["base"]["excerpts"] = {**selection["base"]["aligned"],
+                                  "refusal_gap": gap(selection["base"]["errors"], ex_ans, ex_una)}
     record["seconds"] = round(time.perf_counter() - started, 1)
     Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     print(json.dumps({"base": record["base"], **{s: v for s, v in record["seeds"].items()}}, indent=2))

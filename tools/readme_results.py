@@ -78,7 +78,7 @@ How the records are made (besides `make demo` and `make test`):
   the held-out sets, the measured curve (`experiments/curve_local.py`; `make results-long` then keeps it);
 - `python experiments/tune_local.py --name NAME --train '{JSON}'`: try a recipe change on a dev split
   carved from the *training* documents (the test split is never read);
-- `python experiments/dev_whole_documents.py`: the seeds' kept adapters on whole dev documents, next to
+- `python experiments/dev_whole_documents.py --all-checkpoints`: the seeds' checkpoints on whole dev documents, next to
   their 128-token dev excerpts (`results/dev_whole_documents.json`; the test split is never read);
 - `make bench`: the CPU benchmarks under `bench/` (`bench/run_all.py` writes `results/bench.json`);
 - `make test-slow`: tests that load the 270M model;
