@@ -59,10 +59,12 @@ def rule_on(items: list[dict], threshold: float) -> dict:
     refused = [(overlap(it["request"], it["document"]) < threshold, it["answerable"]) for it in items]
     unanswerable = [r for r, a in refused if not a]
     answerable = [r for r, a in refused if a]
+    from tools.readme_results import refusal_gap
+
     halluc = 1 - sum(unanswerable) / max(1, len(unanswerable))
     over = sum(answerable) / max(1, len(answerable))
     return {"threshold": threshold, "hallucination_rate": round(halluc, 4), "over_refusal_rate": round(over, 4),
-            "refusal_gap": round((1 - halluc) - over, 4), "n_answerable": len(answerable),
+            "refusal_gap": round(refusal_gap(halluc, over), 4), "n_answerable": len(answerable),
             "n_unanswerable": len(unanswerable)}
 
 

@@ -449,11 +449,17 @@ def _seed_minutes(record: Path, seed: str) -> float | None:
     data, run = _load(record / "data_run_report.json"), _load(record / f"seed-{seed}" / "run_report.json")
     if not data or not run:
         return None
-    rerun = _load(record / f"seed-{seed}" / "rerun_report.json")
-    if not rerun:
+    if not (record / f"seed-{seed}" / "rerun_report.json").exists():
         return (data.get("total_seconds", 0) + run.get("total_seconds", 0)) / 60
-    stages = {**run.get("stages", {}), **rerun.get("stages", {})}
+    stages = _seed_stages(record, seed)
     return (data.get("total_seconds", 0) + sum(st.get("seconds", 0) for st in stages.values())) / 60
+
+
+def _seed_stages(record: Path, seed: str) -> dict[str, Any]:
+    """A seed's stages as last measured: the training run's, with a re-evaluation's (rerun_report.json) on top."""
+    folder = record / f"seed-{seed}"
+    return {**(_load(folder / "run_report.json") or {}).get("stages", {}),
+            **(_load(folder / "rerun_report.json") or {}).get("stages", {})}
 
 
 def no_model_baseline(results_dir: Path) -> str:
@@ -473,11 +479,7 @@ def no_model_baseline(results_dir: Path) -> str:
 def _evaluate_seconds(record: Path, seed: str) -> float | None:
     """The evaluate stage of a seed (its rerun's when re-evaluated): the first seed's includes generating the
     base model's answers, which ``run --seeds`` then reuses."""
-    for name in ("rerun_report.json", "run_report.json"):
-        stage = ((_load(record / f"seed-{seed}" / name) or {}).get("stages") or {}).get("evaluate")
-        if stage:
-            return stage.get("seconds")
-    return None
+    return (_seed_stages(record, seed).get("evaluate") or {}).get("seconds")
 
 
 def _rerun_note(record: Path, summary: dict[str, Any]) -> str:

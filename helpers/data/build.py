@@ -123,6 +123,12 @@ def split_max_length(cfg: DataConfig, split: str) -> int:
     return cfg.test_max_length if split == "test" and cfg.test_max_length else cfg.max_length
 
 
+def split_document_cap(cfg: DataConfig, split: str) -> int | None:
+    """Cap on a split's excerpt tokens: ``test_document_tokens`` for the test split when set, else
+    ``document_tokens`` (None: whatever the split's max length leaves)."""
+    return cfg.test_document_tokens if split == "test" and cfg.test_document_tokens else cfg.document_tokens
+
+
 def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter, split: str = "train") -> Any:
     """The excerpt for all of a row's prompts: budgeted for its longest request, keeping reference answers.
 
@@ -131,7 +137,7 @@ def row_excerpt(row: Row, cfg: DataConfig, count: TokenCounter, split: str = "tr
     requests = [row.user_request, *(qa["request"] for qa in row.extra_qa), *row.unanswerable_requests]
     longest = max(requests, key=count) + " " + PARAPHRASE_SLACK
     budget = document_budget(count, longest, row.system_instruction, split_max_length(cfg, split), cfg.answer_budget)
-    cap = cfg.test_document_tokens if split == "test" and cfg.test_document_tokens else cfg.document_tokens
+    cap = split_document_cap(cfg, split)
     if cap is not None:  # shorter excerpts: CPU training cost grows with every token
         budget = min(budget, cap)
     must = [row.answer_sentence, *(qa.get("answer_sentence", "") for qa in row.extra_qa)]

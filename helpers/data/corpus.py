@@ -44,7 +44,7 @@ from typing import Any
 import pydantic
 
 from helpers.config import FREE_TIER_REQUESTS_PER_MINUTE, GEMINI_MODEL, DataConfig
-from helpers.data.excerpts import content_words, normalize, quote_in_text, split_sentences
+from helpers.data.excerpts import content_words, normalize, quote_in_text, round_robin, split_sentences
 from helpers.data.requests import distinctive_terms, named_subjects, subject_swap, terms_absent, topic_neighbours
 
 __all__ = [
@@ -481,13 +481,7 @@ def answerable_requests(document: str, answer_words: int = 60, rejected: Counter
 def _pick(candidates: Sequence[AnswerableRequest], n: int) -> list[AnswerableRequest]:
     """``n`` requests, one kind at a time (definitions first), each kind in document order."""
     order = ["what", "who", "when", "by_whom", "how_many", "how_adj", "where"]
-    by_kind = {k: [c for c in candidates if c.kind == k] for k in order}
-    out: list[AnswerableRequest] = []
-    depth = 0
-    while len(out) < n and any(depth < len(v) for v in by_kind.values()):
-        out += [v[depth] for v in by_kind.values() if depth < len(v)][: n - len(out)]
-        depth += 1
-    return out
+    return round_robin([[c for c in candidates if c.kind == k] for k in order], n)
 
 
 class OfflineRequestWriter:

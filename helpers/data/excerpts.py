@@ -31,6 +31,7 @@ __all__ = [
     "normalize",
     "quote_in_text",
     "rank_texts",
+    "round_robin",
     "select_excerpt",
     "sentence_spans",
     "split_passages",
@@ -259,3 +260,14 @@ def _select_passages(passages: list[str], request: str, wanted: list[str], count
         text = _join(passages, kept)
     forced_kept = sum(1 for s in wanted if s in normalize(text))
     return Excerpt(text, kept, len(passages), False, False, count_tokens(text)), forced_kept
+
+
+def round_robin(lists: Sequence[Sequence[Any]], n: int) -> list[Any]:
+    """First item of each list, then the second of each, … up to ``n`` items (every kind represented: the pair
+    mix, the bare-document request writer and the evaluation's per-side cap all take kinds in turn)."""
+    out: list[Any] = []
+    depth = 0
+    while len(out) < n and any(depth < len(x) for x in lists):
+        out += [x[depth] for x in lists if depth < len(x)][: n - len(out)]
+        depth += 1
+    return out

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helpers.config import REFUSAL
-from helpers.data.excerpts import content_words, normalize, sentence_spans
+from helpers.data.excerpts import content_words, normalize, round_robin, sentence_spans
 from helpers.data.rows import Row
 from helpers.data.teachers import TeacherOutput
 from helpers.prompts import build_messages
@@ -109,16 +109,6 @@ def pick_unrelated(request: str, answer: str, own_doc: str, candidates: Sequence
     return pool[:n]
 
 
-def _round_robin(lists: Sequence[Sequence[Any]], n: int) -> list[Any]:
-    """First item of each list, then the second of each, … up to ``n`` items."""
-    out: list[Any] = []
-    depth = 0
-    while len(out) < n and any(depth < len(x) for x in lists):
-        out += [x[depth] for x in lists if depth < len(x)][: n - len(out)]
-        depth += 1
-    return out
-
-
 def build_row_pairs(row: Row, doc: DocContext, taught: TeacherOutput, counts: dict[str, int],
                     rng: random.Random | None = None) -> list[dict[str, Any]]:
     """Hallucination, near-miss unanswerable, over-refusal and paraphrase pairs for one row."""
@@ -126,7 +116,7 @@ def build_row_pairs(row: Row, doc: DocContext, taught: TeacherOutput, counts: di
     common = dict(document=doc.excerpt, system_instruction=row.system_instruction, doc_id=doc.doc_id,
                   domain=doc.domain)
     pairs = []
-    fakes = _round_robin([[(qa, f) for f in qa.fabrications] for qa in taught.qa], counts.get("hallucination", 0))
+    fakes = round_robin([[(qa, f) for f in qa.fabrications] for qa in taught.qa], counts.get("hallucination", 0))
     for qa, fake in fakes:
         pairs.append(make_pair(**common, request=qa.request, chosen=qa.answer, rejected=fake.text,
                                pair_type="hallucination", source=fake.source))
@@ -136,7 +126,7 @@ def build_row_pairs(row: Row, doc: DocContext, taught: TeacherOutput, counts: di
     for qa in taught.qa[: counts.get("over_refusal", 0)]:
         pairs.append(make_pair(**common, request=qa.request, chosen=qa.answer, rejected=REFUSAL,
                                pair_type="over_refusal", source="refusal"))
-    rewordings = _round_robin([[(qa, p) for p in qa.paraphrases] for qa in taught.qa], counts.get("paraphrase", 0))
+    rewordings = round_robin([[(qa, p) for p in qa.paraphrases] for qa in taught.qa], counts.get("paraphrase", 0))
     offset = rng.randrange(2)  # which paraphrase pairs get a fabrication (vs the refusal) as rejected
     for k, (qa, reworded) in enumerate(rewordings):
         use_fake = (k + offset) % 2 == 1 and bool(qa.fabrications)

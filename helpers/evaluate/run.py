@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers.config import REFUSAL, EvalConfig, ModelConfig, config_for, output_root
+from helpers.data.excerpts import round_robin
 from helpers.data.pairs import PAIRS_MADE_BY
 from helpers.data.requests import request_style
 from helpers.evaluate.judges import Verdict, judge_offline
@@ -95,12 +96,7 @@ def _cap_per_side(items: list[dict[str, Any]], max_examples: int | None, seed: i
         queues = [by_kind[k] for k in sorted(by_kind)]
         for queue in queues:
             rng.shuffle(queue)
-        picked: list[int] = []
-        depth = 0
-        while len(picked) < max_examples and any(depth < len(q) for q in queues):
-            picked += [q[depth] for q in queues if depth < len(q)][: max_examples - len(picked)]
-            depth += 1
-        keep.update(picked)
+        keep.update(round_robin(queues, max_examples))
     return [it for i, it in enumerate(items) if i in keep]
 
 
@@ -134,7 +130,7 @@ def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval
     (``DataConfig.test_max_length`` / ``test_document_tokens``, else the training one).
     """
     from helpers.config import DataConfig
-    from helpers.data.build import split_max_length
+    from helpers.data.build import split_document_cap, split_max_length
     from helpers.data.excerpts import document_budget, select_excerpt, token_counter
 
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -149,7 +145,7 @@ def heldout_items(path: str | Path, tokenizer: Any, model_cfg: ModelConfig, eval
         request, instruction = row["user_request"], row.get("system_instruction") or ""
         budget = document_budget(count, request, instruction, split_max_length(data_cfg, "test"),
                                  eval_cfg.max_new_tokens)
-        cap = data_cfg.test_document_tokens or data_cfg.document_tokens  # the same excerpt size as the test split
+        cap = split_document_cap(data_cfg, "test")  # the same excerpt size as the test split
         if cap is not None:
             budget = min(budget, cap)
         for answerable, source in ((True, row), (False, rows[(i + 1) % len(rows)])):
