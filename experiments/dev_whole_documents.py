@@ -28,15 +28,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def gap(errors: dict, answerable: int, unanswerable: int) -> float:
-    """Unanswerable refused − answerable refused, from the dev verdict counts (``dev_errors``).
-
-    Counted from refusals, not as 1 − hallucination rate − over-refusal rate: with the dev choice's short
-    answers (24 tokens) some outputs are neither a refusal nor an answer (an empty or echoed turn), which
-    the rates leave out and the rule counts as not refused."""
-    return round((1 - errors["hallucinations"] / unanswerable) - errors["over_refusals"] / answerable, 4)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds-root", default="outputs/seeds")
@@ -53,7 +44,8 @@ def main() -> int:
     from helpers.config import DataConfig, EvalConfig, ModelConfig, TrainConfig, config_for
     from helpers.data.build import build_preference_data
     from helpers.evaluate.run import eval_items, load_aligned_model
-    from helpers.select.dev_choice import choose_checkpoint, dev_errors, score_on_dev
+    from helpers.select.dev_choice import choose_checkpoint, dev_errors, rule_text, score_on_dev
+    from helpers.select.dev_choice import refusal_gap as gap
     from helpers.train.checkpoint_average import load_adapter_weights
     from helpers.train.dpo import dev_split, load_pairs
     from helpers.train.report import code_revision
@@ -87,6 +79,7 @@ def main() -> int:
               "dev_documents": len(set(dev_whole["doc_id"])), "dev_answerable": sum(it["answerable"] for it in items),
               "dev_unanswerable": sum(not it["answerable"] for it in items),
               "max_new_tokens": eval_cfg.max_new_tokens,
+              "rule": rule_text(train_cfg.select_min_gain, train_cfg.select_max_p),
               "base": {"whole": {**base_rates, "refusal_gap": gap(base_errors, n_ans, n_una), "errors": base_errors}},
               "seeds": {}}
     for seed in args.seeds:
@@ -113,7 +106,7 @@ def main() -> int:
                                                      "refusal_gap": gap(chosen["errors"], ex_ans, ex_una)},
             "whole": kept["aligned"]}
         if curve:
-            picked = choose_checkpoint(curve, base_errors, train_cfg.select_min_gain)
+            picked = choose_checkpoint(curve, base_errors, train_cfg.select_min_gain, train_cfg.select_max_p)
             record["seeds"][seed]["whole_curve"] = curve
             record["seeds"][seed]["rule_on_whole_documents_keeps"] = picked["step"] if picked else "base"
         print(f"seed {seed} (step {selection['chosen_step']}): refusal gap on 128-token dev excerpts "

@@ -303,9 +303,12 @@ class TrainConfig:
     eval_dev_documents: int = 0
     dev_seed: int = 42  # which documents go to dev: fixed across training seeds, so every seed is chosen alike
     select_from_fraction: float = 0.6
-    # A checkpoint is kept only with at least this many fewer dev errors and hallucinations than the base
-    # (helpers.select.dev_choice); otherwise the adapter is the base itself.
+    # A checkpoint is kept only with at least this many fewer balanced dev errors (both sides weighted alike)
+    # and hallucinations than the base (helpers.select.dev_choice); otherwise the adapter is the base itself.
     select_min_gain: int = 2
+    # ... and only if its refusals follow the document: one-sided Fisher exact p <= this that they are independent
+    # of answerability (1: no such condition; the smoke profile's 4 dev requests cannot reach 0.05).
+    select_max_p: float = 0.05
     select_max_examples: int = 24  # dev requests per side (answerable / unanswerable)
     # Enough tokens to see a refusal, or a claim after one; the rule reads no more than that.
     select_max_new_tokens: int = 32
@@ -356,6 +359,8 @@ class TrainConfig:
             raise ValueError("TrainConfig: with select_dev_documents the adapter is chosen after training "
                              "(python -m helpers.select.dev_choice); push or merge it after that step, not from training")
         _fraction(self, "select_from_fraction", lo=0.0, hi=1.0)
+        if not 0 < self.select_max_p <= 1:
+            raise ValueError(f"TrainConfig.select_max_p must be in (0, 1], got {self.select_max_p}")
         if self.select_min_gain < 1:
             raise ValueError(f"TrainConfig.select_min_gain must be >= 1, got {self.select_min_gain}")
         for name in ("select_max_examples", "select_max_new_tokens"):

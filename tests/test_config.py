@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from helpers.config import (
@@ -92,3 +94,21 @@ def test_bad_values_name_the_field(cls, field, value, message):
 def test_unknown_override_is_rejected():
     with pytest.raises(ValueError, match=r"unknown field\(s\) \['max_lenght'\]"):
         config_for(ModelConfig, "smoke", max_lenght=512)
+
+
+@pytest.mark.parametrize("overlay", sorted((Path(__file__).resolve().parents[1] / "configs").glob("local_*.json")))
+def test_every_local_overlay_builds_every_stage(overlay, monkeypatch):
+    monkeypatch.setenv("GEMMA_FACTS_CONFIG", str(overlay))
+    for cls in (ModelConfig, DataConfig, TrainConfig, EvalConfig):
+        assert config_for(cls, "local") is not None
+
+
+def test_the_whole_document_overlay_trains_on_what_the_test_split_shows(monkeypatch):
+    # docs/local_results.md (issue 16, third pass): training and dev at the test budget, every split whole
+    root = Path(__file__).resolve().parents[1]
+    preset = config_for(DataConfig, "local")
+    monkeypatch.setenv("GEMMA_FACTS_CONFIG", str(root / "configs" / "local_whole_documents.json"))
+    whole = config_for(DataConfig, "local")
+    assert preset.document_tokens < preset.test_document_tokens  # the default trains on 128-token excerpts
+    assert (whole.document_tokens, whole.max_length) == (preset.test_document_tokens, preset.test_max_length)
+    assert config_for(ModelConfig, "local").max_length == preset.test_max_length

@@ -10,19 +10,26 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from helpers.config import ModelConfig, TrainConfig, config_for, output_root
-from helpers.select.dev_choice import choose_checkpoint, dev_errors, sensitivity
+from helpers.select.dev_choice import (
+    choose_checkpoint,
+    dev_errors,
+    refusal_gap,
+    refusal_independence_p,
+    sensitivity,
+)
 from helpers.train.checkpoint_average import later_weights as candidates
 from helpers.train.checkpoint_average import load_adapter_weights
 from helpers.train.dpo import dev_split
 from tests.test_train import CITIES, city_rows
 
 
-def point(step: int, hallucinations: int, over_refusals: int) -> dict:
-    return {"step": step, "errors": {"hallucinations": hallucinations, "over_refusals": over_refusals,
-                                     "errors": hallucinations + over_refusals}}
+def point(step: int, hallucinations: int, over_refusals: int, answerable: int = 20, unanswerable: int = 20) -> dict:
+    """A curve entry as ``dev_errors`` counts it, from its two error counts (20 + 20 dev requests by default)."""
+    refused = [i < over_refusals for i in range(answerable)] + [i >= hallucinations for i in range(unanswerable)]
+    return {"step": step, "errors": dev_errors(refused, [True] * answerable + [False] * unanswerable)}
 
 
-BASE = {"hallucinations": 20, "over_refusals": 0, "errors": 20}
+BASE = point(0, 20, 0)["errors"]
 
 
 def test_rule_counts_both_errors_and_prefers_the_later_step_on_a_tie():
@@ -49,13 +56,73 @@ def test_sensitivity_flips_every_verdict_once():
     weak = [False] * 4 + [True] * 3 + [False] * 3  # 3 hallucinations
     out = sensitivity({"base": base, 80: weak, 100: strong}, answerable, min_gain=2)
     assert out["single_flips"] == 30
-    assert out["errors_gap_to_runner_up"] == 3 and out["errors_below_base"] == 6
-    assert out["single_flips_changing_choice"] == 0  # a gap of 3 errors cannot close with one verdict
+    # balanced over 4 + 6 requests: an unanswerable error weighs 5/6, an answerable one 5/4
+    assert out["errors_gap_to_runner_up"] == 2.5 and out["errors_below_base"] == 5
+    assert out["single_flips_changing_choice"] == 0  # a gap of 3 hallucinations cannot close with one verdict
     close = [False] * 4 + [True] * 5 + [False]  # 1 error, and the later step: ties go to it
     tight = sensitivity({"base": base, 80: strong, 100: close}, answerable, min_gain=2)
     # close's one wrong verdict, or any of strong's ten, turns the choice: 11 of 30
-    assert tight["single_flips_changing_choice"] == 11 and tight["errors_gap_to_runner_up"] == 1
-    assert dev_errors(weak, answerable) == {"hallucinations": 3, "over_refusals": 0, "errors": 3}
+    assert tight["single_flips_changing_choice"] == 11 and tight["errors_gap_to_runner_up"] == 0.833
+    assert dev_errors(weak, answerable) == {"hallucinations": 3, "over_refusals": 0, "errors": 3, "answerable": 4,
+                                            "unanswerable": 6, "balanced_errors": 2.5}  # 3/6 x (4 + 6) / 2
+
+
+def test_rule_weighs_both_sides_alike_so_refusing_more_is_no_gain():
+    # whole dev documents (results/dev_whole_documents.json): 40 answerable, 48 unanswerable requests; the base
+    # answered 46 unanswerable and refused 3 answerable, seed 42's step 80 refused half of both kinds
+    base = point(0, 46, 3, answerable=40, unanswerable=48)["errors"]
+    dial = point(80, 22, 22, answerable=40, unanswerable=48)
+    assert dial["errors"]["errors"] <= base["errors"] - 2  # the raw count would keep this refusal dial
+    gap = refusal_gap(dial["errors"])
+    assert gap == pytest.approx(26 / 48 - 22 / 40, abs=1e-4)  # unanswerable refused − answerable refused
+    assert dial["errors"]["balanced_errors"] == pytest.approx((1 - gap) * 44, abs=2e-3)  # 1 − gap, in requests
+    assert choose_checkpoint([dial], base, 2) is None  # weighted, it is no better than the base
+    refuses_all = point(100, 0, 40, answerable=40, unanswerable=48)
+    assert refuses_all["errors"]["balanced_errors"] == 44.0  # the mean side size, like any blind refusal rate
+    assert choose_checkpoint([refuses_all], base, 2) is None
+    tells_apart = point(60, 20, 10, answerable=40, unanswerable=48)  # refuses 58% of unanswerable, 25% of answerable
+    assert choose_checkpoint([dial, tells_apart, refuses_all], base, 2)["step"] == 60
+    with pytest.raises(ValueError, match="answerable and unanswerable"):
+        dev_errors([True, False], [True, True])
+
+
+def test_refusal_independence_p_is_the_share_of_label_blind_refusals_at_least_as_lopsided():
+    # checked against every way of spreading the same number of refusals over 4 answerable + 5 unanswerable requests
+    from itertools import combinations
+
+    answerable = [True] * 4 + [False] * 5
+    for refused_idx in [(5, 6, 7, 8), (0, 5, 6, 7, 8), (0, 1, 5), (0, 1, 2, 3), (4, 5)]:
+        refused = [i in refused_idx for i in range(9)]
+        observed = sum(refused[4:])
+        spreads = list(combinations(range(9), len(refused_idx)))
+        share = sum(sum(1 for i in c if i >= 4) >= observed for c in spreads) / len(spreads)
+        assert refusal_independence_p(dev_errors(refused, answerable)) == pytest.approx(share, abs=1e-6)
+
+
+def test_rechoose_reads_a_recorded_selection_as_the_rule_reads_fresh_verdicts():
+    from helpers.select.dev_choice import rechoose
+
+    base = point(0, 46, 3, answerable=40, unanswerable=48)
+    curve = [point(60, 21, 21, answerable=40, unanswerable=48), point(80, 16, 8, answerable=40, unanswerable=48)]
+    record = {"dev_answerable": 40, "dev_unanswerable": 48, "base": {"errors": {"hallucinations": 46, "over_refusals": 3}},
+              "curve": [{"step": p["step"], "errors": {k: p["errors"][k] for k in ("hallucinations", "over_refusals")}}
+                        for p in curve]}
+    assert rechoose(record, 2, 1.0) == choose_checkpoint(curve, base["errors"], 2)["step"] == 80
+    record["curve"] = record["curve"][:1]
+    assert rechoose(record, 2, 1.0) == 60 and rechoose(record, 2, 0.05) is None
+
+
+def test_rule_wants_refusals_that_follow_the_document_not_only_a_margin():
+    # seed 42 trained on whole documents (docs/local_results.md): its step 60 refused 27 of 48
+    # unanswerable and 21 of 40 answerable dev requests, 3.1 balanced errors below the base's 45.5
+    base = point(0, 46, 3, answerable=40, unanswerable=48)["errors"]
+    blind = point(60, 21, 21, answerable=40, unanswerable=48)
+    assert refusal_independence_p(blind["errors"]) > 0.4  # as lopsided as label-blind refusals often are
+    assert choose_checkpoint([blind], base, 2)["step"] == 60  # the margin alone keeps it
+    assert choose_checkpoint([blind], base, 2, max_p=0.05) is None
+    follows = point(80, 16, 8, answerable=40, unanswerable=48)  # refuses 67% of unanswerable, 20% of answerable
+    assert refusal_independence_p(follows["errors"]) < 0.001
+    assert choose_checkpoint([blind, follows], base, 2, max_p=0.05)["step"] == 80
 
 
 def test_dev_split_moves_whole_documents_the_same_way_each_time():
@@ -84,6 +151,8 @@ def test_config_checks():
         config_for(TrainConfig, "smoke", select_dev_documents=-1)
     with pytest.raises(ValueError, match="not both"):
         config_for(TrainConfig, "smoke", select_dev_documents=2, average_checkpoints_from=0.5)
+    with pytest.raises(ValueError, match="select_max_p"):
+        config_for(TrainConfig, "smoke", select_max_p=0)
     with pytest.raises(ValueError, match="select_from_fraction"):
         config_for(TrainConfig, "smoke", select_dev_documents=2, select_from_fraction=1.5)
 
@@ -98,7 +167,8 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
     model_cfg = config_for(ModelConfig, "smoke")
     train_cfg = config_for(TrainConfig, "smoke", max_steps=4, save_steps=1, save_total_limit=10, eval_steps=10,
                            measure_16bit_footprint=False, learning_rate=5e-3, select_dev_documents=2,
-                           select_from_fraction=0.5, select_max_new_tokens=4)
+                           select_from_fraction=0.5, select_max_new_tokens=4,
+                           select_max_p=1.0)  # 2 + 2 dev requests can never reach p <= 0.05
     pairs.save_to_disk(train_cfg.pairs_dir)
     run = run_dpo(model_cfg, train_cfg)
     report_path = output_root() / "train_report.json"
@@ -113,7 +183,8 @@ def test_training_then_selection_keeps_the_checkpoint_chosen_on_dev(capsys):
     assert [p["step"] for p in selection["curve"]] == [2, 3, 4]
     assert selection["final_step"] == 4
     assert selection["dev_answerable"] == 2 and selection["dev_unanswerable"] == 2
-    picked = choose_checkpoint(selection["curve"], selection["base"]["errors"], train_cfg.select_min_gain)
+    picked = choose_checkpoint(selection["curve"], selection["base"]["errors"], train_cfg.select_min_gain,
+                               train_cfg.select_max_p)
     assert selection["chosen_step"] == (picked["step"] if picked else None)
     assert selection["beats_base"] is (picked is not None)
     saved = load_adapter_weights(Path(train_cfg.output_dir))

@@ -75,7 +75,8 @@ def test_seed_headline_reads_every_number_from_the_seed_records(tmp_path):
         (out / f"seed-{seed}" / "train_report.json").write_text(json.dumps({"checkpoint_selection": {
             "chosen_step": 80 if seed == "1" else None, "beats_base": seed == "1", "final_step": 100,
             "curve": [point], "rule": "r", "dev_documents": 24, "dev_answerable": 26, "dev_unanswerable": 48,
-            "seconds": 60}}))
+            "base": {"aligned": {"hallucination_rate": 0.83, "over_refusal_rate": 0.04},
+                     "errors": {"hallucinations": 40, "over_refusals": 1, "errors": 41}}, "seconds": 60}}))
     (out / "data_report.json").write_text(json.dumps({"split": {"test_docs": 88}}))
     (out / "data_run_report.json").write_text(json.dumps({"total_seconds": 60}))
     (out / "seeds_summary.json").write_text(json.dumps(summarise_seeds(out, [1, 2])))
@@ -84,7 +85,9 @@ def test_seed_headline_reads_every_number_from_the_seed_records(tmp_path):
     block = render_headline(results)
     assert "88 documents, 83 answerable + 96 unanswerable" in block
     assert "**15.0%** [5.0%, 25.0%]" in block  # aligned hallucination: mean, min, max of 0.05 and 0.25
-    assert "| 1 | step 80 |" in block and "| 2 | the base (no step beat it on dev) |" in block
+    # chosen under an earlier rule ("r"): the row also says what today's rule keeps from the same dev counts
+    assert "| 1 | step 80 (current rule: the same) |" in block
+    assert "| 2 | the base (no step beat it on dev) (current rule: step 80) |" in block
     assert "❌ every seed: hallucination cut ≥ 90% (cuts: 95.0%, 75.0%)" in block
     assert "❌ every seed passes the Banana test (1 of 2)" in block
     # a first `make demo` also generates the base's answers: the fastest seed (26 min) + the first seed's extra 5

@@ -57,9 +57,11 @@ How to read them:
   earlier 320-token test excerpts: 9 of 30).
 - **Which weights are kept is chosen on dev, never on the test split.** 24 of the training documents are
   held out of training; after training the base and the later checkpoints answer those dev requests and
-  a rule fixed in advance keeps the checkpoint with the fewest dev errors among those clearly better
-  than the base, or the base itself (`gemma-facts select`). Its sensitivity to one flipped dev verdict
-  is recorded.
+  a rule fixed in advance keeps the checkpoint with the fewest dev errors (both sides weighted alike)
+  among those clearly better than the base whose refusals follow the document (one-sided Fisher exact
+  p ≤ 0.05 against label-blind refusals), or the base itself (`gemma-facts select`). Its sensitivity to
+  one flipped dev verdict is recorded; a seed chosen under an earlier rule also shows what the current
+  one keeps from the same dev counts.
 - On a CPU the 4-bit model is *larger* than its bf16 copy: bitsandbytes quantises only the linear
   layers, and Gemma 3 270M is mostly embedding (262k-token vocabulary), which the CPU path keeps in
   fp32. On a GPU, 4-bit is where the T4 saving comes from (`bench/gpu_memory.py`).
@@ -185,11 +187,21 @@ def _run_section(run: dict[str, Any], train: dict[str, Any] | None) -> list[str]
     return lines
 
 
+def _errors_text(point: dict[str, Any]) -> str:
+    """A dev point's errors as its rule counted them: raw before the balanced rule, balanced (+ Fisher p) since."""
+    errors = point.get("errors")
+    if not errors:
+        return ""
+    if "balanced_errors" not in errors:
+        return f" ({errors['errors']} errors)"
+    p = point.get("refusal_independence_p")
+    return f" ({errors['balanced_errors']:.1f} balanced errors" + (f", p = {p:.3f})" if p is not None else ")")
+
+
 def selection_line(sel: dict[str, Any]) -> str:
     """The checkpoint the run kept, and the dev numbers it was chosen from (helpers.select.dev_choice)."""
     rates = "; ".join(f"step {p['step']}: {_pct(p['aligned']['hallucination_rate'])} / "
-                      f"{_pct(p['aligned']['over_refusal_rate'])}"
-                      + (f" ({p['errors']['errors']} errors)" if "errors" in p else "") for p in sel["curve"])
+                      f"{_pct(p['aligned']['over_refusal_rate'])}" + _errors_text(p) for p in sel["curve"])
     kept = (f"step {sel['chosen_step']} of {sel['final_step']}" if sel.get("beats_base", True)
             else f"the base: none of the steps up to {sel['final_step']} beat it on dev")
     line = (f"- Checkpoint kept: **{kept}**, chosen on {sel['dev_documents']} training documents held out as dev "
@@ -197,8 +209,8 @@ def selection_line(sel: dict[str, Any]) -> str:
             f"Dev hallucination / over-refusal: {rates}")
     if "base" in sel:
         b = sel["base"]
-        line += (f"; base {_pct(b['aligned']['hallucination_rate'])} / {_pct(b['aligned']['over_refusal_rate'])} "
-                 f"({b['errors']['errors']} errors)")
+        line += (f"; base {_pct(b['aligned']['hallucination_rate'])} / {_pct(b['aligned']['over_refusal_rate'])}"
+                 + _errors_text(b))
     sens = sel.get("sensitivity")
     if sens:
         line += (f". Sensitivity: {sens['single_flips_changing_choice']} of {sens['single_flips']} single dev "
@@ -383,13 +395,34 @@ def _gap(x: float | None) -> str:
     return "n/a" if x is None else f"{x * 100:+.1f} pts"
 
 
-def seeds_table(summary: dict[str, Any]) -> str:
-    """One row per seed: the dev choice, the test rates (with the 95% interval of the aligned ones), Banana."""
+def current_rule_keeps(record: Path | None, seed: str) -> str | None:
+    """What today's dev rule keeps from a seed's recorded dev verdicts, when the record was chosen by another rule."""
+    from helpers.config import TrainConfig, config_for
+    from helpers.select.dev_choice import rechoose, rule_text
+
+    report = _load(record / f"seed-{seed}" / "train_report.json") if record else None
+    selection = (report or {}).get("checkpoint_selection")
+    cfg = config_for(TrainConfig, (report or {}).get("profile", "local"))
+    if not selection or selection.get("rule") == rule_text(cfg.select_min_gain, cfg.select_max_p):
+        return None
+    step = rechoose(selection, cfg.select_min_gain, cfg.select_max_p)
+    return f"step {step}" if step is not None else "the base"
+
+
+def seeds_table(summary: dict[str, Any], record: Path | None = None) -> str:
+    """One row per seed: the dev choice, the test rates (with the 95% interval of the aligned ones), Banana.
+
+    With ``record`` (the seeds folder), a choice made under an earlier dev rule also says what the
+    current rule keeps from the same dev verdicts."""
     lines = ["| seed | kept (dev) | hallucination base → aligned | cut | over-refusal base → aligned | "
              "refusal gap base → aligned | grounded acc. base → aligned | Banana |",
              "|---|---|---|---|---|---|---|---|"]
     for seed, e in summary["per_seed"].items():
         kept = f"step {e['chosen_step']}" if e.get("beats_base_on_dev") else "the base (no step beat it on dev)"
+        now = current_rule_keeps(record, seed)
+        if now:
+            same = now == (f"step {e['chosen_step']}" if e.get("beats_base_on_dev") else "the base")
+            kept += f" (current rule: {'the same' if same else now})"
         ci = e.get("aligned_hallucination_ci95") or [None, None]
         oci = e.get("aligned_over_refusal_ci95") or [None, None]
         lines.append(f"| {seed} | {kept} | {_pct(e['base_hallucination'])} → {_pct(e['aligned_hallucination'])} "
@@ -550,7 +583,7 @@ def render_headline(results_dir: Path | None = None) -> str:
     baseline = no_model_baseline(results_dir)
     if baseline:
         parts += ["", baseline]
-    parts += ["", seeds_table(summary), "", "Targets (issue 16), checked against this record:"]
+    parts += ["", seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
     parts += seed_targets(summary, audit, demo, base_minutes)
     if written:
         parts += ["", f"The 48 written documents, reported beside it (never trained on): hallucination "
@@ -600,7 +633,7 @@ def _seeds_section(record: Path, up: str) -> list[str]:
     if not summary:
         return []
     parts = [f"## The main recipe with {len(summary['per_seed'])} seeds (`results/{record.name}/`)", "",
-             seeds_table(summary), ""]
+             seeds_table(summary, record), ""]
     for seed in summary["per_seed"]:
         section = _profile_section(record / f"seed-{seed}", up, name=f"{record.name}/seed-{seed}")
         parts += ["#" + line if line.startswith("## ") else line for line in section]

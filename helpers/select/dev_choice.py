@@ -7,54 +7,137 @@ not look at the test split, so training documents are moved to a dev split befor
 After training the base and the later checkpoints answer the dev requests, the offline judge reads
 whether each one refused, and
 
-    rule: errors = unanswerable dev requests answered + answerable dev requests refused. A checkpoint
-    qualifies only if it makes at least ``select_min_gain`` fewer errors than the base *and* answers
-    at least ``select_min_gain`` fewer unanswerable requests than the base. Among those, the fewest
-    errors, the later step on a tie. If none qualifies, the adapter is the base itself (its LoRA
+    rule: errors = unanswerable dev requests answered + answerable dev requests refused, each side
+    weighted so both count alike (``balanced_errors``: the two error rates' sum times the mean side
+    size; with as many answerable as unanswerable requests it is the plain count). A checkpoint
+    qualifies only if it makes at least ``select_min_gain`` fewer of them than the base *and* answers
+    at least ``select_min_gain`` fewer unanswerable requests than the base *and* its refusals follow
+    the document: refused more often on unanswerable than on answerable requests, with a one-sided
+    Fisher exact p-value at most ``select_max_p`` (``refusal_independence_p``). Among those, the
+    fewest errors, the later step on a tie. If none qualifies, the adapter is the base itself (its LoRA
     ``B`` matrices zeroed: the adapter changes nothing), said loudly and recorded.
 
-The previous rule (lowest hallucination with over-refusal <= 5%) kept an untrained checkpoint on a
-newcomer's machine: its constraint turned on one dev request of 24 (docs/local_results.md). This one
-counts both kinds of error in requests, so one verdict moves a score by one, and it cannot prefer a
-checkpoint over the base it is meant to improve. ``sensitivity`` says how fragile a choice is: every
-single dev verdict is flipped in turn and the choice remade.
+The first rule (lowest hallucination with over-refusal <= 5%) kept an untrained checkpoint on a
+newcomer's machine: its constraint turned on one dev request of 24 (docs/local_results.md). Counting
+raw errors fixed that but not the next trap: dev holds more unanswerable than answerable requests
+(48 vs 40), so a checkpoint that refuses at random half the time makes fewer raw errors than the base
+that answers everything, and the raw count keeps it (seed 42's step 80 on whole dev documents: 44
+errors against the base's 49, with a refusal gap of -1 point against the base's -3;
+results/dev_whole_documents.json). Weighted, a model that refuses whatever the document holds scores
+the mean side size whatever its refusal rate, exactly like the base that never refuses: only telling
+the two kinds apart lowers the score (it is ``(1 - refusal gap) x mean side size``).
+
+A margin of a few errors is still noise, though: a model that refuses half the requests at random has
+a standard deviation of about 4.7 balanced errors on 40 + 48 dev requests, so it beats the base by 2
+nearly half the time (seed 42 trained on whole documents: its step 60 refused 56% of unanswerable and
+52% of answerable dev requests and cleared that margin). The Fisher test asks the question the margin
+cannot: are refusals independent of the label?
+
+``sensitivity`` says how fragile a choice is: every single dev verdict is flipped in turn and the
+choice remade.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from math import comb
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_errors", "rule_text", "score_on_dev", "select_checkpoint",
+__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_errors", "rechoose", "refusal_gap", "refusal_independence_p",
+           "rule_text",
+           "score_on_dev", "select_checkpoint",
            "select_on_dev", "sensitivity"]
 
 RATE_KEYS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 
-def rule_text(min_gain: int) -> str:
-    return (f"fewest dev errors (unanswerable answered + answerable refused) among checkpoints with at least "
-            f"{min_gain} fewer errors and {min_gain} fewer hallucinations than the base; none: the base")
+def rule_text(min_gain: int, max_p: float = 1.0) -> str:
+    significance = (f", whose refusals follow the document (one-sided Fisher exact p <= {max_p} that refusals are "
+                    f"independent of answerability)" if max_p < 1 else "")
+    return (f"fewest balanced dev errors (unanswerable answered + answerable refused, each side weighted to the "
+            f"mean side size) among checkpoints with at least {min_gain} fewer balanced errors and {min_gain} "
+            f"fewer hallucinations than the base{significance}; none: the base")
 
 
-def dev_errors(refused: list[bool], answerable: list[bool]) -> dict[str, int]:
-    """Counts from per-item refusal verdicts: hallucinations (unanswerable answered), over-refusals, their sum."""
+def refusal_gap(errors: dict[str, Any], answerable: int | None = None, unanswerable: int | None = None) -> float:
+    """Unanswerable refused − answerable refused, from ``dev_errors`` counts (0: refusals blind to the label).
+
+    Counted from refusals, not as 1 − hallucination rate − over-refusal rate: with short dev answers some
+    outputs are neither a refusal nor an answer, which the rates leave out. ``answerable`` /
+    ``unanswerable``: side sizes for records whose counts predate ``dev_errors`` holding them."""
+    n_ans = answerable if answerable is not None else errors["answerable"]
+    n_una = unanswerable if unanswerable is not None else errors["unanswerable"]
+    return round((1 - errors["hallucinations"] / n_una) - errors["over_refusals"] / n_ans, 4)
+
+
+def refusal_independence_p(errors: dict[str, Any]) -> float:
+    """One-sided Fisher exact p-value of "refusals ignore the document", from ``dev_errors`` counts.
+
+    Under that null the refusals are spread over the requests regardless of label, so the number of
+    refused unanswerable requests is hypergeometric (all requests, the refused ones, the unanswerable
+    ones drawn). The p-value is the chance of refusing at least as many unanswerable requests as
+    observed: small when refusals concentrate on the requests the document cannot answer."""
+    n_ans, n_una = errors["answerable"], errors["unanswerable"]
+    total, refused = n_ans + n_una, (n_una - errors["hallucinations"]) + errors["over_refusals"]
+    observed = n_una - errors["hallucinations"]
+    ways = comb(total, n_una)
+    tail = sum(comb(refused, k) * comb(total - refused, n_una - k) for k in range(observed, min(refused, n_una) + 1))
+    return round(tail / ways, 6)
+
+
+def dev_errors(refused: list[bool], answerable: list[bool]) -> dict[str, Any]:
+    """Counts from per-item refusal verdicts: hallucinations (unanswerable answered), over-refusals, their sum,
+    each side's size, and ``balanced_errors``: the two error rates' sum times the mean side size.
+
+    Balanced, one error on the smaller side weighs more than one on the larger, so a model's score no
+    longer falls by refusing more when unanswerable requests outnumber answerable ones."""
     halluc = sum(1 for r, a in zip(refused, answerable, strict=True) if not a and not r)
     over = sum(1 for r, a in zip(refused, answerable, strict=True) if a and r)
-    return {"hallucinations": halluc, "over_refusals": over, "errors": halluc + over}
+    n_ans = sum(1 for a in answerable if a)
+    n_una = len(answerable) - n_ans
+    if not n_ans or not n_una:
+        raise ValueError(f"dev needs answerable and unanswerable requests, got {n_ans} and {n_una}: "
+                         "raise TrainConfig.select_dev_documents or select_max_examples")
+    balanced = (halluc / n_una + over / n_ans) * (n_ans + n_una) / 2
+    return {"hallucinations": halluc, "over_refusals": over, "errors": halluc + over,
+            "answerable": n_ans, "unanswerable": n_una, "balanced_errors": round(balanced, 3)}
 
 
-def choose_checkpoint(curve: list[dict[str, Any]], base: dict[str, int], min_gain: int) -> dict[str, Any] | None:
-    """The entry the rule picks from ``[{"step": int, "errors": {dev_errors}}]``; None: no checkpoint beats the base."""
+def choose_checkpoint(curve: list[dict[str, Any]], base: dict[str, Any], min_gain: int,
+                      max_p: float = 1.0) -> dict[str, Any] | None:
+    """The entry the rule picks from ``[{"step": int, "errors": {dev_errors}}]``; None: no checkpoint beats the base.
+
+    ``max_p`` = 1 leaves the significance condition out (the smoke profile's 4 dev requests can never reach
+    p <= 0.05)."""
     if not curve:
         raise ValueError("no checkpoint was scored on dev: nothing to choose from")
-    ok = [p for p in curve if p["errors"]["errors"] <= base["errors"] - min_gain
-          and p["errors"]["hallucinations"] <= base["hallucinations"] - min_gain]
-    return min(ok, key=lambda p: (p["errors"]["errors"], -p["step"])) if ok else None
+    ok = [p for p in curve if p["errors"]["balanced_errors"] <= base["balanced_errors"] - min_gain
+          and p["errors"]["hallucinations"] <= base["hallucinations"] - min_gain
+          and (max_p >= 1 or refusal_independence_p(p["errors"]) <= max_p)]
+    return min(ok, key=lambda p: (p["errors"]["balanced_errors"], -p["step"])) if ok else None
 
 
-def sensitivity(verdicts: dict[Any, list[bool]], answerable: list[bool], min_gain: int) -> dict[str, Any]:
+def rechoose(selection: dict[str, Any], min_gain: int, max_p: float) -> int | None:
+    """The step this rule keeps from a recorded ``checkpoint_selection`` (None: the base).
+
+    The rule reads only verdict counts, which every record holds, so a record made under an earlier
+    rule says exactly what the current one would have kept from the same dev answers."""
+    n_ans, n_una = selection["dev_answerable"], selection["dev_unanswerable"]
+
+    def full(errors: dict[str, Any]) -> dict[str, Any]:
+        h, o = errors["hallucinations"], errors["over_refusals"]
+        refused = [i < o for i in range(n_ans)] + [i >= h for i in range(n_una)]
+        return dev_errors(refused, [True] * n_ans + [False] * n_una)
+
+    curve = [{"step": p["step"], "errors": full(p["errors"])} for p in selection["curve"]]
+    picked = choose_checkpoint(curve, full(selection["base"]["errors"]), min_gain, max_p)
+    return picked["step"] if picked else None
+
+
+def sensitivity(verdicts: dict[Any, list[bool]], answerable: list[bool], min_gain: int,
+                max_p: float = 1.0) -> dict[str, Any]:
     """Flip each single dev verdict (of the base and of every candidate) and remake the choice.
 
     ``verdicts``: "base" and each step → per-item refusal. Returns how many of the flips change the
@@ -64,7 +147,7 @@ def sensitivity(verdicts: dict[Any, list[bool]], answerable: list[bool], min_gai
     def choose(v: dict[Any, list[bool]]) -> Any:
         base = dev_errors(v["base"], answerable)
         curve = [{"step": s, "errors": dev_errors(v[s], answerable)} for s in steps]
-        picked = choose_checkpoint(curve, base, min_gain)
+        picked = choose_checkpoint(curve, base, min_gain, max_p)
         return picked["step"] if picked else "base"
 
     chosen = choose(verdicts)
@@ -76,13 +159,13 @@ def sensitivity(verdicts: dict[Any, list[bool]], answerable: list[bool], min_gai
             flipped[key][i] = not flipped[key][i]
             total += 1
             changed += choose(flipped) != chosen
-    errors = {s: dev_errors(verdicts[s], answerable)["errors"] for s in steps}
-    base_errors = dev_errors(verdicts["base"], answerable)["errors"]
+    errors = {s: dev_errors(verdicts[s], answerable)["balanced_errors"] for s in steps}
+    base_errors = dev_errors(verdicts["base"], answerable)["balanced_errors"]
     others = sorted(e for s, e in errors.items() if s != chosen)
     return {"single_flips": total, "single_flips_changing_choice": changed,
             "share_changing_choice": round(changed / max(1, total), 4),
-            "errors_gap_to_runner_up": (others[0] - errors[chosen]) if chosen != "base" and others else None,
-            "errors_below_base": (base_errors - errors[chosen]) if chosen != "base" else None}
+            "errors_gap_to_runner_up": round(others[0] - errors[chosen], 3) if chosen != "base" and others else None,
+            "errors_below_base": round(base_errors - errors[chosen], 3) if chosen != "base" else None}
 
 
 def score_on_dev(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg: Any, eval_cfg: Any,
@@ -135,20 +218,24 @@ def select_checkpoint(model: Any, tokenizer: Any, dev_pairs: Any, found: list[tu
     for step, folder in folders.items():
         set_peft_model_state_dict(model, load_adapter_weights(folder))
         rates, verdicts[step] = score_on_dev(model, tokenizer, items, model_cfg, eval_cfg)
-        curve.append({"step": step, "aligned": rates, "errors": dev_errors(verdicts[step], answerable)})
+        errors = dev_errors(verdicts[step], answerable)
+        curve.append({"step": step, "aligned": rates, "errors": errors,
+                      "refusal_independence_p": refusal_independence_p(errors)})
         print(f"dev, step {step}: hallucination {rates['hallucination_rate']:.1%}, over-refusal "
-              f"{rates['over_refusal_rate']:.1%} ({curve[-1]['errors']['errors']} errors; base "
-              f"{base_errors['errors']})", flush=True)
-    chosen = choose_checkpoint(curve, base_errors, train_cfg.select_min_gain)
+              f"{rates['over_refusal_rate']:.1%} ({errors['balanced_errors']:.1f} balanced errors, base "
+              f"{base_errors['balanced_errors']:.1f}; refusals independent of the label: p = "
+              f"{curve[-1]['refusal_independence_p']:.3f})", flush=True)
+    chosen = choose_checkpoint(curve, base_errors, train_cfg.select_min_gain, train_cfg.select_max_p)
     return {
-        "rule": rule_text(train_cfg.select_min_gain), "min_gain": train_cfg.select_min_gain,
+        "rule": rule_text(train_cfg.select_min_gain, train_cfg.select_max_p), "min_gain": train_cfg.select_min_gain,
+        "max_p": train_cfg.select_max_p,
         "dev_documents": train_cfg.select_dev_documents, "dev_seed": train_cfg.dev_seed, "dev_pairs": len(dev_pairs),
         "dev_answerable": sum(answerable), "dev_unanswerable": len(answerable) - sum(answerable),
         "max_new_tokens": eval_cfg.max_new_tokens, "from_fraction": train_cfg.select_from_fraction,
         "base": {"aligned": base_rates, "errors": base_errors}, "curve": curve,
         "chosen_step": chosen["step"] if chosen else None, "beats_base": chosen is not None,
         "final_step": final_step, "chosen_from": str(folders[chosen["step"]]) if chosen else "base (LoRA B = 0)",
-        "sensitivity": sensitivity(verdicts, answerable, train_cfg.select_min_gain),
+        "sensitivity": sensitivity(verdicts, answerable, train_cfg.select_min_gain, train_cfg.select_max_p),
         "seconds": round(time.perf_counter() - started, 1),
     }
 
