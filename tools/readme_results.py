@@ -396,17 +396,20 @@ def _gap(x: float | None) -> str:
 
 
 def current_rule_keeps(record: Path | None, seed: str) -> str | None:
-    """What today's dev rule keeps from a seed's recorded dev verdicts, when the record was chosen by another rule."""
+    """What today's dev rule keeps from a seed's recorded dev verdicts, when the record was chosen by another rule:
+    "the same", "step N" or "the base"; None when the record's own rule is today's (or there is no record)."""
     from helpers.config import TrainConfig, config_for
     from helpers.select.dev_choice import rechoose, rule_text
 
-    report = _load(record / f"seed-{seed}" / "train_report.json") if record else None
-    selection = (report or {}).get("checkpoint_selection")
-    cfg = config_for(TrainConfig, (report or {}).get("profile", "local"))
-    if not selection or selection.get("rule") == rule_text(cfg.select_min_gain, cfg.select_max_p):
+    report = (_load(record / f"seed-{seed}" / "train_report.json") if record else None) or {}
+    selection = report.get("checkpoint_selection")
+    if not selection:
+        return None
+    cfg = config_for(TrainConfig, report.get("profile", "local"))
+    if selection.get("rule") == rule_text(cfg.select_min_gain, cfg.select_max_p):
         return None
     step = rechoose(selection, cfg.select_min_gain, cfg.select_max_p)
-    return f"step {step}" if step is not None else "the base"
+    return "the same" if step == selection.get("chosen_step") else f"step {step}" if step is not None else "the base"
 
 
 def seeds_table(summary: dict[str, Any], record: Path | None = None) -> str:
@@ -421,8 +424,7 @@ def seeds_table(summary: dict[str, Any], record: Path | None = None) -> str:
         kept = f"step {e['chosen_step']}" if e.get("beats_base_on_dev") else "the base (no step beat it on dev)"
         now = current_rule_keeps(record, seed)
         if now:
-            same = now == (f"step {e['chosen_step']}" if e.get("beats_base_on_dev") else "the base")
-            kept += f" (current rule: {'the same' if same else now})"
+            kept += f" (current rule: {now})"
         ci = e.get("aligned_hallucination_ci95") or [None, None]
         oci = e.get("aligned_over_refusal_ci95") or [None, None]
         lines.append(f"| {seed} | {kept} | {_pct(e['base_hallucination'])} → {_pct(e['aligned_hallucination'])} "

@@ -45,7 +45,7 @@ from math import comb
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_errors", "rechoose", "refusal_gap", "refusal_independence_p",
+__all__ = ["RATE_KEYS", "choose_checkpoint", "dev_errors", "error_counts", "rechoose", "refusal_gap", "refusal_independence_p",
            "rule_text",
            "score_on_dev", "select_checkpoint",
            "select_on_dev", "sensitivity"]
@@ -88,21 +88,25 @@ def refusal_independence_p(errors: dict[str, Any]) -> float:
 
 
 def dev_errors(refused: list[bool], answerable: list[bool]) -> dict[str, Any]:
-    """Counts from per-item refusal verdicts: hallucinations (unanswerable answered), over-refusals, their sum,
-    each side's size, and ``balanced_errors``: the two error rates' sum times the mean side size.
-
-    Balanced, one error on the smaller side weighs more than one on the larger, so a model's score no
-    longer falls by refusing more when unanswerable requests outnumber answerable ones."""
+    """Counts from per-item refusal verdicts (``error_counts``)."""
     halluc = sum(1 for r, a in zip(refused, answerable, strict=True) if not a and not r)
     over = sum(1 for r, a in zip(refused, answerable, strict=True) if a and r)
     n_ans = sum(1 for a in answerable if a)
-    n_una = len(answerable) - n_ans
-    if not n_ans or not n_una:
-        raise ValueError(f"dev needs answerable and unanswerable requests, got {n_ans} and {n_una}: "
+    return error_counts(halluc, over, n_ans, len(answerable) - n_ans)
+
+
+def error_counts(hallucinations: int, over_refusals: int, answerable: int, unanswerable: int) -> dict[str, Any]:
+    """Hallucinations (unanswerable answered), over-refusals, their sum, each side's size, and
+    ``balanced_errors``: the two error rates' sum times the mean side size.
+
+    Balanced, one error on the smaller side weighs more than one on the larger, so a model's score no
+    longer falls by refusing more when unanswerable requests outnumber answerable ones."""
+    if not answerable or not unanswerable:
+        raise ValueError(f"dev needs answerable and unanswerable requests, got {answerable} and {unanswerable}: "
                          "raise TrainConfig.select_dev_documents or select_max_examples")
-    balanced = (halluc / n_una + over / n_ans) * (n_ans + n_una) / 2
-    return {"hallucinations": halluc, "over_refusals": over, "errors": halluc + over,
-            "answerable": n_ans, "unanswerable": n_una, "balanced_errors": round(balanced, 3)}
+    balanced = (hallucinations / unanswerable + over_refusals / answerable) * (answerable + unanswerable) / 2
+    return {"hallucinations": hallucinations, "over_refusals": over_refusals, "errors": hallucinations + over_refusals,
+            "answerable": answerable, "unanswerable": unanswerable, "balanced_errors": round(balanced, 3)}
 
 
 def choose_checkpoint(curve: list[dict[str, Any]], base: dict[str, Any], min_gain: int,
@@ -124,12 +128,9 @@ def rechoose(selection: dict[str, Any], min_gain: int, max_p: float) -> int | No
 
     The rule reads only verdict counts, which every record holds, so a record made under an earlier
     rule says exactly what the current one would have kept from the same dev answers."""
-    n_ans, n_una = selection["dev_answerable"], selection["dev_unanswerable"]
-
-    def full(errors: dict[str, Any]) -> dict[str, Any]:
-        h, o = errors["hallucinations"], errors["over_refusals"]
-        refused = [i < o for i in range(n_ans)] + [i >= h for i in range(n_una)]
-        return dev_errors(refused, [True] * n_ans + [False] * n_una)
+    def full(errors: dict[str, Any]) -> dict[str, Any]:  # records made before the counts held the side sizes
+        return error_counts(errors["hallucinations"], errors["over_refusals"], selection["dev_answerable"],
+                            selection["dev_unanswerable"])
 
     curve = [{"step": p["step"], "errors": full(p["errors"])} for p in selection["curve"]]
     picked = choose_checkpoint(curve, full(selection["base"]["errors"]), min_gain, max_p)
