@@ -288,3 +288,42 @@ def test_word_overlap_rule_is_fitted_on_train_and_scored_like_a_model(tmp_path):
         "test_items": {**scored, "threshold": threshold}}}}))
     line = no_model_baseline(tmp_path)
     assert "hallucination **33.3%**, over-refusal **0.0%**, refusal gap **+66.7 pts**" in line
+
+
+def test_answerability_head_threshold_and_probe_are_fitted_not_assumed(tmp_path):
+    """experiments/answerability_probe.py: the dev threshold is the one with the largest refusal gap (a cut
+    that refuses everything or nothing scores 0), and the logistic probe separates a direction it was shown
+    (not a constant); the README line renders the recorded test rates and says when the Banana test fails."""
+    import importlib.util
+
+    import torch
+
+    from tools.readme_results import answerability_head_line
+
+    spec = importlib.util.spec_from_file_location("probe", ROOT / "experiments" / "answerability_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    scores = [0.9, 0.8, 0.2, 0.1, 0.85, 0.3]
+    labels = [True, True, False, False, False, True]  # one unanswerable scores high, one answerable low
+    cut, rates = probe.youden_threshold(scores, labels)
+    assert 0.2 < cut < 0.3 and rates["dev_refusal_gap"] == round(2 / 3, 3)  # both low unanswerable, no answerable
+    assert rates["dev_answerable_refused"] == 0.0
+    assert probe.youden_threshold([0.5, 0.5], [True, False])[1]["dev_refusal_gap"] == 0.0  # no signal, no gap
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=gen)
+    y = x[:, 3] > 0  # answerability along one direction, noise elsewhere
+    score = probe.fit_logistic(x, y, l2=1e-2)
+    held = torch.randn(100, 8, generator=gen)
+    agree = ((score(held) > 0) == (held[:, 3] > 0)).float().mean().item()
+    assert agree > 0.9  # a linear rule on held-out points, not a memorised one (exact 1.0 not required)
+    assert answerability_head_line(tmp_path) == ""
+    side = {"hallucination_rate": {"value": 0.2}, "over_refusal_rate": {"value": 0.1},
+            "grounded_accuracy": {"value": 0.05}}
+    (tmp_path / "answerability_head.json").write_text(json.dumps({
+        "command": "python experiments/answerability_probe.py --score-test",
+        "dev_choice": {"layer": 7, "with_overlap": False, "dev_auc": 0.94},
+        "test": {"base": {**side, "hallucination_rate": {"value": 0.9}}, "base_with_head": side,
+                 "relative_hallucination_reduction": 7 / 9, "banana": {"aligned": {"passed": False}}}}))
+    line = answerability_head_line(tmp_path)
+    assert "layer-7" in line and "hallucination **20.0%** (cut 77.8%)" in line
+    assert "over-refusal **10.0%**, refusal gap **+70.0 pts**" in line and "Banana test fails" in line

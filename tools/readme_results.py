@@ -511,6 +511,27 @@ def no_model_baseline(results_dir: Path) -> str:
             f"`python experiments/word_overlap_baseline.py {name} --out results/word_overlap_baseline.json`).")
 
 
+def answerability_head_line(results_dir: Path) -> str:
+    """The base model with a linear answerability head (``experiments/answerability_probe.py --score-test``),
+    when recorded: the same test items, the same offline judge."""
+    record = _load(results_dir / "answerability_head.json")
+    if not record or "test" not in record:
+        return ""
+    choice, test = record["dev_choice"], record["test"]
+    base, head = test["base"], test["base_with_head"]
+    rate = {side: (r["hallucination_rate"]["value"], r["over_refusal_rate"]["value"]) for side, r in
+            (("base", base), ("head", head))}
+    banana = "passes" if test["banana"]["aligned"]["passed"] else "fails"
+    return (f"The base model with a **linear answerability head** (a logistic regression on its layer-"
+            f"{choice['layer']} hidden state{', the word-overlap share and the refusal sentence log-probability' if choice['with_overlap'] else ''}, "
+            f"fitted on the training documents, threshold and layer chosen on dev, dev AUC {choice['dev_auc']:.2f}; "
+            f"no DPO), on the same test items, read once, refusing where the head says the document lacks the answer: hallucination "
+            f"**{_pct(rate['head'][0])}** (cut {_pct(test['relative_hallucination_reduction'])}), over-refusal "
+            f"**{_pct(rate['head'][1])}**, refusal gap **{_gap(refusal_gap(*rate['head']))}**, grounded accuracy "
+            f"{_pct(head['grounded_accuracy']['value'])}; Banana test {banana} "
+            f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`).")
+
+
 def _evaluate_seconds(record: Path, seed: str) -> float | None:
     """The evaluate stage of a seed (its rerun's when re-evaluated): the first seed's includes generating the
     base model's answers, which ``run --seeds`` then reuses."""
@@ -582,9 +603,9 @@ def render_headline(results_dir: Path | None = None) -> str:
                      f"{_gap(max(gaps))}] |")
     written = summary["spread"].get("written_aligned_hallucination")
     parts = [made, "", "\n".join(table)]
-    baseline = no_model_baseline(results_dir)
-    if baseline:
-        parts += ["", baseline]
+    for line in (no_model_baseline(results_dir), answerability_head_line(results_dir)):
+        if line:
+            parts += ["", line]
     parts += ["", seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
     parts += seed_targets(summary, audit, demo, base_minutes)
     if written:
