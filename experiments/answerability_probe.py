@@ -158,9 +158,17 @@ def main() -> int:
     parser.add_argument("--out", default=None)
     parser.add_argument("--score-test", action="store_true",
                         help="after the dev choice, read the test split once and score the base model with the head")
+    parser.add_argument("--another-test-read", action="store_true",
+                        help="allow --score-test when --out already records a test read (the test split is read once "
+                             "per recorded run; a second read is a new run and should say why)")
     parser.add_argument("--test-pairs", default=None, help="test split to score (default: --pairs)")
     parser.add_argument("--limit", type=int, default=None, help="at most this many fit prompts (timing runs)")
     args = parser.parse_args()
+
+    if args.score_test and args.out and Path(args.out).exists() and not args.another_test_read \
+            and "test" in json.loads(Path(args.out).read_text(encoding="utf-8")):
+        raise SystemExit(f"{args.out} already records a test read of this head; the test split is read once per "
+                         "recorded run (pass --another-test-read, and a new --out, to record another)")
 
     import torch
     from tqdm.auto import tqdm
