@@ -147,6 +147,39 @@ def score_test(args, model, tokenizer, model_cfg, table, scorer, threshold: floa
             "probes": len(probe_answers["base"])}
 
 
+def plot_by_layer(records: dict[str, dict], path: str | Path) -> Path:
+    """Dev AUC of the hidden-state probe by layer (best L2 per layer), one line per recorded model, with the
+    word-overlap rule and chance as references: where in the network answerability is readable."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, record in records.items():
+        best: dict[int, float] = {}
+        for key, value in record["probe_dev_auc_by_layer"].items():
+            layer = int(key.split("/")[0])
+            best[layer] = max(best.get(layer, 0.0), value)
+        layers = sorted(best)
+        ax.plot(layers, [best[x] for x in layers], marker="o", label=label)
+        ax.set_xticks(layers)
+    overlap_auc = next(iter(records.values()))["dev_auc"]["word_overlap"]
+    ax.axhline(overlap_auc, color="grey", linestyle="--", label=f"word-overlap share, no model ({overlap_auc:.2f})")
+    ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":", label="chance")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("dev AUC, answerable vs unanswerable")
+    ax.set_title("Is answerability linearly readable from the last prompt token?")
+    ax.set_ylim(0.4, 1.0)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default="outputs/whole/pairs")
@@ -162,9 +195,17 @@ def main() -> int:
                         help="allow --score-test when --out already records a test read (the test split is read once "
                              "per recorded run; a second read is a new run and should say why)")
     parser.add_argument("--test-pairs", default=None, help="test split to score (default: --pairs)")
+    parser.add_argument("--plot", nargs="+", metavar="LABEL=RECORD", default=None,
+                        help="only draw the dev AUC by layer of recorded runs into --out (a .png), e.g. "
+                             "'base=results/answerability_head.json'")
     parser.add_argument("--limit", type=int, default=None, help="at most this many fit prompts (timing runs)")
     args = parser.parse_args()
 
+    if args.plot:
+        records = {label: json.loads(Path(rec).read_text(encoding="utf-8"))
+                   for label, rec in (item.split("=", 1) for item in args.plot)}
+        print(plot_by_layer(records, args.out or "answerability_by_layer.png"))
+        return 0
     if args.score_test and args.out and Path(args.out).exists() and not args.another_test_read \
             and "test" in json.loads(Path(args.out).read_text(encoding="utf-8")):
         raise SystemExit(f"{args.out} already records a test read of this head; the test split is read once per "

@@ -57,3 +57,18 @@ def test_prompt_key_tells_labels_and_documents_apart(probe):
     assert probe.prompt_key(item) == probe.prompt_key(dict(item))
     assert probe.prompt_key(item) != probe.prompt_key({**item, "answerable": False})
     assert probe.prompt_key(item) != probe.prompt_key({**item, "document": "Other text."})
+
+
+def test_plot_by_layer_draws_the_best_l2_of_each_layer(probe, tmp_path, monkeypatch):
+    """The figure takes each layer's best L2 (not the first key) and draws one line per record."""
+    import matplotlib.axes
+
+    drawn = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, x, y, *a, **k: drawn.append((list(x), list(y))) or original(self, x, y, *a, **k))
+    record = {"dev_auc": {"word_overlap": 0.9},
+              "probe_dev_auc_by_layer": {"0/l2=0.1": 0.5, "1/l2=0.01": 0.7, "1/l2=0.1": 0.8, "10/l2=0.1": 0.6}}
+    out = probe.plot_by_layer({"base": record, "other": record}, tmp_path / "fig.png")
+    assert out.stat().st_size > 0
+    assert drawn == [([0, 1, 10], [0.5, 0.8, 0.6])] * 2  # numeric layer order, 10 after 1
