@@ -100,20 +100,13 @@ def score_test(args, model, tokenizer, model_cfg, table, scorer, threshold: floa
     judged offline exactly as ``gemma-facts evaluate`` judges; the Banana test and the other probes too."""
     from helpers.config import REFUSAL, EvalConfig, config_for
     from helpers.evaluate.probes import PROBES, run_probes
-    from helpers.evaluate.run import base_answers_path, eval_items, judge_side, load_test_rows, summarise_sets
-    from helpers.generation import generate_answers
+    from helpers.evaluate.run import eval_items, generate_side, judge_side, load_test_rows, summarise_sets
 
     eval_cfg = config_for(EvalConfig, "local")
     items = eval_items(load_test_rows(args.test_pairs or args.pairs), eval_cfg.max_examples, eval_cfg.seed)
 
-    def base_answers(messages_list):
-        cache = base_answers_path(model_cfg, eval_cfg, messages_list)
-        if cache.exists():
-            answers = json.loads(cache.read_text(encoding="utf-8"))
-            if len(answers) == len(messages_list):
-                return answers
-        return generate_answers(model, tokenizer, messages_list, prompt_format=model_cfg.prompt_format,
-                                max_new_tokens=eval_cfg.max_new_tokens, batch_size=eval_cfg.batch_size)
+    def base_answers(messages_list):  # the evaluation's own base answers: its cache, else generated (adapter off)
+        return generate_side(model, tokenizer, messages_list, "base", model_cfg, eval_cfg)
 
     def gated(its, answers):
         scores = scorer(its, table(its, "test"))
@@ -286,24 +279,24 @@ def main() -> int:
         x = torch.stack([f["hidden"][layer] for f in feats])
         return torch.cat([x, extra(items, feats)], 1) if with_overlap else x
 
-    candidates = []  # (dev AUC, layer, l2, with_overlap, scorer): the dev choice is the highest dev AUC
+    candidates = []  # the dev choice is the highest dev AUC; ties go to the lower layer, then the smaller l2
     for layer in range(layers):
         for with_overlap in (False, True):
             for l2 in (1e-3, 1e-2, 1e-1):
                 score = fit_logistic(design(fit_f, fit_items, layer, with_overlap), y_fit, l2)
-                value = dev_auc(score(design(dev_f, dev_items, layer, with_overlap)).tolist())
+                dev_scores = score(design(dev_f, dev_items, layer, with_overlap)).tolist()
+                value = dev_auc(dev_scores)
                 key = "probe_with_overlap_dev_auc_by_layer" if with_overlap else "probe_dev_auc_by_layer"
                 record[key][f"{layer}/l2={l2}"] = value
-                candidates.append((value, -layer, -l2, with_overlap, score))
-    best = max(candidates, key=lambda c: c[:3])
-    _, layer, l2, with_overlap, score = best[0], -best[1], -best[2], best[3], best[4]
-    dev_scores = score(design(dev_f, dev_items, layer, with_overlap)).tolist()
-    threshold, balanced = youden_threshold(dev_scores, y_dev)
+                candidates.append({"dev_auc": value, "layer": layer, "l2": l2, "with_overlap": with_overlap,
+                                   "score": score, "dev_scores": dev_scores})
+    best = max(candidates, key=lambda c: (c["dev_auc"], -c["layer"], -c["l2"]))
+    layer, with_overlap, score = best["layer"], best["with_overlap"], best["score"]
+    threshold, balanced = youden_threshold(best["dev_scores"], y_dev)
     record["dev_choice"] = {
         "rule": "highest dev AUC over layers x l2 x (hidden | hidden + overlap + refusal log-prob); "
                 "refuse below the threshold with the largest dev (unanswerable refused - answerable refused)",
-        "layer": layer, "l2": l2, "with_overlap": with_overlap, "dev_auc": best[0], "threshold": threshold,
-        **balanced}
+        **{k: best[k] for k in ("layer", "l2", "with_overlap", "dev_auc")}, "threshold": threshold, **balanced}
     print(json.dumps(record["dev_choice"], indent=2), flush=True)
     if args.score_test:
         record["test"] = score_test(args, model, tokenizer, model_cfg, table,

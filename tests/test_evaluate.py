@@ -151,6 +151,8 @@ def test_adapter_toggle_changes_logits_and_disabled_equals_base(inputs, smoke_mo
             enabled = model(**enc).logits
     assert torch.allclose(disabled, plain, atol=1e-5)  # adapter off = the same base weights
     assert not torch.allclose(enabled, disabled, atol=1e-3)  # the (perturbed) adapter really acts
+    with torch.inference_mode(), side_of(base_model, "base"):  # no adapter: the model is its own base
+        assert torch.allclose(base_model(**enc).logits, plain, atol=1e-6)  # the same pass repeated: float-equal
     with pytest.raises(ValueError, match="side must be one of"):
         with side_of(model, "reference"):
             pass

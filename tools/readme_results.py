@@ -518,16 +518,15 @@ def answerability_head_line(results_dir: Path) -> str:
     if not record or "test" not in record:
         return ""
     choice, test = record["dev_choice"], record["test"]
-    base, head = test["base"], test["base_with_head"]
-    rate = {side: (r["hallucination_rate"]["value"], r["over_refusal_rate"]["value"]) for side, r in
-            (("base", base), ("head", head))}
+    head = test["base_with_head"]
+    halluc, over = head["hallucination_rate"]["value"], head["over_refusal_rate"]["value"]
     banana = "passes" if test["banana"]["aligned"]["passed"] else "fails"
     return (f"The base model with a **linear answerability head** (a logistic regression on its layer-"
             f"{choice['layer']} hidden state{', the word-overlap share and the refusal sentence log-probability' if choice['with_overlap'] else ''}, "
             f"fitted on the training documents, threshold and layer chosen on dev, dev AUC {choice['dev_auc']:.2f}; "
             f"no DPO), on the same test items, read once, refusing where the head says the document lacks the answer: hallucination "
-            f"**{_pct(rate['head'][0])}** (cut {_pct(test['relative_hallucination_reduction'])}), over-refusal "
-            f"**{_pct(rate['head'][1])}**, refusal gap **{_gap(refusal_gap(*rate['head']))}**, grounded accuracy "
+            f"**{_pct(halluc)}** (cut {_pct(test['relative_hallucination_reduction'])}), over-refusal "
+            f"**{_pct(over)}**, refusal gap **{_gap(refusal_gap(halluc, over))}**, grounded accuracy "
             f"{_pct(head['grounded_accuracy']['value'])}; Banana test {banana} "
             f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`).")
 

@@ -171,10 +171,13 @@ def load_aligned_model(model_cfg: ModelConfig, adapter_dir: str | Path) -> tuple
 
 @contextmanager
 def side_of(model: Any, side: str) -> Iterator[None]:
-    """``base``: the adapter disabled (same weights in memory); ``aligned``: the adapter active."""
+    """``base``: the adapter disabled (same weights in memory); ``aligned``: the adapter active.
+
+    A model without a PEFT adapter (``disable_adapter`` is PEFT's) is its own base, so the base-answer cache
+    of ``generate_side`` serves a plain base model too (``experiments/answerability_probe.py``)."""
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    with model.disable_adapter() if side == "base" else nullcontext():
+    with model.disable_adapter() if side == "base" and hasattr(model, "disable_adapter") else nullcontext():
         yield
 
 
