@@ -29,6 +29,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# the head's fit and threshold are the package's (``gemma-facts select --head-only`` fits the same kind of head)
+from helpers.evaluate.answerability_head import auc, fit_logistic, overlap, youden_threshold  # noqa: E402
+
 
 def prompt_key(item: dict) -> str:
     return hashlib.sha256(json.dumps([item["doc_id"], item["request"], item["document"], item["answerable"]])
@@ -53,45 +56,6 @@ def features(model, tokenizer, item: dict, prompt_format: str) -> dict:
     logp = logits.gather(1, torch.tensor(refusal_ids)[:, None]).mean().item()
     first = logits[0, refusal_ids[0]].item()
     return {"hidden": hidden, "refusal_logp": logp, "refusal_first_logp": first, "tokens": len(prompt_ids)}
-
-
-def fit_logistic(x, y, l2: float):
-    """L2-regularised logistic regression (LBFGS), standardised inputs; returns a scoring function."""
-    import torch
-
-    mean, std = x.mean(0), x.std(0) + 1e-6
-    z = (x - mean) / std
-    w = torch.zeros(z.shape[1], requires_grad=True)
-    b = torch.zeros(1, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], max_iter=500, line_search_fn="strong_wolfe")
-    target = y.float()
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, target) + l2 * (w @ w)
-        loss.backward()
-        return loss
-
-    opt.step(closure)
-    return lambda q: (((q - mean) / std) @ w + b).detach()
-
-
-def youden_threshold(scores: list[float], answerable: list[bool]) -> tuple[float, dict]:
-    """The cut (refuse when score < cut) with the largest share of unanswerable refused minus answerable
-    refused on these items; the midpoint between neighbouring scores, so no item sits on it."""
-    values = sorted(set(scores))
-    cuts = [values[0] - 1.0] + [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)] + [values[-1] + 1.0]
-    n_ans, n_una = sum(answerable), len(answerable) - sum(answerable)
-
-    def rates(cut):
-        over = sum(s < cut for s, a in zip(scores, answerable, strict=True) if a) / n_ans
-        caught = sum(s < cut for s, a in zip(scores, answerable, strict=True) if not a) / n_una
-        return caught - over, over, caught
-
-    cut = max(cuts, key=lambda c: rates(c)[0])
-    gap, over, caught = rates(cut)
-    return cut, {"dev_refusal_gap": round(gap, 3), "dev_answerable_refused": round(over, 3),
-                 "dev_unanswerable_refused": round(caught, 3)}
 
 
 def score_test(args, model, tokenizer, model_cfg, table, scorer, threshold: float) -> dict:
@@ -207,7 +171,6 @@ def main() -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from experiments.word_overlap_baseline import auc, overlap
     from helpers.config import ModelConfig, TrainConfig, config_for
     from helpers.evaluate.run import eval_items, load_aligned_model
     from helpers.models import load_model_and_tokenizer

@@ -23,21 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-
-def overlap(request: str, document: str) -> float:
-    """Share of the request's content words (``helpers.data.excerpts.content_words``) present in the document."""
-    from helpers.data.excerpts import content_words
-
-    words = set(content_words(request))
-    return len(words & set(content_words(document))) / max(1, len(words))
-
-
-def auc(positive: list[float], negative: list[float]) -> float | None:
-    """P(random positive > random negative), ties counted half (Mann-Whitney)."""
-    if not positive or not negative:
-        return None
-    wins = sum(1.0 if p > q else 0.5 if p == q else 0.0 for p in positive for q in negative)
-    return round(wins / (len(positive) * len(negative)), 3)
+from helpers.evaluate.answerability_head import auc, overlap  # noqa: E402  (the head uses the same share)
 
 
 def separation(items: list[dict]) -> dict:

@@ -3,6 +3,7 @@
     gemma-facts data      [--config FILE] [--set SECTION.FIELD=VALUE ...] [--input ... --teacher ...]
     gemma-facts train     [--config FILE] [--set ...] [--max-steps N ...]
     gemma-facts select    [--config FILE] [--set ...]        the checkpoint chosen on dev
+                          [--head-only]                      ... or only the answerability head (base model)
     gemma-facts evaluate  [--config FILE] [--set ...]
     gemma-facts figures                                      redraw the figures from the records
     gemma-facts run       [--config FILE] [--set ...]        every stage in order (``make demo``)

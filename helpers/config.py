@@ -312,6 +312,10 @@ class TrainConfig:
     select_max_examples: int = 24  # dev requests per side (answerable / unanswerable)
     # Enough tokens to see a refusal, or a claim after one; the rule reads no more than that.
     select_max_new_tokens: int = 32
+    # Also fit a linear answerability head on the base model in the select stage (helpers.evaluate.answerability_head):
+    # fitted on the training documents outside dev, chosen on the dev documents, saved beside the adapter; evaluation
+    # then reports the base answers it gates. Costs one forward pass per training prompt (cached per prompt).
+    answerability_head: bool = False
     max_grad_norm: float = 1.0
     # Any other field of trl.DPOConfig, passed to it unchanged (e.g. {"weight_decay": 0.01,
     # "label_smoothing": 0.1}). A field this config names itself (beta, learning_rate, ...) is set there, so
@@ -350,6 +354,9 @@ class TrainConfig:
             _fraction(self, "average_checkpoints_from", lo=0.0, hi=1.0)
         if self.eval_dev_documents < 0:
             raise ValueError("TrainConfig.eval_dev_documents must be >= 0")
+        if self.answerability_head and not (self.select_dev_documents or self.eval_dev_documents):
+            raise ValueError("TrainConfig.answerability_head needs dev documents to choose the head on: set "
+                             "select_dev_documents (or eval_dev_documents) > 0")
         if self.select_dev_documents < 0:
             raise ValueError("TrainConfig.select_dev_documents must be >= 0 (0 keeps the last weights)")
         if self.select_dev_documents and self.average_checkpoints_from is not None:

@@ -108,6 +108,10 @@ SEED_RATES: list[tuple[tuple[str, ...], str]] = [
     (("aligned", "over_refusal_rate", "value"), "aligned_over_refusal"),
     (("base", "grounded_accuracy", "value"), "base_grounded_accuracy"),
     (("aligned", "grounded_accuracy", "value"), "aligned_grounded_accuracy"),
+    # the base gated by the answerability head (TrainConfig.answerability_head; absent without one)
+    (("answerability_head", "base_with_head", "hallucination_rate", "value"), "head_hallucination"),
+    (("answerability_head", "relative_hallucination_reduction"), "head_hallucination_cut"),
+    (("answerability_head", "base_with_head", "over_refusal_rate", "value"), "head_over_refusal"),
     (("heldout_2", "base", "hallucination_rate", "value"), "written_base_hallucination"),
     (("heldout_2", "aligned", "hallucination_rate", "value"), "written_aligned_hallucination"),
     (("heldout_2", "relative_hallucination_reduction"), "written_hallucination_cut"),

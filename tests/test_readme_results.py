@@ -327,3 +327,21 @@ def test_answerability_head_threshold_and_probe_are_fitted_not_assumed(tmp_path)
     line = answerability_head_line(tmp_path)
     assert "layer-7" in line and "hallucination **20.0%** (cut 77.8%)" in line
     assert "over-refusal **10.0%**, refusal gap **+70.0 pts**" in line and "Banana test fails" in line
+
+
+def test_the_head_stage_record_adds_its_sentence_to_the_head_line(tmp_path):
+    """``results/answerability-head-stage/metrics.json`` (select --head-only, evaluate --base-only) is rendered
+    beside the experiment's head, with its own rates; without the record nothing is added."""
+    from tools.readme_results import HEAD_STAGE_DIR, head_stage_sentence
+
+    assert head_stage_sentence(tmp_path) == ""
+    folder = tmp_path / HEAD_STAGE_DIR
+    folder.mkdir()
+    gated = {"hallucination_rate": {"value": 0.375, "ci95": [0.28, 0.47]}, "over_refusal_rate": {"value": 0.06}}
+    (folder / "metrics.json").write_text(json.dumps({"answerability_head": {
+        "base_with_head": gated, "relative_hallucination_reduction": 0.6, "banana": {"passed": True},
+        "head": {"layer": 7, "with_overlap": True, "dev": {"dev_auc": 0.952}}}}))
+    sentence = head_stage_sentence(tmp_path)
+    assert "layer 7 + overlap share" in sentence and "dev AUC 0.95" in sentence
+    assert "hallucination **37.5%** [28.0%, 47.0%] (cut 60.0%)" in sentence
+    assert "over-refusal **6.0%**, refusal gap **+56.5 pts**" in sentence  # (1 - 37.5%) - 6.0% and "Banana test passes" in sentence

@@ -278,8 +278,9 @@ def tuning_table(records: list[dict[str, Any]]) -> str:
 
 
 def _profile_dirs(results_dir: Path) -> list[Path]:
-    """Run records directly under ``results/`` (one folder each); ``results/archive/`` is never one."""
-    return sorted(p for p in results_dir.glob("*") if p.is_dir() and p.name != ARCHIVE
+    """Run records directly under ``results/`` (one folder each); ``results/archive/`` is never one, nor the
+    answerability head's stage record, whose aligned side is the base (it has its own section)."""
+    return sorted(p for p in results_dir.glob("*") if p.is_dir() and p.name not in (ARCHIVE, HEAD_STAGE_DIR)
                   and (p / "metrics.json").exists())
 
 
@@ -367,6 +368,9 @@ def render_results_doc(results_dir: Path | None = None) -> str:
         parts += _seeds_section(results_dir / HEADLINE, up)
     for profile_dir in _profile_dirs(results_dir):
         parts += _profile_section(profile_dir, up)
+    if head_stage_sentence(results_dir):
+        parts += ["## The answerability head as a pipeline stage (base model, no DPO)", "",
+                  head_stage_sentence(results_dir).strip().replace("](results/", f"]({up}results/"), ""]
     if (results_dir / ARCHIVED_TUNING).exists():
         parts += _tuning_section(results_dir / ARCHIVED_TUNING, f"results/{ARCHIVED_TUNING.as_posix()}")
     bench = _load(results_dir / "bench.json")
@@ -528,7 +532,30 @@ def answerability_head_line(results_dir: Path) -> str:
             f"**{_pct(halluc)}** (cut {_pct(test['relative_hallucination_reduction'])}), over-refusal "
             f"**{_pct(over)}**, refusal gap **{_gap(refusal_gap(halluc, over))}**, grounded accuracy "
             f"{_pct(head['grounded_accuracy']['value'])}; Banana test {banana} "
-            f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`).")
+            f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`)."
+            + head_stage_sentence(results_dir))
+
+
+HEAD_STAGE_DIR = "answerability-head-stage"
+
+
+def head_stage_sentence(results_dir: Path) -> str:
+    """The same kind of head made by the pipeline's own stages (``gemma-facts select --head-only``, then
+    ``gemma-facts evaluate --base-only``), when its record is in ``results/answerability-head-stage/``."""
+    metrics = _load(results_dir / HEAD_STAGE_DIR / "metrics.json")
+    if not metrics or "answerability_head" not in metrics:
+        return ""
+    result = metrics["answerability_head"]
+    gated, head = result["base_with_head"], result["head"]
+    halluc, over = gated["hallucination_rate"]["value"], gated["over_refusal_rate"]["value"]
+    lo, hi = gated["hallucination_rate"]["ci95"]
+    return (f" The pipeline's own stage, a second test read (`gemma-facts select --head-only` then `gemma-facts "
+            f"evaluate --base-only`, `--config configs/local_whole_documents.json`; layer {head['layer']}"
+            f"{' + overlap share' if head['with_overlap'] else ''}, no refusal log-probability, dev AUC "
+            f"{head['dev']['dev_auc']:.2f}): hallucination **{_pct(halluc)}** [{_pct(lo)}, {_pct(hi)}] (cut "
+            f"{_pct(result['relative_hallucination_reduction'])}), over-refusal **{_pct(over)}**, refusal gap "
+            f"**{_gap(refusal_gap(halluc, over))}**, Banana test {'passes' if result['banana']['passed'] else 'fails'} "
+            f"([`results/{HEAD_STAGE_DIR}/`](results/{HEAD_STAGE_DIR}/)).")
 
 
 def _evaluate_seconds(record: Path, seed: str) -> float | None:

@@ -41,7 +41,7 @@ from helpers.data.pairs import PAIRS_MADE_BY
 from helpers.data.requests import request_style
 from helpers.evaluate.judges import Verdict, judge_offline
 from helpers.evaluate.metrics import breakdown, judge_agreement, relative_reduction, side_metrics
-from helpers.evaluate.probes import BANANA, PROBES, run_probes
+from helpers.evaluate.probes import BANANA, PROBES, probe_passes, run_probes
 from helpers.generation import generate_answers, generate_token_ids
 from helpers.prompts import build_messages, render_prompt
 from helpers.secrets import redact
@@ -188,7 +188,8 @@ def generate_side(model: Any, tokenizer: Any, messages_list: Sequence[list[dict[
     The base side's answers are kept on disk (``base_answers_path``): the base model, the prompts and
     the decoding settings are identical in every training seed of ``gemma-facts run --seeds``, so its
     greedy answers are too, and a second seed need not spend CPU minutes regenerating them."""
-    cache = base_answers_path(model_cfg, eval_cfg, messages_list) if side == "base" else None
+    own_base = side == "base" or not hasattr(model, "disable_adapter")  # no adapter: every side is the base
+    cache = base_answers_path(model_cfg, eval_cfg, messages_list) if own_base else None
     if cache is not None and cache.exists():
         answers = json.loads(cache.read_text(encoding="utf-8"))
         if len(answers) == len(messages_list):
@@ -442,7 +443,7 @@ def _write_generations(path: Path, sets: dict[str, tuple[list, dict]]) -> None:
             for i, item in enumerate(items):
                 row = {k: item[k] for k in ("id", "set", "doc_id", "request", "document", "answerable",
                                             "reference", "pair_type", "source", "domain", "style")}
-                row.update({s: judged[s][i] for s in SIDES})
+                row.update({s: judged[s][i] for s in judged})  # the two sides (and base_with_head, with a head)
                 handle.write(redact(json.dumps(row, ensure_ascii=False)) + "\n")
 
 
@@ -464,6 +465,48 @@ def _banana(probes: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return result
 
 
+def _answerability_head_results(model: Any, tokenizer: Any, items: list[dict[str, Any]],
+                                judged: dict[str, list[dict[str, Any]]], probes: dict[str, list[dict[str, Any]]],
+                                model_cfg: ModelConfig, eval_cfg: EvalConfig) -> dict[str, Any] | None:
+    """The base model's test answers gated by the answerability head the select stage fitted (None: no head).
+
+    The same base answers as the base side (no new generation): each is replaced by the refusal where the
+    head, reading the base model's state at the last prompt token, says the document lacks the answer.
+    Judged offline on every item (a Gemini judge, when on, saw base and aligned only); the probes and the
+    Banana test are gated the same way. The gated verdicts are added to ``judged`` as ``base_with_head``,
+    so generations.jsonl shows them beside the two sides."""
+    from helpers.evaluate.answerability_head import AnswerabilityHead, gate_answers, head_path, prompt_states
+
+    path = head_path()
+    if not path.exists():
+        return None
+    head = AnswerabilityHead.load(path)
+    if head.model_id != model_cfg.model_id:
+        raise ValueError(f"{path} was fitted on {head.model_id}, this run evaluates {model_cfg.model_id}: run "
+                         "gemma-facts select again (with train.answerability_head) or remove the file")
+    by_name = {p.name: p for p in PROBES}
+    probe_items = [{"prompt": by_name[p["name"]].messages(), "request": p["request"], "document": p["document"]}
+                   for p in probes["base"]]
+    with side_of(model, "base"):
+        refuses = head.refuses(prompt_states(model, tokenizer, items, model_cfg, desc="head: test prompts"), items)
+        probe_refuses = head.refuses(prompt_states(model, tokenizer, probe_items, model_cfg, progress=False),
+                                     probe_items)
+    gated = judge_side(items, gate_answers([j["answer"] for j in judged["base"]], refuses), eval_cfg)
+    summary = summarise_sets(items, {"base": judged["base"], "aligned": gated}, "offline")
+    judged["base_with_head"] = gated
+    gated_probes = [{**p, "answer": a, "passed": probe_passes(by_name[p["name"]], a)} for p, a in
+                    zip(probes["base"], gate_answers([p["answer"] for p in probes["base"]], probe_refuses),
+                        strict=True)]
+    return {"head": {k: v for k, v in dataclasses.asdict(head).items() if k != "score"} | {
+                "dev": {k: v for k, v in head.dev.items() if k != "dev_auc_by_candidate"}},
+            "judge": "offline", "base_with_head": summary["aligned"],
+            "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
+            "breakdowns": summary["breakdowns"]["aligned"], "refused_by_head": sum(refuses),
+            "banana": next({"answer": p["answer"], "passed": p["passed"]} for p in gated_probes
+                           if p["name"] == BANANA.name),
+            "probes_passed": sum(p["passed"] for p in gated_probes), "probes": len(gated_probes)}
+
+
 def load_test_rows(pairs_dir: str) -> list[dict[str, Any]]:
     from datasets import load_from_disk
 
@@ -479,10 +522,13 @@ def load_test_rows(pairs_dir: str) -> list[dict[str, Any]]:
 def _run_set(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg: ModelConfig,
              eval_cfg: EvalConfig, gemini: Any | None, gemini_ids: set[str] | None = None
              ) -> dict[str, list[dict[str, Any]]]:
-    judged = {}
+    judged: dict[str, list[dict[str, Any]]] = {}
     for side in SIDES:
-        answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg,
-                                desc=f"{side} · {items[0]['set'] if items else ''}")
+        if side != "base" and not hasattr(model, "disable_adapter"):  # no adapter (--base-only): the base's answers
+            answers = [j["answer"] for j in judged["base"]]
+        else:
+            answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg,
+                                    desc=f"{side} · {items[0]['set'] if items else ''}")
         judged[side] = judge_side(items, answers, eval_cfg, gemini, gemini_ids)
     return judged
 
@@ -496,7 +542,7 @@ def side_metrics_offline(model: Any, tokenizer: Any, items: list[dict[str, Any]]
 
 
 def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any, Any] | None = None,
-             command: str | None = None) -> dict[str, Any]:
+             command: str | None = None, base_only: bool = False) -> dict[str, Any]:
     """Evaluate base vs aligned; write metrics.json and generations.jsonl; return the metrics.
 
     Args:
@@ -505,11 +551,14 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
         loaded: an already loaded ``(peft_model, tokenizer)`` from ``load_aligned_model`` (the
             notebook reuses it for the playground); loaded here and freed afterwards otherwise.
         command: recorded in metrics.json (the CLI passes its command line).
+        base_only: no adapter: the aligned side is the base model itself (its answers, from the base
+            side's cache), for the base and its answerability head alone (``evaluate --base-only``).
     """
     from helpers.notebook import require_input
 
     rows = load_test_rows(eval_cfg.pairs_dir)
-    require_input(eval_cfg.adapter_dir, ADAPTER_MADE_BY)
+    if not base_only:
+        require_input(eval_cfg.adapter_dir, ADAPTER_MADE_BY)
     items = eval_items(rows, eval_cfg.max_examples, eval_cfg.seed)
     if not items:
         raise ValueError(f"the test split in {eval_cfg.pairs_dir} is empty; rebuild it with {PAIRS_MADE_BY}")
@@ -517,6 +566,13 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
     sample_ids = gemini_sample_ids(items, eval_cfg.gemini_judge_sample, eval_cfg.seed) if gemini else None
     # Gemini is the headline judge only when it sees every item; on a sample it is the check of the offline one
     judge = "gemini" if gemini is not None and sample_ids is None else "offline"
+    if loaded is None and base_only:
+        from helpers.models import load_model_and_tokenizer
+
+        loaded = load_model_and_tokenizer(model_cfg)
+        free_after = True
+    else:
+        free_after = loaded is None
     model, tokenizer = loaded or load_aligned_model(model_cfg, eval_cfg.adapter_dir)
     held = heldout_items(eval_cfg.heldout_path, tokenizer, model_cfg, eval_cfg) if eval_cfg.heldout_path else []
     held_ids = gemini_sample_ids(held, eval_cfg.gemini_judge_sample, eval_cfg.seed) if gemini and held else None
@@ -530,13 +586,14 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
         sets["heldout_2"] = (held, _run_set(model, tokenizer, held, model_cfg, eval_cfg, gemini, held_ids))
     probes = _probe_results(model, tokenizer, model_cfg, eval_cfg)
     summary = summarise_sets(*sets["test"], judge, sample_ids, with_gemini=gemini is not None)
+    head_results = _answerability_head_results(model, tokenizer, items, sets["test"][1], probes, model_cfg, eval_cfg)
     metrics: dict[str, Any] = {
         "base": summary["base"], "aligned": summary["aligned"],
         "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
         "banana": _banana(probes), "n_answerable": summary["n_answerable"],
         "n_unanswerable": summary["n_unanswerable"],
         "judge": gemini.name if judge == "gemini" else "offline", "judge_requested": eval_cfg.judge,
-        "model": model_cfg.model_id,
+        "model": model_cfg.model_id, "aligned_is_base": base_only,
         "profile": model_cfg.profile, "prompt_format": model_cfg.prompt_format,
         "breakdowns": summary["breakdowns"], "probes": probes,
         "examples": _examples(*sets["test"], eval_cfg.n_examples),
@@ -550,12 +607,14 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
             metrics["gemini_sample"] = summary["gemini_sample"]
         if gemini.stats.stopped:
             print(f"\n*** {gemini.stats.stopped} ***\n")
+    if head_results is not None:
+        metrics["answerability_head"] = head_results
     if "heldout_2" in sets:
         metrics["heldout_2"] = {"path": Path(eval_cfg.heldout_path).name,
                                 **summarise_sets(*sets["heldout_2"], judge, held_ids, with_gemini=gemini is not None)}
     if eval_cfg.latency_prompts:
         metrics["latency"] = measure_latency(model_cfg, eval_cfg, (model, tokenizer))
-    if loaded is None:
+    if free_after:
         del model
         _free_memory()
     metrics.update({"date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -576,6 +635,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--max-examples", type=int, default=None, help="cap per side (answerable/unanswerable)")
     parser.add_argument("--heldout", default=None, help="optional FACTS-schema .jsonl evaluated as heldout_2")
     parser.add_argument("--no-latency", action="store_true", help="skip the 4-bit vs unquantised timing")
+    parser.add_argument("--base-only", action="store_true",
+                        help="no adapter: the base model (and its answerability head, when the select stage fitted one)")
     args = parser.parse_args(argv)
     overrides: dict[str, Any] = {}
     if args.judge:
@@ -589,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     model_cfg = config_for(ModelConfig, args.profile)
     eval_cfg = config_for(EvalConfig, args.profile, **overrides)
     command = "python -m helpers.evaluate " + " ".join(argv if argv is not None else sys.argv[1:])
-    metrics = evaluate(model_cfg, eval_cfg, command=command.strip())
+    metrics = evaluate(model_cfg, eval_cfg, command=command.strip(), base_only=args.base_only)
     from helpers.evaluate.tables import impact_table
 
     print(impact_table(metrics))

@@ -1,5 +1,7 @@
 """The checkpoint kept: after training, the later checkpoints answer the dev requests (training
-documents held out of training) and a rule fixed in advance keeps one (``gemma-facts select``).
+documents held out of training) and a rule fixed in advance keeps one (``gemma-facts select``). With
+``TrainConfig.answerability_head`` the same stage fits a linear answerability head on the base model,
+chosen on the same dev documents (``answerability_fit``).
 
 It runs between training and evaluation and uses both, so it is a stage of its own.
 
@@ -14,6 +16,7 @@ from helpers.lazy import lazy_exports
 #: public name -> the module of this stage that defines it
 _EXPORTS = {
     "choose_checkpoint": "dev_choice",
+    "fit_answerability_head": "answerability_fit",
     "rule_text": "dev_choice",
     "select_on_dev": "dev_choice",
 }

@@ -317,9 +317,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--profile", default=None)
+    parser.add_argument("--head-only", action="store_true",
+                        help="fit only the answerability head on the base model (no trained adapter needed)")
     args = parser.parse_args(argv)
     profile = detect_profile(args.profile)
-    select_on_dev(config_for(ModelConfig, profile), config_for(TrainConfig, profile))  # --config: helpers.cli
+    model_cfg, train_cfg = config_for(ModelConfig, profile), config_for(TrainConfig, profile)  # --config: helpers.cli
+    if not args.head_only:
+        select_on_dev(model_cfg, train_cfg)
+    if train_cfg.answerability_head or args.head_only:
+        from helpers.select.answerability_fit import fit_answerability_head
+
+        fit_answerability_head(model_cfg, train_cfg)
     return 0
 
 

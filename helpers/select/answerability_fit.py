@@ -1,0 +1,47 @@
+"""The select stage's answerability head: fitted on the training documents outside dev, chosen on the dev
+documents the checkpoint choice uses, saved beside the adapter (``gemma-facts select`` with
+``TrainConfig.answerability_head``, or ``gemma-facts select --head-only`` without a trained adapter).
+
+The head, its features and its dev rule are in ``helpers.evaluate.answerability_head`` (evaluation applies it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head, head_path, prompt_states
+
+__all__ = ["fit_answerability_head"]
+
+
+def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, tokenizer: Any = None
+                           ) -> AnswerabilityHead:
+    """Fit the head on the training split's non-dev documents, choose it on the dev documents (the ones the
+    checkpoint choice uses), save it to ``head_path()``. ``model``: an already loaded model (its base side
+    is used); loaded here otherwise."""
+    from helpers.evaluate.run import eval_items, side_of
+    from helpers.notebook import require_input
+    from helpers.train.dpo import PAIRS_MADE_BY, dev_split, load_pairs, train_split_fingerprint
+
+    n_dev = train_cfg.select_dev_documents or train_cfg.eval_dev_documents
+    if not n_dev:
+        raise ValueError("TrainConfig.answerability_head needs dev documents to choose the head on: set "
+                         "select_dev_documents (or eval_dev_documents) > 0")
+    pairs_dir = require_input(train_cfg.pairs_dir, PAIRS_MADE_BY)
+    fit_rows, dev_rows = dev_split(load_pairs(pairs_dir)["train"], n_dev, train_cfg.dev_seed)
+    fit_items, dev_items = eval_items(list(fit_rows), set_name="fit"), eval_items(list(dev_rows), set_name="dev")
+    if model is None:
+        from helpers.models import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(model_cfg)
+    model.eval()
+    with side_of(model, "base"):
+        fit_states = prompt_states(model, tokenizer, fit_items, model_cfg, desc="head: fit prompts")
+        dev_states = prompt_states(model, tokenizer, dev_items, model_cfg, desc="head: dev prompts")
+    head = choose_head(fit_items, fit_states, dev_items, dev_states, model_cfg.model_id)
+    head.dev["train_fingerprint"] = train_split_fingerprint(pairs_dir)
+    path = head.save(head_path())
+    print(f"Answerability head: layer {head.layer}{' + overlap share' if head.with_overlap else ''}, "
+          f"dev AUC {head.dev['dev_auc']}, refuses {head.dev['dev_unanswerable_refused']:.0%} of unanswerable and "
+          f"{head.dev['dev_answerable_refused']:.0%} of answerable dev prompts → {path}", flush=True)
+    return head

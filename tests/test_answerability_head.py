@@ -1,0 +1,149 @@
+"""helpers.evaluate.answerability_head: the linear head's dev choice, its features, and its place in the pipeline
+(``gemma-facts select --head-only`` / ``TrainConfig.answerability_head``, then ``metrics.json``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset, DatasetDict
+
+from helpers.config import REFUSAL, EvalConfig, ModelConfig, TrainConfig, config_for
+from helpers.evaluate.answerability_head import (
+    AnswerabilityHead,
+    choose_head,
+    gate_answers,
+    head_path,
+    prompt_states,
+)
+from tests.test_train import CITIES, city_rows
+
+
+def _items(n: int, seed: int) -> list[dict]:
+    gen = torch.Generator().manual_seed(seed)
+    labels = (torch.rand(n, generator=gen) < 0.5).tolist()
+    return [{"request": "what is it", "document": "it is here", "answerable": bool(a)} for a in labels]
+
+
+def _states(items: list[dict], seed: int, layers: int = 4, dims: int = 8, signal_layer: int = 2) -> torch.Tensor:
+    """Noise everywhere; at ``signal_layer`` the first dimension carries the label (+1 answerable, -1 not)."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(len(items), layers, dims, generator=gen)
+    x[:, signal_layer, 0] += torch.tensor([2.0 if it["answerable"] else -2.0 for it in items])
+    return x
+
+
+def test_the_dev_choice_finds_the_layer_that_carries_the_label_and_round_trips(tmp_path):
+    fit, dev = _items(120, 0), _items(60, 1)
+    head = choose_head(fit, _states(fit, 2), dev, _states(dev, 3), model_id="m")
+    assert head.layer == 2  # the other layers are noise: their dev AUC sits near 0.5
+    assert head.dev["dev_auc"] > 0.9
+    assert max(v for k, v in head.dev["dev_auc_by_candidate"].items() if not k.startswith("2/")) < 0.8
+    # the threshold is the largest dev refusal gap: on these dev items no other cut does better
+    dev_x = _states(dev, 3)
+    scores = head.scores(dev_x, dev)
+    refused = head.refuses(dev_x, dev)
+    assert refused == [s < head.threshold for s in scores]
+    gap = head.dev["dev_unanswerable_refused"] - head.dev["dev_answerable_refused"]
+    for cut in sorted(scores):
+        over = sum(s < cut for s, it in zip(scores, dev, strict=True) if it["answerable"]) / sum(
+            it["answerable"] for it in dev)
+        caught = sum(s < cut for s, it in zip(scores, dev, strict=True) if not it["answerable"]) / sum(
+            not it["answerable"] for it in dev)
+        assert caught - over <= gap + 1e-9
+    loaded = AnswerabilityHead.load(head.save(tmp_path / "head.json"))
+    assert loaded.refuses(dev_x, dev) == refused
+    assert loaded.scores(dev_x, dev) == pytest.approx(scores, abs=1e-5)  # float32 lists through JSON
+    assert gate_answers(["a"] * len(dev), refused) == [REFUSAL if r else "a" for r in refused]
+
+
+def test_the_dev_choice_needs_both_kinds():
+    fit = _items(20, 0)
+    only_answerable = [dict(it, answerable=True) for it in fit]
+    with pytest.raises(ValueError, match="answerable and unanswerable"):
+        choose_head(only_answerable, _states(only_answerable, 1), fit, _states(fit, 2), model_id="m")
+
+
+def test_prompt_states_are_the_last_prompt_tokens_and_cached(smoke_model, smoke_model_cfg, tmp_path, monkeypatch,
+                                                             contract_pairs):
+    import helpers.config
+    from helpers.prompts import render_prompt
+
+    monkeypatch.setattr(helpers.config, "cache_root", lambda: tmp_path)
+    model, tokenizer = smoke_model
+    items = [{"prompt": contract_pairs[i]["prompt"]} for i in (0, 2, 3)]  # three different prompts
+    states = prompt_states(model, tokenizer, items, smoke_model_cfg, progress=False)
+    layers = model.config.num_hidden_layers + 1
+    assert states.shape == (3, layers, model.config.hidden_size)
+    text = render_prompt(items[1]["prompt"], smoke_model_cfg.prompt_format, tokenizer)
+    ids = tokenizer(text, add_special_tokens=smoke_model_cfg.prompt_format == "plain")["input_ids"]
+    with torch.inference_mode():  # the prompt with more tokens after it: a causal model's last prompt state is unchanged
+        out = model(input_ids=torch.tensor([ids + ids[1:4]]), output_hidden_states=True)
+    expected = torch.stack([h[0, len(ids) - 1].float() for h in out.hidden_states])
+    # another sequence length changes the matmul blocking, not the maths: float32 noise only
+    torch.testing.assert_close(states[1], expected, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(states[0], states[1])  # different prompts, different states: the check can fail
+    assert len(list(tmp_path.rglob("*.pt"))) == 3
+
+    def broken(*args, **kwargs):
+        raise AssertionError("a cached state was computed again")
+
+    monkeypatch.setattr(model, "forward", broken)
+    again = prompt_states(model, tokenizer, items, smoke_model_cfg, progress=False)
+    torch.testing.assert_close(again, states, rtol=0, atol=0)
+
+
+def test_select_head_only_then_evaluate_reports_the_base_gated_by_it(adapter_factory):
+    """The stage fits and saves the head (no adapter needed); evaluation gates the base's own answers with it."""
+    from helpers.evaluate.run import evaluate
+    from helpers.select.dev_choice import main as select_main
+
+    pairs = DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),
+                         "test": Dataset.from_list(city_rows(CITIES[4:]))})
+    train_cfg = config_for(TrainConfig, "smoke")
+    pairs.save_to_disk(train_cfg.pairs_dir)
+    with pytest.raises(ValueError, match="needs dev documents"):
+        config_for(TrainConfig, "smoke", answerability_head=True, select_dev_documents=0, eval_dev_documents=0)
+    assert train_cfg.eval_dev_documents and not train_cfg.select_dev_documents  # the smoke preset: dev for curves only
+    assert select_main(["--head-only"]) == 0  # chosen on those dev documents; no adapter exists yet
+    head = AnswerabilityHead.load(head_path())
+    model_cfg = config_for(ModelConfig, "smoke")
+    assert head.model_id == model_cfg.model_id and head.dev["dev"]["answerable"] > 0
+    assert 0 <= head.layer <= 2  # the smoke model's 2 layers + the embeddings
+
+    eval_cfg = config_for(EvalConfig, "smoke", latency_prompts=0)
+    alone = evaluate(model_cfg, eval_cfg, base_only=True)  # no adapter yet: the base and its head alone
+    assert alone["aligned_is_base"] and alone["aligned"] == alone["base"]
+    assert alone["answerability_head"]["head"]["layer"] == head.layer
+    rows = [json.loads(line) for line in Path(eval_cfg.generations_path).read_text().splitlines()]
+    assert all(r["aligned"]["answer"] == r["base"]["answer"] for r in rows)
+
+    adapter_factory(model_cfg, Path(eval_cfg.adapter_dir))
+    metrics = evaluate(model_cfg, eval_cfg)
+    result = metrics["answerability_head"]
+    assert result["head"]["layer"] == head.layer and result["judge"] == "offline"
+    rows = [json.loads(line) for line in Path(eval_cfg.generations_path).read_text().splitlines()]
+    gated = [r["base_with_head"]["answer"] for r in rows]
+    base = [r["base"]["answer"] for r in rows]
+    newly = sum(g == REFUSAL and b != REFUSAL for g, b in zip(gated, base, strict=True))
+    assert newly <= result["refused_by_head"] <= sum(g == REFUSAL for g in gated)
+    assert all(g == b for g, b in zip(gated, base, strict=True) if g != REFUSAL)  # the gate only adds refusals
+    n_una = metrics["n_unanswerable"]
+    refused_una = sum(r["base_with_head"]["offline"]["refused"] for r in rows if not r["answerable"])
+    assert result["base_with_head"]["hallucination_rate"]["value"] == pytest.approx(1 - refused_una / n_una)
+    assert result["probes"] == len(metrics["probes"]["base"])
+    # a head that refuses everything: every gated answer is the refusal, so no unanswerable prompt is answered
+    dataclasses.replace(head, threshold=1e9).save(head_path())
+    metrics = evaluate(model_cfg, eval_cfg)
+    rows = [json.loads(line) for line in Path(eval_cfg.generations_path).read_text().splitlines()]
+    assert all(r["base_with_head"]["answer"] == REFUSAL for r in rows)
+    assert metrics["answerability_head"]["refused_by_head"] == len(rows)
+    assert metrics["answerability_head"]["base_with_head"]["hallucination_rate"]["value"] == 0.0
+    assert metrics["answerability_head"]["banana"]["passed"]
+    # a head fitted on another model (an old file in the output root) is refused, not applied
+    dataclasses.replace(head, model_id="google/gemma-2-2b-it").save(head_path())
+    with pytest.raises(ValueError, match="was fitted on google/gemma-2-2b-it"):
+        evaluate(model_cfg, eval_cfg)
