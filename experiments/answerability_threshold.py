@@ -26,7 +26,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from helpers.evaluate.answerability_head import _design, fit_logistic, youden_threshold  # noqa: E402
+from helpers.evaluate.answerability_head import fit_logistic, head_features, youden_threshold  # noqa: E402
 
 LAYER, WITH_OVERLAP, L2 = 7, True, 0.1
 BUDGETS = (0.02, 0.03, 0.04, 0.05)
@@ -48,7 +48,7 @@ def doc_folds(items, k, seed):
 def fit(x, items):
     import torch
 
-    return fit_logistic(_design(x, items, LAYER, WITH_OVERLAP), torch.tensor([it["answerable"] for it in items]), L2)
+    return fit_logistic(head_features(x, items, LAYER, WITH_OVERLAP), torch.tensor([it["answerable"] for it in items]), L2)
 
 
 def main() -> int:
@@ -80,20 +80,20 @@ def main() -> int:
         te = [i for i, it in enumerate(fit_items) if it["doc_id"] in held]
         tr_items, te_items = [fit_items[i] for i in tr], [fit_items[i] for i in te]
         score = fit(x_fit[tr], tr_items)
-        cut_a, _ = youden_threshold(score(_design(x_dev, dev_items, LAYER, WITH_OVERLAP)).tolist(), y_dev)
+        cut_a, _ = youden_threshold(score(head_features(x_dev, dev_items, LAYER, WITH_OVERLAP)).tolist(), y_dev)
         per_fold.setdefault("A_dev_largest_gap", []).append(
-            rates(score(_design(x_fit[te], te_items, LAYER, WITH_OVERLAP)).tolist(), te_items, cut_a))
+            rates(score(head_features(x_fit[te], te_items, LAYER, WITH_OVERLAP)).tolist(), te_items, cut_a))
         all_items, x_all = tr_items + dev_items, torch.cat([x_fit[tr], x_dev])
         oof = [0.0] * len(all_items)
         for group in doc_folds(all_items, 5, 1):
             a = [i for i, it in enumerate(all_items) if it["doc_id"] not in group]
             b = [i for i, it in enumerate(all_items) if it["doc_id"] in group]
             part = fit(x_all[a], [all_items[i] for i in a])
-            for i, v in zip(b, part(_design(x_all[b], [all_items[i] for i in b], LAYER, WITH_OVERLAP)).tolist(),
+            for i, v in zip(b, part(head_features(x_all[b], [all_items[i] for i in b], LAYER, WITH_OVERLAP)).tolist(),
                             strict=True):
                 oof[i] = v
         final = fit(x_all, all_items)
-        te_scores = final(_design(x_fit[te], te_items, LAYER, WITH_OVERLAP)).tolist()
+        te_scores = final(head_features(x_fit[te], te_items, LAYER, WITH_OVERLAP)).tolist()
         cut_b, _ = youden_threshold(oof, [it["answerable"] for it in all_items])
         per_fold.setdefault("B_out_of_fold_largest_gap", []).append(rates(te_scores, te_items, cut_b))
         ans = sorted(v for v, it in zip(oof, all_items, strict=True) if it["answerable"])

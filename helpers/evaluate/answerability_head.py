@@ -38,6 +38,7 @@ __all__ = [
     "choose_head",
     "fit_logistic",
     "gate_answers",
+    "head_features",
     "head_path",
     "overlap",
     "prompt_states",
@@ -202,7 +203,7 @@ class AnswerabilityHead:
     dev: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def design(self, states: Any, items: Sequence[dict[str, Any]]) -> Any:
-        return _design(states, items, self.layer, self.with_overlap)
+        return head_features(states, items, self.layer, self.with_overlap)
 
     def scores(self, states: Any, items: Sequence[dict[str, Any]]) -> list[float]:
         return self.score(self.design(states, items)).tolist()
@@ -224,7 +225,8 @@ class AnswerabilityHead:
         return cls(**{**data, "score": LinearScore(**data["score"])})
 
 
-def _design(states: Any, items: Sequence[dict[str, Any]], layer: int, with_overlap: bool) -> Any:
+def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with_overlap: bool) -> Any:
+    """What a head of this layer reads: the state at ``layer``, and the overlap share beside it if asked."""
     import torch
 
     x = states[:, layer]
@@ -252,8 +254,8 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     for layer in range(fit_states.shape[1]):
         for with_overlap in (False, True):
             for l2 in l2s:
-                score = fit_logistic(_design(fit_states, fit_items, layer, with_overlap), y_fit, l2)
-                dev_scores = score(_design(dev_states, dev_items, layer, with_overlap)).tolist()
+                score = fit_logistic(head_features(fit_states, fit_items, layer, with_overlap), y_fit, l2)
+                dev_scores = score(head_features(dev_states, dev_items, layer, with_overlap)).tolist()
                 value = auc([s for s, a in zip(dev_scores, y_dev, strict=True) if a],
                             [s for s, a in zip(dev_scores, y_dev, strict=True) if not a]) or 0.0
                 table[f"{layer}/{'state+overlap' if with_overlap else 'state'}/l2={l2}"] = value
