@@ -48,11 +48,11 @@ def features(model, tokenizer, item: dict, prompt_format: str) -> dict:
     prompt_ids = tokenizer(text, add_special_tokens=(prompt_format == "plain"))["input_ids"]
     refusal_ids = tokenizer(REFUSAL, add_special_tokens=False)["input_ids"]
     ids = torch.tensor([prompt_ids + refusal_ids])
-    with torch.inference_mode():
-        out = model(input_ids=ids, output_hidden_states=True)
+    with torch.inference_mode():  # the vocabulary's logits only where they score the refusal (the last R + 1 positions)
+        out = model(input_ids=ids, output_hidden_states=True, logits_to_keep=len(refusal_ids) + 1)
     last = len(prompt_ids) - 1
     hidden = torch.stack([h[0, last].float() for h in out.hidden_states])  # (layers + 1, hidden)
-    logits = out.logits[0, last:last + len(refusal_ids)].float().log_softmax(-1)
+    logits = out.logits[0, :len(refusal_ids)].float().log_softmax(-1)  # positions last .. last + R - 1
     logp = logits.gather(1, torch.tensor(refusal_ids)[:, None]).mean().item()
     first = logits[0, refusal_ids[0]].item()
     return {"hidden": hidden, "refusal_logp": logp, "refusal_first_logp": first, "tokens": len(prompt_ids)}

@@ -185,6 +185,22 @@ def offline_build_cached(model_id: str) -> bool | None:
     return (cache_root() / _OFFLINE_BUILDS[model_id][0] / BUILD_MARKER).exists()
 
 
+def offline_model_identity(cfg: ModelConfig) -> tuple[list[Any], list[str]] | None:
+    """What decides an offline model's outputs besides its input: how it is loaded (id, 4-bit, dtype, prompt
+    format, attention) and the library versions and machine. Keys of the on-disk caches of its answers and
+    states (``helpers.evaluate``). None for a Hub model: an id can change its weights under the same name."""
+    import platform
+
+    import bitsandbytes
+    import torch
+    import transformers
+
+    if cfg.model_id not in (EMBEDDED_GEMMA3, TINY_GEMMA2):
+        return None
+    return ([cfg.model_id, cfg.load_in_4bit, cfg.compute_dtype, cfg.prompt_format, cfg.attn_implementation],
+            [torch.__version__, transformers.__version__, bitsandbytes.__version__, platform.machine()])
+
+
 def resolve_model_path(model_id: str) -> str:
     """Map offline model ids to a local folder (building it once); hub ids pass through.
 

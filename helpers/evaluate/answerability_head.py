@@ -65,25 +65,6 @@ def overlap(request: str, document: str) -> float:
     return len(words & set(content_words(document))) / max(1, len(words))
 
 
-def _states_key(model_cfg: Any) -> str | None:
-    """What decides a state besides the prompt: the model, how it is loaded, the library versions. Offline
-    models only (a Hub id can change its weights under the same name), as for the base answers."""
-    import platform
-
-    import torch
-    import transformers
-
-    from helpers.config import EMBEDDED_GEMMA3, TINY_GEMMA2
-
-    if model_cfg.model_id not in (EMBEDDED_GEMMA3, TINY_GEMMA2):
-        return None
-    import bitsandbytes
-
-    return json.dumps([model_cfg.model_id, model_cfg.load_in_4bit, model_cfg.compute_dtype,
-                       model_cfg.prompt_format, model_cfg.attn_implementation, torch.__version__,
-                       transformers.__version__, bitsandbytes.__version__, platform.machine()])
-
-
 def prompt_states(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], model_cfg: Any, *,
                   desc: str = "prompt states", progress: bool = True) -> Any:
     """The last prompt token's hidden state at every layer, one prompt at a time: a float32 tensor
@@ -97,9 +78,11 @@ def prompt_states(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], m
     from tqdm.auto import tqdm
 
     from helpers.config import cache_root
+    from helpers.models import offline_model_identity
     from helpers.prompts import render_prompt
 
-    key = _states_key(model_cfg)
+    identity = offline_model_identity(model_cfg)  # offline models only, as for the base answers
+    key = json.dumps([*identity[0], *identity[1]]) if identity else None
     folder = cache_root() / "prompt_states" / hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
     rows = []
     for item in tqdm(items, desc=desc, disable=not progress or not items):

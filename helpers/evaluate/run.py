@@ -59,6 +59,7 @@ __all__ = [
     "main",
     "measure_latency",
     "side_metrics_offline",
+    "has_adapter",
     "side_of",
     "verdict_records",
 ]
@@ -169,6 +170,12 @@ def load_aligned_model(model_cfg: ModelConfig, adapter_dir: str | Path) -> tuple
     return load_adapter(model, adapter_dir), tokenizer
 
 
+def has_adapter(model: Any) -> bool:
+    """A PEFT model (``disable_adapter`` is PEFT's); a plain model (``evaluate --base-only``, the experiments)
+    is its own base, and its aligned side is its base side."""
+    return hasattr(model, "disable_adapter")
+
+
 @contextmanager
 def side_of(model: Any, side: str) -> Iterator[None]:
     """``base``: the adapter disabled (same weights in memory); ``aligned``: the adapter active.
@@ -177,7 +184,7 @@ def side_of(model: Any, side: str) -> Iterator[None]:
     of ``generate_side`` serves a plain base model too (``experiments/answerability_probe.py``)."""
     if side not in SIDES:
         raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    with model.disable_adapter() if side == "base" and hasattr(model, "disable_adapter") else nullcontext():
+    with model.disable_adapter() if side == "base" and has_adapter(model) else nullcontext():
         yield
 
 
@@ -188,8 +195,7 @@ def generate_side(model: Any, tokenizer: Any, messages_list: Sequence[list[dict[
     The base side's answers are kept on disk (``base_answers_path``): the base model, the prompts and
     the decoding settings are identical in every training seed of ``gemma-facts run --seeds``, so its
     greedy answers are too, and a second seed need not spend CPU minutes regenerating them."""
-    own_base = side == "base" or not hasattr(model, "disable_adapter")  # no adapter: every side is the base
-    cache = base_answers_path(model_cfg, eval_cfg, messages_list) if own_base else None
+    cache = base_answers_path(model_cfg, eval_cfg, messages_list) if side == "base" else None
     if cache is not None and cache.exists():
         answers = json.loads(cache.read_text(encoding="utf-8"))
         if len(answers) == len(messages_list):
@@ -214,24 +220,15 @@ def base_answers_path(model_cfg: ModelConfig, eval_cfg: EvalConfig,
     The key holds everything that decides a greedy answer: the model and how it is loaded, the
     library versions, the decoding settings, the batch size (it sets the padding) and every prompt.
     Offline models only: a Hub model id can change its weights under the same name."""
-    import platform
+    from helpers.config import cache_root
+    from helpers.models import offline_model_identity
 
-    import torch
-    import transformers
-
-    from helpers.config import EMBEDDED_GEMMA3, TINY_GEMMA2, cache_root  # offline: built here, never re-pointed
-
-    if model_cfg.model_id not in (EMBEDDED_GEMMA3, TINY_GEMMA2):
+    identity = offline_model_identity(model_cfg)
+    if identity is None:
         return None
-    try:
-        import bitsandbytes
-        bnb = bitsandbytes.__version__
-    except ImportError:  # pragma: no cover - bitsandbytes is pinned
-        bnb = ""
-    key = json.dumps([model_cfg.model_id, model_cfg.load_in_4bit, model_cfg.compute_dtype, model_cfg.prompt_format,
-                      model_cfg.attn_implementation,
-                      eval_cfg.max_new_tokens, eval_cfg.batch_size, torch.__version__, transformers.__version__,
-                      bnb, platform.machine(), list(messages_list)], sort_keys=True, ensure_ascii=False)
+    loading, versions = identity
+    key = json.dumps([*loading, eval_cfg.max_new_tokens, eval_cfg.batch_size, *versions, list(messages_list)],
+                     sort_keys=True, ensure_ascii=False)
     return cache_root() / "base_answers" / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
 
 
@@ -448,8 +445,12 @@ def _write_generations(path: Path, sets: dict[str, tuple[list, dict]]) -> None:
 
 
 def _probe_results(model: Any, tokenizer: Any, model_cfg: ModelConfig, eval_cfg: EvalConfig) -> dict[str, Any]:
-    out = {}
+    out: dict[str, Any] = {}
     for side in SIDES:
+        if side != "base" and not has_adapter(model):  # no adapter (--base-only): the base's answers
+            out[side] = out["base"]
+            continue
+
         def gen(msgs: Sequence[list[dict[str, str]]], side: str = side) -> list[str]:
             return generate_side(model, tokenizer, msgs, side, model_cfg, eval_cfg, desc=f"{side} probes")
 
@@ -524,7 +525,7 @@ def _run_set(model: Any, tokenizer: Any, items: list[dict[str, Any]], model_cfg:
              ) -> dict[str, list[dict[str, Any]]]:
     judged: dict[str, list[dict[str, Any]]] = {}
     for side in SIDES:
-        if side != "base" and not hasattr(model, "disable_adapter"):  # no adapter (--base-only): the base's answers
+        if side != "base" and not has_adapter(model):  # no adapter (--base-only): the base's answers
             answers = [j["answer"] for j in judged["base"]]
         else:
             answers = generate_side(model, tokenizer, [it["prompt"] for it in items], side, model_cfg, eval_cfg,
@@ -566,14 +567,12 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
     sample_ids = gemini_sample_ids(items, eval_cfg.gemini_judge_sample, eval_cfg.seed) if gemini else None
     # Gemini is the headline judge only when it sees every item; on a sample it is the check of the offline one
     judge = "gemini" if gemini is not None and sample_ids is None else "offline"
-    if loaded is None and base_only:
+    free_after = loaded is None
+    if loaded is None:
         from helpers.models import load_model_and_tokenizer
 
-        loaded = load_model_and_tokenizer(model_cfg)
-        free_after = True
-    else:
-        free_after = loaded is None
-    model, tokenizer = loaded or load_aligned_model(model_cfg, eval_cfg.adapter_dir)
+        loaded = load_model_and_tokenizer(model_cfg) if base_only else load_aligned_model(model_cfg, eval_cfg.adapter_dir)
+    model, tokenizer = loaded
     held = heldout_items(eval_cfg.heldout_path, tokenizer, model_cfg, eval_cfg) if eval_cfg.heldout_path else []
     held_ids = gemini_sample_ids(held, eval_cfg.gemini_judge_sample, eval_cfg.seed) if gemini and held else None
     if gemini is not None:

@@ -21,9 +21,9 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     is used); loaded here otherwise."""
     from helpers.evaluate.run import eval_items, side_of
     from helpers.notebook import require_input
-    from helpers.train.dpo import PAIRS_MADE_BY, dev_split, load_pairs, train_split_fingerprint
+    from helpers.train.dpo import PAIRS_MADE_BY, dev_documents, dev_split, load_pairs, train_split_fingerprint
 
-    n_dev = train_cfg.select_dev_documents or train_cfg.eval_dev_documents
+    n_dev = dev_documents(train_cfg)
     if not n_dev:
         raise ValueError("TrainConfig.answerability_head needs dev documents to choose the head on: set "
                          "select_dev_documents (or eval_dev_documents) > 0")
