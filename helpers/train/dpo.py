@@ -778,12 +778,6 @@ def main(argv: list[str] | None = None) -> int:
         if train_cfg.select_dev_documents:
             print("Next: python -m helpers.select.dev_choice (keeps the checkpoint chosen on the dev documents; "
                   "make demo runs it as its own stage).")
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        # Leave the process group before exit: a rank that exits with its communication threads still
-        # running can abort in C++ ("terminate called without an active exception", seen once in CI).
-        dist.destroy_process_group()
     return 0
 
 
