@@ -147,3 +147,52 @@ def test_select_head_only_then_evaluate_reports_the_base_gated_by_it(adapter_fac
     dataclasses.replace(head, model_id="google/gemma-2-2b-it").save(head_path())
     with pytest.raises(ValueError, match="was fitted on google/gemma-2-2b-it"):
         evaluate(model_cfg, eval_cfg)
+
+
+def _rate(value: float, n: int) -> dict:
+    return {"value": value, "n": n, "ci95": [max(0.0, value - 0.1), min(1.0, value + 0.1)]}
+
+
+def test_head_table_and_figures_show_the_gated_base_beside_the_two_sides(tmp_path):
+    """Notebook 03's table and the headline figure read the gated base from metrics.json, not the aligned side;
+    a run without a head says how to fit one. Notebook 02's figure marks the chosen layer on the best-over-L2
+    dev AUC curve."""
+    from helpers.evaluate.plots import evaluation_figures, plot_base_vs_aligned, plot_head_choice
+    from helpers.evaluate.tables import head_table
+
+    sides = {side: {"hallucination_rate": _rate(h, 10), "over_refusal_rate": _rate(o, 8),
+                    "grounded_accuracy": _rate(0.25, 8), "refusal_f1": _rate(0.5, 18)}
+             for side, h, o in (("base", 0.9, 0.0), ("aligned", 0.6, 0.5))}
+    metrics = {**sides, "n_answerable": 8, "n_unanswerable": 10, "model": "m", "breakdowns": {}}
+    assert "answerability_head=True" in head_table(metrics)
+    assert len(plot_base_vs_aligned(metrics).axes[0].containers) == 2 * 2  # bars + error bars per side
+
+    candidates = {f"{layer}/{kind}/l2={l2}": auc for layer, kind, l2, auc in (
+        (0, "state", 0.1, 0.5), (1, "state", 0.1, 0.7), (1, "state", 0.01, 0.8), (2, "state", 0.1, 0.6),
+        (0, "state+overlap", 0.1, 0.85), (1, "state+overlap", 0.1, 0.9), (2, "state+overlap", 0.1, 0.88))}
+    head = {"layer": 1, "with_overlap": True, "l2": 0.1, "threshold": 0.0, "dev": {
+        "dev_auc": 0.9, "dev": {"answerable": 5, "unanswerable": 6}, "dev_answerable_refused": 0.2,
+        "dev_unanswerable_refused": 0.5, "dev_auc_by_candidate": candidates}}
+    metrics["answerability_head"] = {
+        "head": head, "base_with_head": {**sides["base"], "hallucination_rate": _rate(0.3, 10),
+                                         "over_refusal_rate": _rate(0.125, 8)},
+        "relative_hallucination_reduction": 2 / 3, "refused_by_head": 7,
+        "banana": {"answer": "refused", "passed": True}, "probes_passed": 5, "probes": 7}
+    table = head_table(metrics)
+    assert table.splitlines()[0] == "| Metric | Base | Base + head | Aligned (Gemma-Facts) |"
+    halluc = next(line for line in table.splitlines() if line.startswith("| Hallucination"))
+    assert halluc.rstrip(" |").split(" | ")[1:4] == ["90.0% [80.0–100.0] (n=10)", "30.0% [20.0–40.0] (n=10)",
+                                        "60.0% [50.0–70.0] (n=10)"]
+    assert "7 of 18 refused" in table and "cut 67%" in table and "layer 1 + word-overlap share" in table
+
+    ax = plot_base_vs_aligned(metrics).axes[0]
+    bars = [c for c in ax.containers if hasattr(c, "patches")]
+    assert [round(p.get_height(), 3) for p in bars[2].patches] == [0.3, 0.125, 0.25]  # the gated base's rates
+    assert set(evaluation_figures(metrics, folder=tmp_path)) == {"eval_base_vs_aligned", "eval_failures"}
+
+    lines = plot_head_choice(head).axes[0].get_lines()
+    state, with_overlap = (dict(zip(line.get_xdata(), line.get_ydata(), strict=True)) for line in lines[:2])
+    assert state == {0: 0.5, 1: 0.8, 2: 0.6}  # the best over L2 per layer
+    assert with_overlap == {0: 0.85, 1: 0.9, 2: 0.88}
+    marker = plot_head_choice(head).axes[0].collections[0].get_offsets()[0]
+    assert tuple(marker) == (1, 0.9)  # the chosen layer, on the curve of its kind

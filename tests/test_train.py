@@ -329,7 +329,8 @@ def test_training_on_separable_pairs_drives_reward_accuracy_to_one(yes_no_pairs)
 
     # 8 pairs, batch 4 → 2 steps per epoch; 6 steps = 3 epochs at lr 1e-3, no warm-up (step 1 already learns)
     model_cfg, train_cfg = smoke_configs(max_steps=6, per_device_train_batch_size=4, loss_type=("sigmoid",),
-                                         loss_weights=(1.0,), warmup_ratio=0.0, save_steps=100, eval_dev_documents=0)
+                                         loss_weights=(1.0,), warmup_ratio=0.0, save_steps=100, eval_dev_documents=0,
+                                         answerability_head=False)
     run = start_run(model_cfg, train_cfg, yes_no_pairs)
     assert run.trainer.eval_dataset is None  # no dev documents means no evaluation
     run_training(run)

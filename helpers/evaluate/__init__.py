@@ -21,11 +21,13 @@ _EXPORTS = {
     "banana_table": "tables",
     "breakdown_table": "tables",
     "examples_table": "tables",
+    "head_table": "tables",
     "heldout_table": "tables",
     "impact_table": "tables",
     "latency_table": "tables",
     "probes_table": "tables",
     "evaluation_figures": "plots",
+    "plot_head_choice": "plots",
     "playground": "playground_form",
 }
 

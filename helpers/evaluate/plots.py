@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["EVAL_BARS", "FAILURE_PANELS", "evaluation_figures", "plot_base_vs_aligned", "plot_breakdown",
-           "plot_failures", "save_figures"]
+           "plot_failures", "plot_head_choice", "save_figures"]
 
 #: (metrics key, axis label) of the headline bars.
 EVAL_BARS: tuple[tuple[str, str], ...] = (
@@ -14,7 +14,8 @@ EVAL_BARS: tuple[tuple[str, str], ...] = (
     ("over_refusal_rate", "Over-refusal\n(answerable)"),
     ("grounded_accuracy", "Grounded accuracy\n(answerable)"),
 )
-COLORS = {"base": "#9e9e9e", "aligned": "#1a73e8"}
+COLORS = {"base": "#9e9e9e", "aligned": "#1a73e8", "base_with_head": "#e37400"}
+SIDE_LABELS = {"base": "Base", "aligned": "Aligned (Gemma-Facts)", "base_with_head": "Base + answerability head"}
 
 
 def _bar_values(entry: dict[str, Any] | None) -> tuple[float, float, float]:
@@ -26,18 +27,29 @@ def _bar_values(entry: dict[str, Any] | None) -> tuple[float, float, float]:
     return value, max(0.0, value - lo), max(0.0, hi - value)
 
 
+def _bar_sides(metrics: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """The sides to draw: base and aligned, and the base gated by the answerability head when the run has one."""
+    sides = [("base", metrics["base"]), ("aligned", metrics["aligned"])]
+    head = metrics.get("answerability_head")
+    if head:
+        sides.append(("base_with_head", head["base_with_head"]))
+    return sides
+
+
 def plot_base_vs_aligned(metrics: dict[str, Any], title: str = "") -> Any:
-    """Grouped bars base vs aligned for hallucination, over-refusal and grounded accuracy (± Wilson 95% CI)."""
+    """Grouped bars base vs aligned for hallucination, over-refusal and grounded accuracy (± Wilson 95% CI);
+    a third bar per group for the base gated by the answerability head when ``metrics`` has one."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7.5, 4))
-    width = 0.38
-    for offset, side in ((-width / 2, "base"), (width / 2, "aligned")):
-        values = [_bar_values(metrics[side].get(key)) for key, _ in EVAL_BARS]
+    sides = _bar_sides(metrics)
+    fig, ax = plt.subplots(figsize=(7.5 if len(sides) == 2 else 8.5, 4))
+    width = 0.76 / len(sides)
+    for k, (side, rates) in enumerate(sides):
+        offset = (k - (len(sides) - 1) / 2) * width
+        values = [_bar_values(rates.get(key)) for key, _ in EVAL_BARS]
         xs = [i + offset for i in range(len(EVAL_BARS))]
         ax.bar(xs, [v[0] for v in values], width, color=COLORS[side],
-               yerr=[[v[1] for v in values], [v[2] for v in values]], capsize=4,
-               label="Base" if side == "base" else "Aligned (Gemma-Facts)")
+               yerr=[[v[1] for v in values], [v[2] for v in values]], capsize=4, label=SIDE_LABELS[side])
         for x, v in zip(xs, values, strict=True):
             ax.text(x, v[0] + v[2] + 0.02, f"{100 * v[0]:.0f}%", ha="center", fontsize=8)
     ax.set_xticks(range(len(EVAL_BARS)), [label for _, label in EVAL_BARS])
@@ -46,6 +58,44 @@ def plot_base_vs_aligned(metrics: dict[str, Any], title: str = "") -> Any:
     n = f"n = {metrics.get('n_answerable', '?')} answerable / {metrics.get('n_unanswerable', '?')} unanswerable"
     ax.set_title(title or f"Base vs aligned — {metrics.get('model', '')} ({n})", fontsize=10)
     ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_head_choice(head: Any) -> Any:
+    """How the answerability head was chosen: dev AUC per layer (best over L2), from the state alone and with the
+    word-overlap share beside it, the chosen candidate marked. ``head``: an ``AnswerabilityHead`` or its dict.
+
+    Why a figure: the choice is a curve over layers, and whether a middle layer beats the word overlap alone
+    (layer 0 + overlap is close to the overlap share by itself) is seen at a glance."""
+    import matplotlib.pyplot as plt
+
+    data = head if isinstance(head, dict) else {"layer": head.layer, "with_overlap": head.with_overlap,
+                                                 "dev": head.dev}
+    best: dict[str, dict[int, float]] = {"state": {}, "state+overlap": {}}
+    for name, value in data["dev"].get("dev_auc_by_candidate", {}).items():
+        layer, kind, _l2 = name.split("/")
+        if value is not None:
+            best[kind][int(layer)] = max(value, best[kind].get(int(layer), 0.0))
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for kind, color, label in (("state", "#1a73e8", "hidden state"), ("state+overlap", "#e37400",
+                                                                        "hidden state + word-overlap share")):
+        layers = sorted(best[kind])
+        ax.plot(layers, [best[kind][i] for i in layers], marker="o", ms=3, color=color, label=label)
+    chosen = "state+overlap" if data["with_overlap"] else "state"
+    ax.scatter([data["layer"]], [best[chosen].get(data["layer"], data["dev"].get("dev_auc", 0.0))], s=120,
+               facecolors="none", edgecolors="black", zorder=5, label=f"chosen: layer {data['layer']}")
+    ax.axhline(0.5, color="#9e9e9e", lw=0.8, ls="--")
+    ax.set_xlabel("layer (0 = embeddings)")
+    ax.set_ylabel("dev AUC (best over L2)")
+    ax.set_ylim(0.4, 1.02)
+    dev = data["dev"]
+    counts = dev.get("dev", {})
+    ax.set_title(f"Answerability head on dev ({counts.get('answerable', '?')} answerable / "
+                 f"{counts.get('unanswerable', '?')} unanswerable prompts)\nat its threshold it refuses "
+                 f"{100 * dev.get('dev_unanswerable_refused', 0):.0f}% of unanswerable, "
+                 f"{100 * dev.get('dev_answerable_refused', 0):.0f}% of answerable", fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
 

@@ -16,6 +16,7 @@ __all__ = [
     "breakdown_table",
     "examples_table",
     "format_rate",
+    "head_table",
     "heldout_table",
     "impact_table",
     "latency_table",
@@ -119,6 +120,31 @@ def examples_table(metrics: dict[str, Any], width: int = 160) -> str:
                  for s in ("base", "aligned")]
         lines.append(f"| {_cell(ex['request'])[:width]} | {'yes' if ex['answerable'] else 'no'} | "
                      f"{cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
+def head_table(metrics: dict[str, Any]) -> str:
+    """Base | Base + answerability head | Aligned on the test prompts, with the head's Banana test and probes;
+    a note on how to fit one when the run has no head."""
+    result = metrics.get("answerability_head")
+    if not result:
+        return ("*No answerability head in this run: set `TrainConfig.answerability_head=True` (notebook 02, or "
+                "`gemma-facts select --set train.answerability_head=true`; `--head-only` needs no adapter), then "
+                "evaluate again.*")
+    gated, head = result["base_with_head"], result["head"]
+    lines = ["| Metric | Base | Base + head | Aligned (Gemma-Facts) |", "|---|---|---|---|"]
+    for key, label, _lower in IMPACT_ROWS:
+        lines.append(f"| {label} | {format_rate(metrics['base'].get(key))} | {format_rate(gated.get(key))} | "
+                     f"{format_rate(metrics['aligned'].get(key))} |")
+    cut = result.get("relative_hallucination_reduction")
+    banana = result["banana"]
+    lines += ["", f"*The base's own answers, replaced by the refusal where the head (layer {head['layer']}"
+                  f"{' + word-overlap share' if head['with_overlap'] else ''}, dev AUC {head['dev'].get('dev_auc')}) "
+                  f"says the document lacks the answer: {result['refused_by_head']} of "
+                  f"{metrics.get('n_answerable', 0) + metrics.get('n_unanswerable', 0)} refused"
+                  + (f", hallucination cut {100 * cut:.0f}% relative to the base" if cut is not None else "")
+                  + f". Banana test with the head: {'pass' if banana['passed'] else 'fail'}; probes passed: "
+                  f"{result['probes_passed']} of {result['probes']}. Judge: offline.*"]
     return "\n".join(lines)
 
 
