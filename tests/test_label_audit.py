@@ -5,7 +5,18 @@ from __future__ import annotations
 import json
 
 from helpers.config import repo_root
-from tools.label_audit import AUDIT_JSON, AUDIT_MD, VERDICTS, render, summary
+from tools.label_audit import (
+    AUDIT_JSON,
+    AUDIT_MD,
+    UNANSWERABLE_JSON,
+    UNANSWERABLE_KINDS,
+    UNANSWERABLE_MD,
+    UNANSWERABLE_VERDICTS,
+    VERDICTS,
+    render,
+    render_unanswerable,
+    summary,
+)
 
 ROOT = repo_root()
 
@@ -30,3 +41,25 @@ def test_partly_answerable_counts_against_the_share():
     assert summary({"items": items})["share_answerable"] == 0.5
     items[0]["verdict"] = None
     assert summary({"items": items})["share_answerable"] is None  # unfinished: no share
+
+
+def test_the_unanswerable_side_is_audited_evenly_per_kind_and_rendered_from_its_record():
+    audit = json.loads((ROOT / UNANSWERABLE_JSON).read_text(encoding="utf-8"))
+    assert audit["side"] == "unanswerable" and len(audit["items"]) >= 30
+    assert len({it["id"] for it in audit["items"]}) == len(audit["items"])
+    kinds = [it["kind"] for it in audit["items"]]
+    assert {kinds.count(k) for k in UNANSWERABLE_KINDS} == {len(kinds) // len(UNANSWERABLE_KINDS)}
+    for item in audit["items"]:
+        assert item["verdict"] in UNANSWERABLE_VERDICTS and item["reason"].strip(), item["id"]
+    assert (ROOT / UNANSWERABLE_MD).read_text(encoding="utf-8") == render_unanswerable(audit)
+
+
+def test_the_unanswerable_share_counts_only_unanswerable_verdicts_per_kind():
+    items = [{"id": str(i), "doc_id": "d", "kind": k, "request": "r", "excerpt": "e", "reason": "x", "verdict": v}
+             for i, (k, v) in enumerate([("near_miss", "unanswerable"), ("near_miss", "answerable"),
+                                         ("answer_removed", "partly"), ("answer_removed", "unanswerable")])]
+    result = summary({"side": "unanswerable", "items": items})
+    assert result["share_unanswerable"] == 0.5 and "share_answerable" not in result
+    assert result["by_kind"]["near_miss"] == {"unanswerable": 1, "partly": 0, "answerable": 1}
+    items[1]["verdict"] = "not answerable"  # the answerable side's word is not a verdict here
+    assert summary({"side": "unanswerable", "items": items})["share_unanswerable"] is None

@@ -345,3 +345,19 @@ def test_the_head_stage_record_adds_its_sentence_to_the_head_line(tmp_path):
     assert "layer 7 + overlap share" in sentence and "dev AUC 0.95" in sentence
     assert "hallucination **37.5%** [28.0%, 47.0%] (cut 60.0%)" in sentence
     assert "over-refusal **6.0%**, refusal gap **+56.5 pts**" in sentence  # (1 - 37.5%) - 6.0% and "Banana test passes" in sentence
+
+
+def test_the_label_audit_line_adds_the_unanswerable_side_only_when_it_is_finished():
+    from tools.readme_results import seed_targets
+
+    summary = {"per_seed": {"42": {"hallucination_cut": 0.5, "banana_passed": True}}, "spread": {},
+               "banana_passed": 1}
+    audit = {"n": 30, "share_answerable": 0.8}
+    other = {"n": 30, "share_unanswerable": 0.7,
+             "by_kind": {"answer_removed": {"unanswerable": 9, "partly": 3, "answerable": 3},
+                         "near_miss": {"unanswerable": 12, "partly": 2, "answerable": 1}}}
+    line = next(x for x in seed_targets(summary, audit, [], 0.0, other) if "label audit" in x)
+    assert line.startswith("- ❌") and "80.0%" in line  # the target is still the answerable side's
+    assert "70.0% of 30 sampled unanswerable" in line and "answer removed 9 of 15, near miss 12 of 15" in line
+    unfinished = {**other, "share_unanswerable": None}
+    assert "other side" not in next(x for x in seed_targets(summary, audit, [], 0.0, unfinished) if "label audit" in x)

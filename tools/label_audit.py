@@ -11,6 +11,14 @@ missing.
 A verdict of "partly" counts as not answerable: the target (>= 90% answerable) is about the label
 the evaluation trusts, and a request the excerpt only half answers makes "refused" look like
 over-refusal when it may be right.
+
+``--side unanswerable`` audits the other label the same way (``docs/label_audit_unanswerable.json`` /
+``.md``): unanswerable requests of the two kinds built from the request's own document (near misses
+and answer-removed documents; another row's document is unanswerable by construction), drawn evenly
+per kind. Verdicts: "unanswerable" (the text lacks what the request asks), "partly" (it answers part
+of it), "answerable". Partly counts against the share here too: an answer to a request the text half
+answers is a hallucination in the metrics, but not necessarily a wrong answer. A wrong label caps
+the hallucination cut any model can show.
 """
 
 from __future__ import annotations
@@ -24,6 +32,12 @@ from typing import Any
 AUDIT_JSON = Path("docs") / "label_audit.json"
 AUDIT_MD = Path("docs") / "label_audit.md"
 VERDICTS = ("answerable", "partly", "not answerable")
+
+#: the unanswerable side's audit: its files, verdicts, and the kinds drawn (pair ``source``)
+UNANSWERABLE_JSON = Path("docs") / "label_audit_unanswerable.json"
+UNANSWERABLE_MD = Path("docs") / "label_audit_unanswerable.md"
+UNANSWERABLE_VERDICTS = ("unanswerable", "partly", "answerable")
+UNANSWERABLE_KINDS = ("near_miss", "answer_removed")
 
 
 def draw(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[str, Any]:
@@ -40,13 +54,77 @@ def draw(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[st
                        "reason": ""} for i in picked]}
 
 
+def draw_unanswerable(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[str, Any]:
+    """``n`` random unanswerable evaluation items of the test split, ``n // 2`` per kind of
+    ``UNANSWERABLE_KINDS`` (the rest to the first), with the text shown and empty verdicts."""
+    from datasets import load_from_disk
+
+    from helpers.evaluate.run import eval_items
+
+    items = [it for it in eval_items(list(load_from_disk(pairs_dir)["test"]), max_examples, 42) if not it["answerable"]]
+    rng = random.Random(seed)
+    picked: list[int] = []
+    per_kind = {kind: n // len(UNANSWERABLE_KINDS) for kind in UNANSWERABLE_KINDS}
+    per_kind[UNANSWERABLE_KINDS[0]] += n - sum(per_kind.values())
+    for kind, k in per_kind.items():
+        of_kind = [i for i, it in enumerate(items) if kind in it["source"]]
+        picked += rng.sample(of_kind, min(k, len(of_kind)))
+    population = {kind: sum(kind in it["source"] for it in items) for kind in sorted({s for it in items for s in it["source"]})}
+    return {"side": "unanswerable", "pairs_dir": pairs_dir, "seed": seed, "population": population,
+            "items": [{"id": items[i]["id"], "doc_id": items[i]["doc_id"],
+                       "kind": next(k for k in UNANSWERABLE_KINDS if k in items[i]["source"]),
+                       "request": items[i]["request"], "excerpt": items[i]["document"], "verdict": None,
+                       "reason": ""} for i in sorted(picked)]}
+
+
 def summary(audit: dict[str, Any]) -> dict[str, Any]:
-    """Counts per verdict and the share answerable (None while a verdict is missing)."""
+    """Counts per verdict and the share the label holds for (None while a verdict is missing): answerable
+    for the answerable side's audit, unanswerable for the other side's (``audit["side"]``)."""
+    unanswerable = audit.get("side") == "unanswerable"
+    allowed, holds = (UNANSWERABLE_VERDICTS, "unanswerable") if unanswerable else (VERDICTS, "answerable")
     verdicts = [it["verdict"] for it in audit["items"]]
-    counts = {v: verdicts.count(v) for v in VERDICTS}
-    done = all(v in VERDICTS for v in verdicts)
-    return {"n": len(verdicts), "counts": counts,
-            "share_answerable": round(counts["answerable"] / len(verdicts), 4) if done and verdicts else None}
+    counts = {v: verdicts.count(v) for v in allowed}
+    done = all(v in allowed for v in verdicts)
+    share = round(counts[holds] / len(verdicts), 4) if done and verdicts else None
+    out = {"n": len(verdicts), "counts": counts, f"share_{holds}": share}
+    if unanswerable:
+        out["by_kind"] = {kind: {v: sum(it["verdict"] == v for it in audit["items"] if it["kind"] == kind)
+                                 for v in allowed} for kind in sorted({it["kind"] for it in audit["items"]})}
+    return out
+
+
+def render_unanswerable(audit: dict[str, Any]) -> str:
+    """docs/label_audit_unanswerable.md from its record."""
+    s = summary(audit)
+    share = "not finished" if s["share_unanswerable"] is None else f"**{s['share_unanswerable']:.0%}**"
+    population = ", ".join(f"{kind.replace('_', ' ')} {k}" for kind, k in audit["population"].items())
+    kinds = "; ".join(f"{kind.replace('_', ' ')}: {c['unanswerable']} of {sum(c.values())} unanswerable, "
+                      f"{c['partly']} partly, {c['answerable']} answerable" for kind, c in s["by_kind"].items())
+    lines = [
+        "# Label audit, the other side: are the unanswerable test prompts unanswerable from the text the model sees?",
+        "", "<!-- generated by `python -m tools.label_audit --side unanswerable --render` from "
+        "docs/label_audit_unanswerable.json; do not edit -->", "",
+        f"{s['n']} unanswerable test requests drawn at random (seed {audit['seed']}), evenly from the two kinds "
+        f"built on the request's own document, of the test split's unanswerable evaluation requests ({population}; "
+        f"a request shown with another row's document is unanswerable by construction and not drawn), each read in "
+        f"full with the text the model sees. {audit.get('reviewers', 'Verdicts written by hand.')}",
+        f"Unanswerable from that text: {share} ({s['counts']['unanswerable']} of {s['n']}; partly: "
+        f"{s['counts']['partly']}, answerable: {s['counts']['answerable']}). By kind: {kinds}.", "",
+        "Verdicts: *unanswerable* when the text does not hold what the request asks (a near miss names a subject "
+        "the text lacks; an answer-removed document lost the passage that answered); *partly* when the text "
+        "answers part of it; *answerable* when it holds the answer. Partly counts against the share.", "",
+        "Why it matters: the hallucination rate counts every answer to these requests as a hallucination. Where "
+        "the label is wrong, answering is right, so the share caps the hallucination cut a model can show on "
+        "these kinds: a cut target of 90% is only measurable where far more than 90% of the labels hold.", "",
+        "| id | kind | document | request | verdict | reason |", "|---|---|---|---|---|---|",
+    ]
+    for it in audit["items"]:
+        request = " ".join(it["request"].split()).replace("|", "/")
+        if len(request) > 110:
+            request = request[:107] + "..."
+        lines.append(f"| {it['id']} | {it['kind'].replace('_', ' ')} | {it['doc_id']} | {request} | "
+                     f"{it['verdict'] or '-'} | {' '.join(it['reason'].split()).replace('|', '/')} |")
+    return "\n".join(lines) + "\n"
 
 
 def render(audit: dict[str, Any]) -> str:
@@ -87,15 +165,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--max-examples", type=int, default=None, help="EvalConfig.max_examples of the run")
+    parser.add_argument("--side", choices=("answerable", "unanswerable"), default="answerable",
+                        help="which label to audit (default: answerable)")
+    parser.add_argument("--render", action="store_true", help="only render the page (the default without --draw)")
     args = parser.parse_args(argv)
     from helpers.config import repo_root
 
     root = repo_root()
+    other = args.side == "unanswerable"
+    record, page = (UNANSWERABLE_JSON, UNANSWERABLE_MD) if other else (AUDIT_JSON, AUDIT_MD)
     if args.draw:
-        (root / AUDIT_JSON).write_text(json.dumps(draw(args.draw, args.n, args.seed, args.max_examples), indent=1,
-                                                  ensure_ascii=False) + "\n", encoding="utf-8")
-    audit = json.loads((root / AUDIT_JSON).read_text(encoding="utf-8"))
-    (root / AUDIT_MD).write_text(render(audit), encoding="utf-8")
+        drawn = (draw_unanswerable if other else draw)(args.draw, args.n, args.seed, args.max_examples)
+        (root / record).write_text(json.dumps(drawn, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    audit = json.loads((root / record).read_text(encoding="utf-8"))
+    (root / page).write_text((render_unanswerable if other else render)(audit), encoding="utf-8")
     print(json.dumps(summary(audit)))
     return 0
 

@@ -31,6 +31,7 @@ HEADLINE = "local-seeds"  # the record the README shows: `make demo-seeds`, the 
 SEEDS_SUMMARY = "seeds_summary.json"
 SINGLE_RUN = "local"  # a `make demo` record (`make results`): the headline only while no seeds record exists
 LABEL_AUDIT = Path("docs") / "label_audit.json"
+LABEL_AUDIT_UNANSWERABLE = Path("docs") / "label_audit_unanswerable.json"
 ARCHIVE = "archive"  # superseded records: kept, not rendered
 #: The one archived record still rendered (docs/RESULTS.md), read where it lies.
 ARCHIVED_TUNING = Path(ARCHIVE) / "tuning.jsonl"
@@ -442,8 +443,9 @@ def seeds_table(summary: dict[str, Any], record: Path | None = None) -> str:
 
 
 def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_minutes: list[float],
-                 base_minutes: float = 0.0) -> list[str]:
-    """Issue 16's targets, each checked against the seeds record (a line with ✅ or ❌)."""
+                 base_minutes: float = 0.0, other_audit: dict[str, Any] | None = None) -> list[str]:
+    """Issue 16's targets, each checked against the seeds record (a line with ✅ or ❌); ``other_audit``, the
+    unanswerable side's label audit, is context on the label audit's line (it has no target of its own)."""
     per = list(summary["per_seed"].values())
     sp = summary["spread"]
     checks = []
@@ -467,7 +469,8 @@ def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_min
         share = audit.get("share_answerable")
         checks.append((share is not None and share >= 0.9,
                        f"label audit: {_pct(share)} of {audit['n']} sampled answerable test prompts answerable from "
-                       f"the text the model sees, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"))
+                       f"the text the model sees, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"
+                       + _other_side(other_audit)))
     if demo_minutes:
         each = ", ".join(f"{m:.1f}" for m in demo_minutes)
         cold = min(demo_minutes) + base_minutes
@@ -577,6 +580,18 @@ def _rerun_note(record: Path, summary: dict[str, Any]) -> str:
             f"(same fingerprint). `make demo-seeds` from a clean tree trains and evaluates in one go.")
 
 
+def _other_side(audit: dict[str, Any] | None) -> str:
+    """The unanswerable side's audit, when finished, as a clause for the label audit's line."""
+    if not audit or audit.get("share_unanswerable") is None:
+        return ""
+    kinds = ", ".join(f"{kind.replace('_', ' ')} {c['unanswerable']} of {sum(c.values())}"
+                      for kind, c in audit["by_kind"].items())
+    return (f"; the other side: {_pct(audit['share_unanswerable'])} of {audit['n']} sampled unanswerable test prompts "
+            f"(near misses and answer-removed documents) unanswerable from their text ({kinds}; "
+            f"[docs/label_audit_unanswerable.md](docs/label_audit_unanswerable.md)), which caps the cut a model "
+            f"can show on those kinds")
+
+
 def _commit_text(code: dict[str, Any] | None) -> str:
     """`abc1234567`, or `abc1234567` + uncommitted changes: a record made from a dirty tree says so."""
     commit = (code or {}).get("commit")
@@ -598,6 +613,8 @@ def render_headline(results_dir: Path | None = None) -> str:
     first = next(iter(summary["per_seed"].values()))
     audit_path = repo_root() / LABEL_AUDIT
     audit = audit_summary(json.loads(audit_path.read_text(encoding="utf-8"))) if audit_path.exists() else None
+    other_path = repo_root() / LABEL_AUDIT_UNANSWERABLE
+    other = audit_summary(json.loads(other_path.read_text(encoding="utf-8"))) if other_path.exists() else None
     code = summary.get("code")
     seeds = ", ".join(summary["per_seed"])
     rerun = _rerun_note(record, summary)
@@ -633,7 +650,7 @@ def render_headline(results_dir: Path | None = None) -> str:
         if line:
             parts += ["", line]
     parts += ["", seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
-    parts += seed_targets(summary, audit, demo, base_minutes)
+    parts += seed_targets(summary, audit, demo, base_minutes, other)
     if written:
         parts += ["", f"The 48 written documents, reported beside it (never trained on): hallucination "
                       f"{_pct(summary['spread']['written_base_hallucination']['mean'])} → {_spread(summary, 'written_aligned_hallucination')}, "
