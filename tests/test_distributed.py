@@ -39,8 +39,17 @@ DDP_FLAGS = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mi
 RANK1_MAY_WRITE = re.compile(r"write\tcheckpoints/checkpoint-\d+/rng_state_1\.pth|mkdir\tcheckpoints/checkpoint-\d+")
 
 
+#: A gloo rank can abort at interpreter exit, after its work is done, with this libstdc++ message (a C++
+#: thread still joinable when static objects are destroyed). Seen once in about a dozen CI runs; calling
+#: ``destroy_process_group()`` at the end of training made the launch hang instead (reverted, ad79edb).
+EXIT_ABORT = "terminate called without an active exception"
+
+
 def launch(out: Path, probe: Path, args: list[str], flags: list[str] = DDP_FLAGS,
-           env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+           env_extra: dict[str, str] | None = None, finished: list[Path] | None = None) -> subprocess.CompletedProcess:
+    """Run ``accelerate launch``; it must exit 0, except for the known abort at exit when every file in
+    ``finished`` (what each rank writes once its work is done) is there: the work is then checked as usual
+    by the tests, which is what they are about, and the abort is printed rather than failing them."""
     probe.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "GEMMA_FACTS_PROFILE": "smoke", "GEMMA_FACTS_OUTPUT": str(out), "OMP_NUM_THREADS": "1",
            "TOKENIZERS_PARALLELISM": "false", "DDP_PROBE_DIR": str(probe),
@@ -48,6 +57,9 @@ def launch(out: Path, probe: Path, args: list[str], flags: list[str] = DDP_FLAGS
            **(env_extra or {})}
     proc = subprocess.run([str(ACCELERATE), "launch", *flags, *args], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=600)
+    if proc.returncode != 0 and finished and EXIT_ABORT in proc.stderr and all(p.exists() for p in finished):
+        print(f"known abort at exit after the work was done (exit {proc.returncode}): {EXIT_ABORT}")
+        return proc
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
     return proc
 
@@ -78,7 +90,8 @@ def ddp_runs(tmp_path_factory, contract_pairs):
              "--set", "train.measure_16bit_footprint=false"]
     runs = {}
     for name, steps in (("first", 2), ("resumed", 4)):
-        proc = launch(out, work / name, [*train, "--max-steps", str(steps)], env_extra={"ACCELERATE_USE_CPU": "true"})
+        proc = launch(out, work / name, [*train, "--max-steps", str(steps)], env_extra={"ACCELERATE_USE_CPU": "true"},
+                      finished=[work / name / f"rank{k}.json" for k in (0, 1)])  # written when Trainer.train returns
         runs[name] = {"proc": proc, "probe": work / name,
                       "report": json.loads((out / "train_report.json").read_text()),
                       "ranks": [json.loads((work / name / f"rank{k}.json").read_text()) for k in (0, 1)],
@@ -233,3 +246,24 @@ def test_the_memory_estimate_counts_the_loaders_4bit_weights_and_shards_under_fs
     assert re.findall(r"^\| (\d) \|.*\*\*([\d.]+) GiB\*\* \|$", doc, re.M) == \
         [(str(r["gpus"]), f"{r['peak_gib']:.1f}") for r in nine]
     assert bench.GEMMA2_SIZES["google/gemma-2-2b-it"].items() <= __import__("transformers").Gemma2Config().to_dict().items()
+
+
+def test_only_the_known_exit_abort_after_finished_work_is_tolerated(tmp_path, monkeypatch):
+    """The tolerance in ``launch`` is narrow: the abort message, a nonzero exit and every rank's done-file."""
+    import tests.test_distributed as here
+
+    def fake_run(stderr: str, rc: int):
+        return lambda *a, **k: subprocess.CompletedProcess(a, rc, stdout="", stderr=stderr)
+
+    done = [tmp_path / "rank0.json", tmp_path / "rank1.json"]
+    done[0].write_text("{}")
+    monkeypatch.setattr(here.subprocess, "run", fake_run(f"... {EXIT_ABORT}\nAborted", -6))
+    with pytest.raises(AssertionError):  # rank 1 never finished: a real failure
+        launch(tmp_path, tmp_path / "probe", [], finished=done)
+    done[1].write_text("{}")
+    assert launch(tmp_path, tmp_path / "probe", [], finished=done).returncode == -6
+    with pytest.raises(AssertionError):  # no done-files given (the FSDP launch): never tolerated
+        launch(tmp_path, tmp_path / "probe", [])
+    monkeypatch.setattr(here.subprocess, "run", fake_run("RuntimeError: boom", 1))
+    with pytest.raises(AssertionError):  # any other failure fails, finished or not
+        launch(tmp_path, tmp_path / "probe", [], finished=done)

@@ -6,9 +6,10 @@ metrics (no test prompt is read: only metrics.json breakdowns)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import runpy
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -17,10 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def script():
-    spec = importlib.util.spec_from_file_location("label_holding_kinds", ROOT / "experiments" / "label_holding_kinds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The script's functions, loaded from its file (experiments/ is not a package)."""
+    return SimpleNamespace(**runpy.run_path(str(ROOT / "experiments" / "label_holding_kinds.py")))
 
 
 def test_pooling_weighs_each_kind_by_its_prompts_and_leaves_answer_removed_out(script):

@@ -93,6 +93,19 @@ def summary(audit: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def item_rows(audit: dict[str, Any], with_kind: bool = False) -> list[str]:
+    """One table row per audited item: id, (kind,) document, the request cut to 110 characters, verdict, reason."""
+    rows = []
+    for it in audit["items"]:
+        request = " ".join(it["request"].split()).replace("|", "/")
+        if len(request) > 110:
+            request = request[:107] + "..."
+        kind = f" {it['kind'].replace('_', ' ')} |" if with_kind else ""
+        rows.append(f"| {it['id']} |{kind} {it['doc_id']} | {request} | {it['verdict'] or '-'} | "
+                    f"{' '.join(it['reason'].split()).replace('|', '/')} |")
+    return rows
+
+
 def render_unanswerable(audit: dict[str, Any]) -> str:
     """docs/label_audit_unanswerable.md from its record."""
     s = summary(audit)
@@ -118,13 +131,7 @@ def render_unanswerable(audit: dict[str, Any]) -> str:
         "these kinds: a cut target of 90% is only measurable where far more than 90% of the labels hold.", "",
         "| id | kind | document | request | verdict | reason |", "|---|---|---|---|---|---|",
     ]
-    for it in audit["items"]:
-        request = " ".join(it["request"].split()).replace("|", "/")
-        if len(request) > 110:
-            request = request[:107] + "..."
-        lines.append(f"| {it['id']} | {it['kind'].replace('_', ' ')} | {it['doc_id']} | {request} | "
-                     f"{it['verdict'] or '-'} | {' '.join(it['reason'].split()).replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + item_rows(audit, with_kind=True)) + "\n"
 
 
 def render(audit: dict[str, Any]) -> str:
@@ -150,13 +157,7 @@ def render(audit: dict[str, Any]) -> str:
         "that quotes the right passage but draws a wrong conclusion from it.", "",
         "| id | document | request | verdict | reason |", "|---|---|---|---|---|",
     ]
-    for it in audit["items"]:
-        request = " ".join(it["request"].split()).replace("|", "/")
-        if len(request) > 110:
-            request = request[:107] + "..."
-        lines.append(f"| {it['id']} | {it['doc_id']} | {request} | {it['verdict'] or '-'} | "
-                     f"{' '.join(it['reason'].split()).replace('|', '/')} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + item_rows(audit)) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
