@@ -122,10 +122,23 @@ def test_select_head_only_then_evaluate_reports_the_base_gated_by_it(adapter_fac
     assert all(r["aligned"]["answer"] == r["base"]["answer"] for r in rows)
 
     adapter_factory(model_cfg, Path(eval_cfg.adapter_dir))
-    metrics = evaluate(model_cfg, eval_cfg)
+    facts = Path(eval_cfg.pairs_dir).parent / "facts.jsonl"  # a second held-out set in the FACTS schema
+    facts.write_text("\n".join(json.dumps({"id": i, "system_instruction": "Answer briefly.",
+                                           "user_request": f"What is the capital of {country}?",
+                                           "context_document": f"{capital} is the capital of {country}. {city} is "
+                                                               f"another city there."})
+                               for i, (capital, country, city) in enumerate(CITIES[4:])), encoding="utf-8")
+    metrics = evaluate(model_cfg, dataclasses.replace(eval_cfg, heldout_path=str(facts)))
     result = metrics["answerability_head"]
     assert result["head"]["layer"] == head.layer and result["judge"] == "offline"
     rows = [json.loads(line) for line in Path(eval_cfg.generations_path).read_text().splitlines()]
+    held = [r for r in rows if r["set"] == "heldout_2"]  # the second held-out set is gated the same way
+    assert held and all(r["base_with_head"]["answer"] in (REFUSAL, r["base"]["answer"]) for r in held)
+    assert result["heldout_2"]["refused_by_head"] <= len(held)
+    held_una = [r for r in held if not r["answerable"]]
+    assert result["heldout_2"]["base_with_head"]["hallucination_rate"]["value"] == pytest.approx(
+        1 - sum(r["base_with_head"]["offline"]["refused"] for r in held_una) / len(held_una))
+    rows = [r for r in rows if r["set"] == "test"]
     gated = [r["base_with_head"]["answer"] for r in rows]
     base = [r["base"]["answer"] for r in rows]
     newly = sum(g == REFUSAL and b != REFUSAL for g, b in zip(gated, base, strict=True))
@@ -184,6 +197,13 @@ def test_head_table_and_figures_show_the_gated_base_beside_the_two_sides(tmp_pat
     assert halluc.rstrip(" |").split(" | ")[1:4] == ["90.0% [80.0–100.0] (n=10)", "30.0% [20.0–40.0] (n=10)",
                                         "60.0% [50.0–70.0] (n=10)"]
     assert "7 of 18 refused" in table and "cut 67%" in table and "layer 1 + word-overlap share" in table
+    assert "held-out" not in table  # no second set in this run
+    metrics["heldout_2"] = {"path": "facts.jsonl", "base": {"hallucination_rate": _rate(0.8, 5),
+                                                            "over_refusal_rate": _rate(0.0, 5)}}
+    metrics["answerability_head"]["heldout_2"] = {"base_with_head": {"hallucination_rate": _rate(0.2, 5),
+                                                                     "over_refusal_rate": _rate(0.2, 5)}}
+    held_line = head_table(metrics).splitlines()[-1]
+    assert "`facts.jsonl`" in held_line and "80.0% [70.0–90.0] (n=5) → 20.0% [10.0–30.0] (n=5)" in held_line
 
     ax = plot_base_vs_aligned(metrics).axes[0]
     bars = [c for c in ax.containers if hasattr(c, "patches")]

@@ -345,6 +345,13 @@ def test_the_head_stage_record_adds_its_sentence_to_the_head_line(tmp_path):
     assert "layer 7 + overlap share" in sentence and "dev AUC 0.95" in sentence
     assert "hallucination **37.5%** [28.0%, 47.0%] (cut 60.0%)" in sentence
     assert "over-refusal **6.0%**, refusal gap **+56.5 pts**" in sentence  # (1 - 37.5%) - 6.0% and "Banana test passes" in sentence
+    assert "written documents" not in sentence  # the record did not gate a second held-out set
+    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics["heldout_2"] = {"base": {"hallucination_rate": {"value": 1.0}, "over_refusal_rate": {"value": 0.0}}}
+    metrics["answerability_head"]["heldout_2"] = {"base_with_head": {"hallucination_rate": {"value": 0.25},
+                                                                     "over_refusal_rate": {"value": 0.125}}}
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    assert "hallucination 100.0% → 25.0%, over-refusal 0.0% → 12.5%" in head_stage_sentence(tmp_path)
 
 
 def test_the_label_audit_line_adds_the_unanswerable_side_only_when_it_is_finished():

@@ -557,8 +557,19 @@ def head_stage_sentence(results_dir: Path) -> str:
             f"{' + overlap share' if head['with_overlap'] else ''}, no refusal log-probability, dev AUC "
             f"{head['dev']['dev_auc']:.2f}): hallucination **{_pct(halluc)}** [{_pct(lo)}, {_pct(hi)}] (cut "
             f"{_pct(result['relative_hallucination_reduction'])}), over-refusal **{_pct(over)}**, refusal gap "
-            f"**{_gap(refusal_gap(halluc, over))}**, Banana test {'passes' if result['banana']['passed'] else 'fails'} "
-            f"([`results/{HEAD_STAGE_DIR}/`](results/{HEAD_STAGE_DIR}/)).")
+            f"**{_gap(refusal_gap(halluc, over))}**, Banana test {'passes' if result['banana']['passed'] else 'fails'}"
+            f"{_held_clause(metrics)} ([`results/{HEAD_STAGE_DIR}/`](results/{HEAD_STAGE_DIR}/)).")
+
+
+def _held_clause(metrics: dict[str, Any]) -> str:
+    """The head on the second held-out set (the written documents), when the record gated it."""
+    held, base = metrics["answerability_head"].get("heldout_2"), (metrics.get("heldout_2") or {}).get("base")
+    if not held or not base:
+        return ""
+    gated = held["base_with_head"]
+    return (f"; on the written documents (another document's request as the unanswerable kind): hallucination "
+            f"{_pct(base['hallucination_rate']['value'])} → {_pct(gated['hallucination_rate']['value'])}, "
+            f"over-refusal {_pct(base['over_refusal_rate']['value'])} → {_pct(gated['over_refusal_rate']['value'])}")
 
 
 def _evaluate_seconds(record: Path, seed: str) -> float | None:

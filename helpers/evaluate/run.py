@@ -466,16 +466,33 @@ def _banana(probes: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
     return result
 
 
+def _gate_set(head: Any, model: Any, tokenizer: Any, items: list[dict[str, Any]],
+              judged: dict[str, list[dict[str, Any]]], model_cfg: ModelConfig, eval_cfg: EvalConfig,
+              desc: str) -> tuple[dict[str, Any], int]:
+    """One item set's base answers gated by ``head``, judged offline; adds ``base_with_head`` to ``judged``.
+    Returns the set's summary (``aligned`` = the gated base) and how many answers the head replaced."""
+    from helpers.evaluate.answerability_head import gate_answers, prompt_states
+
+    with side_of(model, "base"):
+        refuses = head.refuses(prompt_states(model, tokenizer, items, model_cfg, desc=desc), items)
+    gated = judge_side(items, gate_answers([j["answer"] for j in judged["base"]], refuses), eval_cfg)
+    judged["base_with_head"] = gated
+    return summarise_sets(items, {"base": judged["base"], "aligned": gated}, "offline"), sum(refuses)
+
+
 def _answerability_head_results(model: Any, tokenizer: Any, items: list[dict[str, Any]],
                                 judged: dict[str, list[dict[str, Any]]], probes: dict[str, list[dict[str, Any]]],
-                                model_cfg: ModelConfig, eval_cfg: EvalConfig) -> dict[str, Any] | None:
+                                model_cfg: ModelConfig, eval_cfg: EvalConfig,
+                                held: tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]] | None = None
+                                ) -> dict[str, Any] | None:
     """The base model's test answers gated by the answerability head the select stage fitted (None: no head).
 
     The same base answers as the base side (no new generation): each is replaced by the refusal where the
     head, reading the base model's state at the last prompt token, says the document lacks the answer.
-    Judged offline on every item (a Gemini judge, when on, saw base and aligned only); the probes and the
-    Banana test are gated the same way. The gated verdicts are added to ``judged`` as ``base_with_head``,
-    so generations.jsonl shows them beside the two sides."""
+    Judged offline on every item (a Gemini judge, when on, saw base and aligned only); the probes, the
+    Banana test and the second held-out set (``held``: its items and verdicts) are gated the same way. The
+    gated verdicts are added to each set's ``judged`` as ``base_with_head``, so generations.jsonl shows them
+    beside the two sides."""
     from helpers.evaluate.answerability_head import AnswerabilityHead, gate_answers, head_path, prompt_states
 
     path = head_path()
@@ -488,24 +505,27 @@ def _answerability_head_results(model: Any, tokenizer: Any, items: list[dict[str
     by_name = {p.name: p for p in PROBES}
     probe_items = [{"prompt": by_name[p["name"]].messages(), "request": p["request"], "document": p["document"]}
                    for p in probes["base"]]
+    summary, refused = _gate_set(head, model, tokenizer, items, judged, model_cfg, eval_cfg, "head: test prompts")
     with side_of(model, "base"):
-        refuses = head.refuses(prompt_states(model, tokenizer, items, model_cfg, desc="head: test prompts"), items)
         probe_refuses = head.refuses(prompt_states(model, tokenizer, probe_items, model_cfg, progress=False),
                                      probe_items)
-    gated = judge_side(items, gate_answers([j["answer"] for j in judged["base"]], refuses), eval_cfg)
-    summary = summarise_sets(items, {"base": judged["base"], "aligned": gated}, "offline")
-    judged["base_with_head"] = gated
     gated_probes = [{**p, "answer": a, "passed": probe_passes(by_name[p["name"]], a)} for p, a in
                     zip(probes["base"], gate_answers([p["answer"] for p in probes["base"]], probe_refuses),
                         strict=True)]
-    return {"head": {k: v for k, v in dataclasses.asdict(head).items() if k != "score"} | {
-                "dev": {k: v for k, v in head.dev.items() if k != "dev_auc_by_candidate"}},
-            "judge": "offline", "base_with_head": summary["aligned"],
-            "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
-            "breakdowns": summary["breakdowns"]["aligned"], "refused_by_head": sum(refuses),
-            "banana": next({"answer": p["answer"], "passed": p["passed"]} for p in gated_probes
-                           if p["name"] == BANANA.name),
-            "probes_passed": sum(p["passed"] for p in gated_probes), "probes": len(gated_probes)}
+    result = {"head": {k: v for k, v in dataclasses.asdict(head).items() if k != "score"} | {
+                  "dev": {k: v for k, v in head.dev.items() if k != "dev_auc_by_candidate"}},
+              "judge": "offline", "base_with_head": summary["aligned"],
+              "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
+              "breakdowns": summary["breakdowns"]["aligned"], "refused_by_head": refused,
+              "banana": next({"answer": p["answer"], "passed": p["passed"]} for p in gated_probes
+                             if p["name"] == BANANA.name),
+              "probes_passed": sum(p["passed"] for p in gated_probes), "probes": len(gated_probes)}
+    if held:
+        held_summary, held_refused = _gate_set(head, model, tokenizer, *held, model_cfg, eval_cfg,
+                                               "head: held-out prompts")
+        result["heldout_2"] = {"base_with_head": held_summary["aligned"], "refused_by_head": held_refused,
+                               "relative_hallucination_reduction": held_summary["relative_hallucination_reduction"]}
+    return result
 
 
 def load_test_rows(pairs_dir: str) -> list[dict[str, Any]]:
@@ -585,7 +605,8 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
         sets["heldout_2"] = (held, _run_set(model, tokenizer, held, model_cfg, eval_cfg, gemini, held_ids))
     probes = _probe_results(model, tokenizer, model_cfg, eval_cfg)
     summary = summarise_sets(*sets["test"], judge, sample_ids, with_gemini=gemini is not None)
-    head_results = _answerability_head_results(model, tokenizer, items, sets["test"][1], probes, model_cfg, eval_cfg)
+    head_results = _answerability_head_results(model, tokenizer, items, sets["test"][1], probes, model_cfg, eval_cfg,
+                                               held=sets.get("heldout_2"))
     metrics: dict[str, Any] = {
         "base": summary["base"], "aligned": summary["aligned"],
         "relative_hallucination_reduction": summary["relative_hallucination_reduction"],

@@ -145,6 +145,14 @@ def head_table(metrics: dict[str, Any]) -> str:
                   + (f", hallucination cut {100 * cut:.0f}% relative to the base" if cut is not None else "")
                   + f". Banana test with the head: {'pass' if banana['passed'] else 'fail'}; probes passed: "
                   f"{result['probes_passed']} of {result['probes']}. Judge: offline.*"]
+    held, held_metrics = result.get("heldout_2"), metrics.get("heldout_2")
+    if held and held_metrics:
+        gated = held["base_with_head"]
+        lines += ["", f"*Second held-out set `{held_metrics.get('path', '')}`, gated the same way: hallucination "
+                      f"{format_rate(held_metrics['base'].get('hallucination_rate'))} → "
+                      f"{format_rate(gated.get('hallucination_rate'))}, over-refusal "
+                      f"{format_rate(held_metrics['base'].get('over_refusal_rate'))} → "
+                      f"{format_rate(gated.get('over_refusal_rate'))} (base → base + head).*"]
     return "\n".join(lines)
 
 
