@@ -8,12 +8,16 @@ from helpers.config import repo_root
 from tools.label_audit import (
     AUDIT_JSON,
     AUDIT_MD,
+    TRAINING_JSON,
+    TRAINING_KINDS,
+    TRAINING_MD,
     UNANSWERABLE_JSON,
     UNANSWERABLE_KINDS,
     UNANSWERABLE_MD,
     UNANSWERABLE_VERDICTS,
     VERDICTS,
     render,
+    render_training,
     render_unanswerable,
     summary,
 )
@@ -63,3 +67,27 @@ def test_the_unanswerable_share_counts_only_unanswerable_verdicts_per_kind():
     assert result["by_kind"]["near_miss"] == {"unanswerable": 1, "partly": 0, "answerable": 1}
     items[1]["verdict"] = "not answerable"  # the answerable side's word is not a verdict here
     assert summary({"side": "unanswerable", "items": items})["share_unanswerable"] is None
+
+
+def test_the_training_pairs_audit_draws_both_kinds_evenly_and_is_rendered_from_its_record():
+    audit = json.loads((ROOT / TRAINING_JSON).read_text(encoding="utf-8"))
+    assert audit["side"] == "training" and len(audit["items"]) >= 30
+    kinds = [it["kind"] for it in audit["items"]]
+    assert {kinds.count(k) for k in TRAINING_KINDS} == {len(kinds) // len(TRAINING_KINDS)}
+    assert kinds != sorted(kinds)  # shuffled: a reader cannot tell the kind from the position
+    for item in audit["items"]:
+        assert item["label"] == TRAINING_KINDS[item["kind"]]
+        assert item["verdict"] in UNANSWERABLE_VERDICTS and item["reason"].strip(), item["id"]
+    assert (ROOT / TRAINING_MD).read_text(encoding="utf-8") == render_training(audit)
+
+
+def test_the_training_share_is_per_kind_against_each_kinds_own_label():
+    items = [{"id": str(i), "doc_id": "d", "kind": k, "label": TRAINING_KINDS[k], "request": "r", "excerpt": "e",
+              "reason": "x", "verdict": v}
+             for i, (k, v) in enumerate([("answer_removed", "answerable"), ("answer_removed", "unanswerable"),
+                                         ("refusal", "answerable"), ("refusal", "partly")])]
+    result = summary({"side": "training", "items": items})
+    assert result["by_kind"]["answer_removed"]["share_label_holds"] == 0.5
+    assert result["by_kind"]["refusal"]["share_label_holds"] == 0.5  # partly is not "answerable"
+    items[0]["verdict"] = None
+    assert summary({"side": "training", "items": items})["by_kind"]["refusal"]["share_label_holds"] is None

@@ -19,6 +19,10 @@ per kind. Verdicts: "unanswerable" (the text lacks what the request asks), "part
 of it), "answerable". Partly counts against the share here too: an answer to a request the text half
 answers is a hallucination in the metrics, but not necessarily a wrong answer. A wrong label caps
 the hallucination cut any model can show.
+
+``--side training`` asks the same of the training pairs (``docs/label_audit_training.json`` / ``.md``): half
+answer-removed excerpts (labelled unanswerable), half answerable requests of the over-refusal pairs (labelled
+answerable), shuffled together so a reader cannot tell the two apart; the share whose label holds, per kind.
 """
 
 from __future__ import annotations
@@ -38,6 +42,11 @@ UNANSWERABLE_JSON = Path("docs") / "label_audit_unanswerable.json"
 UNANSWERABLE_MD = Path("docs") / "label_audit_unanswerable.md"
 UNANSWERABLE_VERDICTS = ("unanswerable", "partly", "answerable")
 UNANSWERABLE_KINDS = ("near_miss", "answer_removed")
+
+#: the training pairs' audit: its files, and the two kinds drawn (pair ``source`` -> the label it carries)
+TRAINING_JSON = Path("docs") / "label_audit_training.json"
+TRAINING_MD = Path("docs") / "label_audit_training.md"
+TRAINING_KINDS = {"answer_removed": "unanswerable", "refusal": "answerable"}
 
 
 def draw(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[str, Any]:
@@ -77,9 +86,40 @@ def draw_unanswerable(pairs_dir: str, n: int, seed: int, max_examples: int | Non
                        "reason": ""} for i in sorted(picked)]}
 
 
+def draw_training(pairs_dir: str, n: int, seed: int, max_examples: int | None = None) -> dict[str, Any]:
+    """``n // 2`` random training pairs of each kind of ``TRAINING_KINDS`` (answerable ones only for the
+    over-refusal pairs), in a seeded random order, with the text shown and empty verdicts."""
+    from datasets import load_from_disk
+
+    train = load_from_disk(pairs_dir)["train"]
+    rng = random.Random(seed)
+    picked: list[int] = []
+    for kind, label in TRAINING_KINDS.items():
+        of_kind = [i for i, (s, a) in enumerate(zip(train["source"], train["answerable"], strict=True))
+                   if s == kind and bool(a) == (label == "answerable")]
+        picked += sorted(rng.sample(of_kind, min(n // len(TRAINING_KINDS), len(of_kind))))
+    rng.shuffle(picked)
+    population = {kind: sum(s == kind for s in train["source"]) for kind in TRAINING_KINDS}
+    return {"side": "training", "pairs_dir": pairs_dir, "seed": seed, "population": population,
+            "items": [{"id": f"train-{i}", "doc_id": train[i]["doc_id"], "kind": train[i]["source"],
+                       "label": TRAINING_KINDS[train[i]["source"]], "request": train[i]["request"],
+                       "excerpt": train[i]["document"], "verdict": None, "reason": ""} for i in picked]}
+
+
 def summary(audit: dict[str, Any]) -> dict[str, Any]:
     """Counts per verdict and the share the label holds for (None while a verdict is missing): answerable
     for the answerable side's audit, unanswerable for the other side's (``audit["side"]``)."""
+    if audit.get("side") == "training":
+        verdicts = [it["verdict"] for it in audit["items"]]
+        done = all(v in UNANSWERABLE_VERDICTS for v in verdicts)
+        by_kind = {}
+        for kind in sorted({it["kind"] for it in audit["items"]}):
+            of_kind = [it for it in audit["items"] if it["kind"] == kind]
+            by_kind[kind] = {**{v: sum(it["verdict"] == v for it in of_kind) for v in UNANSWERABLE_VERDICTS},
+                             "label": of_kind[0]["label"],
+                             "share_label_holds": round(sum(it["verdict"] == it["label"] for it in of_kind)
+                                                        / len(of_kind), 4) if done else None}
+        return {"n": len(verdicts), "by_kind": by_kind}
     unanswerable = audit.get("side") == "unanswerable"
     allowed, holds = (UNANSWERABLE_VERDICTS, "unanswerable") if unanswerable else (VERDICTS, "answerable")
     verdicts = [it["verdict"] for it in audit["items"]]
@@ -134,6 +174,31 @@ def render_unanswerable(audit: dict[str, Any]) -> str:
     return "\n".join(lines + item_rows(audit, with_kind=True)) + "\n"
 
 
+def render_training(audit: dict[str, Any]) -> str:
+    """docs/label_audit_training.md from its record."""
+    s = summary(audit)
+    kinds = "; ".join(
+        f"{kind.replace('_', ' ')} (labelled {c['label']}): the label holds for "
+        + (f"**{c['share_label_holds']:.0%}**" if c["share_label_holds"] is not None else "not finished")
+        + f" ({c['unanswerable']} unanswerable, {c['partly']} partly, {c['answerable']} answerable)"
+        for kind, c in s["by_kind"].items())
+    population = ", ".join(f"{kind.replace('_', ' ')} {k}" for kind, k in audit["population"].items())
+    lines = [
+        "# Label audit, the training pairs: does the excerpt the model trains on hold what the label says?", "",
+        "<!-- generated by `python -m tools.label_audit --side training --render` from "
+        "docs/label_audit_training.json; do not edit -->", "",
+        f"{s['n']} training pairs drawn at random (seed {audit['seed']}) from `{audit['pairs_dir']}` (the headline "
+        f"seeds' training split; of its pairs: {population}), half of each kind, shuffled together, each read "
+        f"with the excerpt the pair shows. {audit.get('reviewers', 'Verdicts written by hand.')}",
+        f"By kind: {kinds}.", "",
+        "Why it matters: DPO learns from these labels. An answer-removed excerpt that still answers teaches the "
+        "refusal of an answerable request; an \"answerable\" excerpt that does not hold the answer teaches "
+        "answering without support.", "",
+        "| id | kind | document | request | verdict | reason |", "|---|---|---|---|---|---|",
+    ]
+    return "\n".join(lines + item_rows(audit, with_kind=True)) + "\n"
+
+
 def render(audit: dict[str, Any]) -> str:
     """docs/label_audit.md from the audit record."""
     s = summary(audit)
@@ -166,20 +231,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--max-examples", type=int, default=None, help="EvalConfig.max_examples of the run")
-    parser.add_argument("--side", choices=("answerable", "unanswerable"), default="answerable",
-                        help="which label to audit (default: answerable)")
+    parser.add_argument("--side", choices=("answerable", "unanswerable", "training"), default="answerable",
+                        help="which label to audit (default: the test split's answerable prompts)")
     parser.add_argument("--render", action="store_true", help="only render the page (the default without --draw)")
     args = parser.parse_args(argv)
     from helpers.config import repo_root
 
     root = repo_root()
-    other = args.side == "unanswerable"
-    record, page = (UNANSWERABLE_JSON, UNANSWERABLE_MD) if other else (AUDIT_JSON, AUDIT_MD)
+    record, page, draw_side, render_side = {
+        "answerable": (AUDIT_JSON, AUDIT_MD, draw, render),
+        "unanswerable": (UNANSWERABLE_JSON, UNANSWERABLE_MD, draw_unanswerable, render_unanswerable),
+        "training": (TRAINING_JSON, TRAINING_MD, draw_training, render_training)}[args.side]
     if args.draw:
-        drawn = (draw_unanswerable if other else draw)(args.draw, args.n, args.seed, args.max_examples)
+        drawn = draw_side(args.draw, args.n, args.seed, args.max_examples)
         (root / record).write_text(json.dumps(drawn, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     audit = json.loads((root / record).read_text(encoding="utf-8"))
-    (root / page).write_text((render_unanswerable if other else render)(audit), encoding="utf-8")
+    (root / page).write_text(render_side(audit), encoding="utf-8")
     print(json.dumps(summary(audit)))
     return 0
 
