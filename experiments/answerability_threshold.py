@@ -12,12 +12,15 @@ split in five folds by document; each fold in turn is a pseudo-test, the rest is
 Reads the training split only (the states the select stage caches), never the test split.
 
     python experiments/answerability_threshold.py --pairs outputs/whole/pairs --out results/answerability_threshold.json
+    python experiments/answerability_threshold.py --config configs/local_whole_clean_labels.json \
+        --pairs outputs/whole_clean/pairs --layer 10 --l2 0.01 --out results/answerability_threshold_clean_labels.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 from datetime import datetime, timezone
@@ -51,11 +54,23 @@ def fit(x, items):
     return fit_logistic(head_features(x, items, LAYER, WITH_OVERLAP), torch.tensor([it["answerable"] for it in items]), L2)
 
 
+def set_family(layer: int, l2: float) -> None:
+    """Another head family than the fifth pass's (e.g. the clean-label head's layer 10, L2 0.01)."""
+    global LAYER, L2
+    LAYER, L2 = layer, l2
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default="outputs/whole/pairs")
     parser.add_argument("--out", default=None)
+    parser.add_argument("--config", default=None, help="the pairs' config overlay (its dev split and model budget)")
+    parser.add_argument("--layer", type=int, default=LAYER)
+    parser.add_argument("--l2", type=float, default=L2)
     args = parser.parse_args()
+    if args.config:
+        os.environ["GEMMA_FACTS_CONFIG"] = str(Path(args.config).resolve())
+    set_family(args.layer, args.l2)
 
     import torch
 

@@ -5,8 +5,9 @@ document usually still answers its request (the cut removes the sentences behind
 short answer; a broad FACTS request is answered by others too), while near misses hold, and a request shown
 with another row's document is unanswerable by construction. So the hallucination rate over all three
 kinds mixes right answers into the count. This script pools the recorded per-kind counts of the two kinds
-whose labels hold (near miss + other document) for the base, each DPO seed and the base gated by the
-answerability head.
+whose labels hold (near miss + other document) for the base, each DPO seed and the base gated by each
+recorded answerability head (the stage's on the whole-document pairs; the one fitted and chosen without the
+answer-removed kind, ``results/answerability-head-clean-labels/``).
 
 It reads the committed ``metrics.json`` breakdowns only: no model runs and no test prompt is read again.
 
@@ -28,6 +29,25 @@ from helpers.evaluate.metrics import wilson_ci  # noqa: E402
 
 #: the unanswerable kinds (pair ``source``) whose labels the audit found to hold
 HOLDING_KINDS = ("near_miss", "unrelated_doc")
+CLEAN_HEADS = REPO / "results" / "answerability-head-clean-labels"
+DEFAULT_HEADS = {
+    "base + answerability head": str(REPO / "results" / "answerability-head-stage" / "metrics.json"),
+    **{f"base + answerability head, clean labels, dev seed {seed}": str(CLEAN_HEADS / f"dev-seed-{seed}" / "metrics.json")
+       for seed in (42, 7, 1234)},
+}
+
+
+def spread(sides: dict[str, Any], fields: tuple[str, ...] = ("hallucination_rate", "relative_cut", "over_refusal_rate",
+                                                               "all_kinds_hallucination_rate", "all_kinds_relative_cut")
+           ) -> dict[str, Any]:
+    """Mean, min and max of each field over ``sides`` (the clean-label heads of three dev splits), and how many
+    pass the Banana test."""
+    out: dict[str, Any] = {"runs": list(sides)}
+    for field in fields:
+        values = [side[field] for side in sides.values()]
+        out[field] = {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
+    out["banana_passed"] = sum(side["banana_passed"] for side in sides.values())
+    return out
 
 
 def pooled(by_source: dict[str, Any], kinds: tuple[str, ...] = HOLDING_KINDS) -> dict[str, Any]:
@@ -45,7 +65,8 @@ def pooled(by_source: dict[str, Any], kinds: tuple[str, ...] = HOLDING_KINDS) ->
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", default=str(REPO / "results" / "local-seeds"))
-    parser.add_argument("--head", default=str(REPO / "results" / "answerability-head-stage" / "metrics.json"))
+    parser.add_argument("--head", action="append", metavar="NAME=METRICS", default=None,
+                        help="a gated base's metrics.json (default: every recorded head, DEFAULT_HEADS)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     sides: dict[str, Any] = {}
@@ -53,17 +74,25 @@ def main(argv: list[str] | None = None) -> int:
         metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
         sides.setdefault("base", pooled(metrics["breakdowns"]["base"]["source"]))
         sides[f"aligned {folder.name}"] = {**pooled(metrics["breakdowns"]["aligned"]["source"]),
-                                           "over_refusal_rate": metrics["aligned"]["over_refusal_rate"]["value"]}
-    head = json.loads(Path(args.head).read_text(encoding="utf-8"))["answerability_head"]
-    sides["base + answerability head"] = {**pooled(head["breakdowns"]["source"]),
-                                          "over_refusal_rate": head["base_with_head"]["over_refusal_rate"]["value"]}
+                                           "over_refusal_rate": round(metrics["aligned"]["over_refusal_rate"]["value"], 4)}
+    heads = dict(h.split("=", 1) for h in args.head) if args.head else DEFAULT_HEADS
+    for name, path in heads.items():
+        head = json.loads(Path(path).read_text(encoding="utf-8"))["answerability_head"]
+        sides[name] = {**pooled(head["breakdowns"]["source"]),
+                       "over_refusal_rate": round(head["base_with_head"]["over_refusal_rate"]["value"], 4),
+                       "all_kinds_hallucination_rate": round(head["base_with_head"]["hallucination_rate"]["value"], 4),
+                       "all_kinds_relative_cut": round(head["relative_hallucination_reduction"], 4),
+                       "banana_passed": bool(head["banana"]["passed"])}
     base = sides["base"]["hallucination_rate"]
     for name, side in sides.items():
         if name != "base":
             side["relative_cut"] = round(1 - side["hallucination_rate"] / base, 4) if base else None
-    record = {"kinds": list(HOLDING_KINDS), "sources": [str(Path(args.seeds).relative_to(REPO)),
-                                                        str(Path(args.head).relative_to(REPO))],
+    record = {"kinds": list(HOLDING_KINDS), "sources": [str(Path(args.seeds).resolve().relative_to(REPO)),
+                                                        *(str(Path(p).resolve().relative_to(REPO)) for p in heads.values())],
               "sides": sides}
+    clean = {name: side for name, side in sides.items() if ", clean labels, " in name}
+    if clean:
+        record["clean_label_heads_spread"] = spread(clean)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

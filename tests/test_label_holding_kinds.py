@@ -36,3 +36,11 @@ def test_the_committed_record_is_what_the_script_computes_from_the_committed_met
     assert script.main(["--out", str(out)]) == 0
     capsys.readouterr()
     assert json.loads(out.read_text()) == json.loads((ROOT / "results" / "label_holding_kinds.json").read_text())
+
+
+def test_the_spread_is_over_the_given_runs_and_counts_banana_passes(script):
+    sides = {"a": {"hallucination_rate": 0.1, "banana_passed": True}, "b": {"hallucination_rate": 0.3, "banana_passed": False},
+             "c": {"hallucination_rate": 0.2, "banana_passed": True}}
+    result = script.spread(sides, fields=("hallucination_rate",))
+    assert result["hallucination_rate"] == {"mean": 0.2, "min": 0.1, "max": 0.3}
+    assert result["banana_passed"] == 2 and result["runs"] == ["a", "b", "c"]

@@ -368,3 +368,27 @@ def test_the_label_audit_line_adds_the_unanswerable_side_only_when_it_is_finishe
     assert "70.0% of 30 sampled unanswerable" in line and "answer removed 9 of 15, near miss 12 of 15" in line
     unfinished = {**other, "share_unanswerable": None}
     assert "other side" not in next(x for x in seed_targets(summary, audit, [], 0.0, unfinished) if "label audit" in x)
+
+
+def test_the_clean_label_heads_sentence_reads_the_pooled_record_and_needs_both_files(tmp_path):
+    """The clean-label heads' spread comes from ``label_holding_kinds.json`` (pooled counts) and the base's
+    over-refusal from the first dev split's metrics; with either file missing nothing is rendered."""
+    from tools.readme_results import CLEAN_HEADS_DIR, clean_heads_sentence
+
+    def v(mean, lo, hi):
+        return {"mean": mean, "min": lo, "max": hi}
+
+    (tmp_path / "label_holding_kinds.json").write_text(json.dumps({
+        "sides": {"base": {"hallucination_rate": 0.9}},
+        "clean_label_heads_spread": {"runs": ["a", "b"], "hallucination_rate": v(0.1, 0.05, 0.15),
+                                     "relative_cut": v(0.889, 0.833, 0.944), "over_refusal_rate": v(0.2, 0.1, 0.3),
+                                     "all_kinds_hallucination_rate": v(0.3, 0.2, 0.4),
+                                     "all_kinds_relative_cut": v(0.667, 0.5, 0.8), "banana_passed": 1}}))
+    assert clean_heads_sentence(tmp_path) == ""  # no metrics of the first dev split yet
+    folder = tmp_path / CLEAN_HEADS_DIR / "dev-seed-42"
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"base": {"over_refusal_rate": {"value": 0.05}}}))
+    sentence = clean_heads_sentence(tmp_path)
+    assert "2 dev splits" in sentence and "Banana test 1 of 2" in sentence
+    assert "**10.0%** [5.0%, 15.0%] on the kinds whose labels hold" in sentence and "base 90.0%" in sentence
+    assert "over-refusal **20.0%** [10.0%, 30.0%] (base 5.0%)" in sentence

@@ -372,6 +372,8 @@ def render_results_doc(results_dir: Path | None = None) -> str:
     if head_stage_sentence(results_dir):
         parts += ["## The answerability head as a pipeline stage (base model, no DPO)", "",
                   head_stage_sentence(results_dir).strip().replace("](results/", f"]({up}results/"), ""]
+    if clean_heads_sentence(results_dir):
+        parts += [clean_heads_sentence(results_dir).strip().replace("](results/", f"]({up}results/"), ""]
     if (results_dir / ARCHIVED_TUNING).exists():
         parts += _tuning_section(results_dir / ARCHIVED_TUNING, f"results/{ARCHIVED_TUNING.as_posix()}")
     bench = _load(results_dir / "bench.json")
@@ -536,7 +538,7 @@ def answerability_head_line(results_dir: Path) -> str:
             f"**{_pct(over)}**, refusal gap **{_gap(refusal_gap(halluc, over))}**, grounded accuracy "
             f"{_pct(head['grounded_accuracy']['value'])}; Banana test {banana} "
             f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`)."
-            + head_stage_sentence(results_dir))
+            + head_stage_sentence(results_dir) + clean_heads_sentence(results_dir))
 
 
 HEAD_STAGE_DIR = "answerability-head-stage"
@@ -559,6 +561,33 @@ def head_stage_sentence(results_dir: Path) -> str:
             f"{_pct(result['relative_hallucination_reduction'])}), over-refusal **{_pct(over)}**, refusal gap "
             f"**{_gap(refusal_gap(halluc, over))}**, Banana test {'passes' if result['banana']['passed'] else 'fails'}"
             f"{_held_clause(metrics)} ([`results/{HEAD_STAGE_DIR}/`](results/{HEAD_STAGE_DIR}/)).")
+
+
+CLEAN_HEADS_DIR = "answerability-head-clean-labels"
+
+
+def clean_heads_sentence(results_dir: Path) -> str:
+    """The head fitted and chosen without the answer-removed kind, on three dev splits, each read once
+    (``results/answerability-head-clean-labels/``), as pooled by ``experiments/label_holding_kinds.py``."""
+    kinds = _load(results_dir / "label_holding_kinds.json")
+    spread = (kinds or {}).get("clean_label_heads_spread")
+    first = _load(results_dir / CLEAN_HEADS_DIR / "dev-seed-42" / "metrics.json")
+    if not spread or not first:
+        return ""
+
+    def sp(field: str) -> str:
+        v = spread[field]
+        return f"**{_pct(v['mean'])}** [{_pct(v['min'])}, {_pct(v['max'])}]"
+
+    runs = len(spread["runs"])
+    return (f" Fitted and chosen **without the mislabelled answer-removed kind** (`configs/local_whole_clean_labels.json`, "
+            f"the same two commands; {runs} dev splits, `--set train.dev_seed=42|7|1234`, each read once), the head gives "
+            f"hallucination {sp('all_kinds_hallucination_rate')} on all kinds (cut {_pct(spread['all_kinds_relative_cut']['mean'])}) "
+            f"and {sp('hallucination_rate')} on the kinds whose labels hold (near miss + another document; base "
+            f"{_pct(kinds['sides']['base']['hallucination_rate'])}, cut {sp('relative_cut')}), over-refusal "
+            f"{sp('over_refusal_rate')} (base {_pct(first['base']['over_refusal_rate']['value'])}), Banana test "
+            f"{spread['banana_passed']} of {runs} ([`results/{CLEAN_HEADS_DIR}/`](results/{CLEAN_HEADS_DIR}/), "
+            f"`python experiments/label_holding_kinds.py --out results/label_holding_kinds.json`).")
 
 
 def _held_clause(metrics: dict[str, Any]) -> str:

@@ -1,0 +1,199 @@
+"""Dev diagnostic: does the document explain the request? Request surprisal as an answerability feature.
+
+The answerability head (fourth and fifth passes of issue 16) reads the base model's state at the last prompt
+token and catches another document's request well but only about half of the near misses (a request whose
+subject is swapped for one the document lacks). A near miss has a tell the last state may blur: a word of
+the request that the document does not explain. The prompt puts the request after the document, so the
+forward pass the head already makes also scores every request token given the document. Beside it, a short
+pass over the same prompt with an empty document scores the request alone. Per request token:
+
+* surprisal given the document, ``-log p(token | document, earlier request tokens)``;
+* pointwise mutual information, ``log p(token | document) - log p(token | no document)``: what reading the
+  document bought for that token (an entity the document names is copied; one it lacks is not).
+
+Summaries (mean, max, mean of the three largest surprisals; mean and min PMI; the share of tokens the
+document made likelier) go to the same logistic regression as the head, alone and beside the head's
+features. Fit: the training documents outside dev; scored on the dev documents the head is chosen on (the
+select stage's ``choose_head`` split). Reports dev AUC by feature set, by unanswerable kind, and the rates of
+a refuse-or-answer dial held to the over-refusal budget (base + 5 points), its cut set with one dev document
+left out at a time. Reads the training split only, never the test split.
+
+    python experiments/request_surprisal.py --config configs/local_whole_documents.json \\
+        --pairs outputs/whole/pairs --out results/request_surprisal.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from refusal_dial import dial_rates, doc_auc  # noqa: E402
+
+SURPRISAL_NAMES = ("mean surprisal", "max surprisal", "top-3 surprisal", "mean PMI", "min PMI", "share PMI > 0")
+L2S = (1e-2, 1e-1, 1.0)
+
+
+def request_token_logps(model, tokenizer, messages: list[dict], request: str, prompt_format: str,
+                        hidden: bool) -> tuple[list[float], object]:
+    """Log-probabilities of the request's tokens in the rendered prompt (and, if ``hidden``, the last prompt
+    token's hidden state at every layer, the head's input), one forward pass."""
+    import torch
+
+    from helpers.prompts import render_prompt
+
+    text = render_prompt(messages, prompt_format, tokenizer)
+    start = text.rindex(request.strip())
+    end = start + len(request.strip())
+    enc = tokenizer(text, add_special_tokens=(prompt_format == "plain"), return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    # every token that overlaps the request: its first token usually carries the space before it (" Which")
+    span = [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
+    if not span or span[0] == 0:
+        raise ValueError(f"request tokens not found in the rendered prompt: {request[:60]!r}")
+    keep = len(ids) - (span[0] - 1)  # logits from the position before the first request token to the end
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=hidden,
+                    logits_to_keep=keep)
+    logp = out.logits[0].float().log_softmax(-1)
+    first = len(ids) - keep
+    values = [logp[i - 1 - first, ids[i]].item() for i in span]
+    state = torch.stack([h[0, -1].float().cpu() for h in out.hidden_states]) if hidden else None
+    return values, state
+
+
+def surprisal_summary(with_doc: list[float], without_doc: list[float]) -> list[float]:
+    """The six summaries of ``SURPRISAL_NAMES`` from the request tokens' log-probabilities with and without
+    the document (same tokens: the request is tokenised alike after ``USER REQUEST:``)."""
+    n = min(len(with_doc), len(without_doc))
+    cond = [-v for v in with_doc[:n]]
+    pmi = [a - b for a, b in zip(with_doc[:n], without_doc[:n], strict=True)]
+    top = sorted(cond, reverse=True)[:3]
+    return [sum(cond) / n, max(cond), sum(top) / len(top), sum(pmi) / n, min(pmi), sum(p > 0 for p in pmi) / n]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=None, help="the run's config overlay (its dev split, the model budget)")
+    parser.add_argument("--pairs", required=True)
+    parser.add_argument("--base-over-refusal", type=float, default=0.0,
+                        help="the base's greedy over-refusal; the dial's budget is it + 5 points")
+    parser.add_argument("--work", default="outputs/request_surprisal")
+    parser.add_argument("--out", default=None)
+    parser.add_argument("--limit", type=int, default=None, help="at most this many fit prompts (timing runs)")
+    parser.add_argument("--dev-seed", type=int, default=None, help="another dev split (TrainConfig.dev_seed)")
+    args = parser.parse_args()
+    if args.config:
+        os.environ["GEMMA_FACTS_CONFIG"] = str(Path(args.config).resolve())
+
+    import torch
+    from tqdm.auto import tqdm
+
+    from helpers.config import ModelConfig, TrainConfig, config_for
+    from helpers.evaluate.answerability_head import auc, fit_logistic, head_features
+    from helpers.evaluate.run import eval_items
+    from helpers.models import load_model_and_tokenizer
+    from helpers.prompts import build_messages
+    from helpers.train.dpo import dev_documents, dev_split, load_pairs
+    from helpers.train.report import code_revision
+
+    started = time.perf_counter()
+    train_cfg = config_for(TrainConfig, "local", **({"dev_seed": args.dev_seed} if args.dev_seed is not None else {}))
+    model_cfg = config_for(ModelConfig, "local")
+    fit_rows, dev_rows = dev_split(load_pairs(args.pairs)["train"], dev_documents(train_cfg), train_cfg.dev_seed)
+    fit_items, dev_items = eval_items(list(fit_rows), set_name="fit"), eval_items(list(dev_rows), set_name="dev")
+    if args.limit:
+        fit_items = fit_items[: args.limit]
+    model, tokenizer = load_model_and_tokenizer(model_cfg)
+    model.eval()
+    work = Path(args.work)
+    work.mkdir(parents=True, exist_ok=True)
+
+    def features(items, name):
+        rows = []
+        for it in tqdm(items, desc=f"{name} prompts"):
+            key = hashlib.sha256(json.dumps(it["prompt"]).encode()).hexdigest()[:24]
+            path = work / f"{key}.pt"
+            if not path.exists():
+                with_doc, state = request_token_logps(model, tokenizer, it["prompt"], it["request"],
+                                                      model_cfg.prompt_format, hidden=True)
+                empty = build_messages("", it["request"], it["system_instruction"] or None)
+                without_doc, _ = request_token_logps(model, tokenizer, empty, it["request"], model_cfg.prompt_format,
+                                                     hidden=False)
+                tmp = path.with_suffix(".tmp")
+                torch.save({"state": state, "surprisal": surprisal_summary(with_doc, without_doc)}, tmp)
+                tmp.replace(path)
+            rows.append(torch.load(path))
+        return torch.stack([r["state"] for r in rows]), torch.tensor([r["surprisal"] for r in rows])
+
+    fit_states, fit_sur = features(fit_items, "fit")
+    dev_states, dev_sur = features(dev_items, "dev")
+    y_fit = torch.tensor([bool(it["answerable"]) for it in fit_items])
+    y_dev = [bool(it["answerable"]) for it in dev_items]
+
+    def design(states, sur, items, layer, kind):
+        if kind == "surprisal":
+            return torch.cat([sur, head_features(states, items, 0, True)[:, -1:]], 1)  # + overlap share
+        base = head_features(states, items, layer, kind != "state")
+        return torch.cat([base, sur], 1) if kind == "state+overlap+surprisal" else base
+
+    kinds = ("state", "state+overlap", "surprisal", "state+overlap+surprisal")
+    table, best = {}, {}
+    for kind in kinds:
+        for layer in (range(fit_states.shape[1]) if kind != "surprisal" else [0]):
+            for l2 in L2S:
+                score = fit_logistic(design(fit_states, fit_sur, fit_items, layer, kind), y_fit, l2)
+                dev_scores = score(design(dev_states, dev_sur, dev_items, layer, kind)).tolist()
+                value = auc([s for s, a in zip(dev_scores, y_dev, strict=True) if a],
+                            [s for s, a in zip(dev_scores, y_dev, strict=True) if not a]) or 0.0
+                table[f"{kind}/{layer}/l2={l2}"] = value
+                if kind not in best or (value, -layer, -l2) > best[kind][0]:
+                    best[kind] = ((value, -layer, -l2), layer, l2, [-s for s in dev_scores])  # high = refuse
+
+    def by_kind(scores):  # each unanswerable kind against all answerable prompts
+        out = {}
+        ans = [s for s, it in zip(scores, dev_items, strict=True) if it["answerable"]]
+        for kind in sorted({"+".join(it["source"]) for it in dev_items if not it["answerable"]}):
+            una = [s for s, it in zip(scores, dev_items, strict=True)
+                   if not it["answerable"] and "+".join(it["source"]) == kind]
+            out[kind] = {"n": len(una), "auc": auc(una, ans)}
+        return out
+
+    single = {name: [row[i] for row in dev_sur.tolist()] for i, name in enumerate(SURPRISAL_NAMES)}
+    budget = args.base_over_refusal + 0.05
+    record = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python experiments/request_surprisal.py " + " ".join(sys.argv[1:]),
+        "code": code_revision(), "pairs": args.pairs,
+        "fit": {"answerable": int(y_fit.sum()), "unanswerable": int((~y_fit).sum())},
+        "dev": {"documents": len({it["doc_id"] for it in dev_items}), "answerable": sum(y_dev),
+                "unanswerable": len(y_dev) - sum(y_dev)},
+        "rule": "per feature set, the highest dev AUC over layers x L2 (ties: lower layer, smaller L2); the dial "
+                f"refuses the most unanswerable dev prompts with at most {budget:.1%} of the answerable refused, its "
+                "cut set on the other dev documents (leave one document out)",
+        "single_feature_dev_auc (unanswerable higher; below 0.5: lower)": {
+            name: auc([v for v, a in zip(vals, y_dev, strict=True) if not a],
+                      [v for v, a in zip(vals, y_dev, strict=True) if a]) for name, vals in single.items()},
+        "feature_sets": {kind: {"layer": layer if kind != "surprisal" else None, "l2": l2, **doc_auc(scores, dev_items),
+                                "by_kind": by_kind(scores), "dial_at_budget": dial_rates(scores, dev_items, budget)}
+                         for kind, (_, layer, l2, scores) in best.items()},
+        "dev_auc_by_candidate": table,
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps({k: v for k, v in record.items() if k != "dev_auc_by_candidate"}, indent=2))
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
