@@ -43,25 +43,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "experiments"))
+
+from answerability_probe import features, prompt_key  # noqa: E402
 
 BUDGET = 0.05  # the issue's over-refusal target: at most base + 5 points
 BOOTSTRAP = 2000
 
 
 def refusal_logp(model, tokenizer, item: dict, prompt_format: str) -> float:
-    """The refusal sentence's mean token log-probability after the prompt (as the probe experiment reads it)."""
-    import torch
-
-    from helpers.prompts import REFUSAL, render_prompt
-
-    text = render_prompt(item["prompt"], prompt_format, tokenizer)
-    prompt_ids = tokenizer(text, add_special_tokens=(prompt_format == "plain"))["input_ids"]
-    refusal_ids = tokenizer(REFUSAL, add_special_tokens=False)["input_ids"]
-    ids = torch.tensor([prompt_ids + refusal_ids], device=model.device)
-    with torch.inference_mode():  # the vocabulary's logits only where they score the refusal
-        out = model(input_ids=ids, logits_to_keep=len(refusal_ids) + 1)
-    logits = out.logits[0, :len(refusal_ids)].float().log_softmax(-1)
-    return logits.gather(1, torch.tensor(refusal_ids)[:, None]).mean().item()
+    """The refusal sentence's mean token log-probability after the prompt: the probe experiment's reading
+    (``answerability_probe.features``, whose positions its test checks), one forward pass."""
+    return features(model, tokenizer, item, prompt_format)["refusal_logp"]
 
 
 def doc_auc(scores: list[float], items: list[dict], seed: int = 0) -> dict:
@@ -155,7 +148,7 @@ def main() -> int:
         out = []
         with side_of(model, side):
             for it in tqdm(items, desc=f"refusal log-prob ({tag})"):
-                key = hashlib.sha256(json.dumps([it["doc_id"], it["request"], it["answerable"]]).encode()).hexdigest()[:16]
+                key = prompt_key(it)
                 if key not in done:
                     done[key] = refusal_logp(model, tokenizer, it, model_cfg.prompt_format)
                     path.parent.mkdir(parents=True, exist_ok=True)

@@ -99,7 +99,7 @@ def main() -> int:
     from tqdm.auto import tqdm
 
     from helpers.config import ModelConfig, TrainConfig, config_for
-    from helpers.evaluate.answerability_head import auc, fit_logistic, head_features
+    from helpers.evaluate.answerability_head import auc, fit_logistic, head_features, overlap_shares
     from helpers.evaluate.run import eval_items
     from helpers.models import load_model_and_tokenizer
     from helpers.prompts import build_messages
@@ -140,10 +140,12 @@ def main() -> int:
     y_fit = torch.tensor([bool(it["answerable"]) for it in fit_items])
     y_dev = [bool(it["answerable"]) for it in dev_items]
 
-    def design(states, sur, items, layer, kind):
+    fit_share, dev_share = overlap_shares(fit_items), overlap_shares(dev_items)  # once, not per candidate
+
+    def design(states, sur, items, share, layer, kind):
         if kind == "surprisal":
-            return torch.cat([sur, head_features(states, items, 0, True)[:, -1:]], 1)  # + overlap share
-        base = head_features(states, items, layer, kind != "state")
+            return torch.cat([sur, share], 1)  # + overlap share
+        base = head_features(states, items, layer, kind != "state", share)
         return torch.cat([base, sur], 1) if kind == "state+overlap+surprisal" else base
 
     kinds = ("state", "state+overlap", "surprisal", "state+overlap+surprisal")
@@ -151,8 +153,8 @@ def main() -> int:
     for kind in kinds:
         for layer in (range(fit_states.shape[1]) if kind != "surprisal" else [0]):
             for l2 in L2S:
-                score = fit_logistic(design(fit_states, fit_sur, fit_items, layer, kind), y_fit, l2)
-                dev_scores = score(design(dev_states, dev_sur, dev_items, layer, kind)).tolist()
+                score = fit_logistic(design(fit_states, fit_sur, fit_items, fit_share, layer, kind), y_fit, l2)
+                dev_scores = score(design(dev_states, dev_sur, dev_items, dev_share, layer, kind)).tolist()
                 value = auc([s for s, a in zip(dev_scores, y_dev, strict=True) if a],
                             [s for s, a in zip(dev_scores, y_dev, strict=True) if not a]) or 0.0
                 table[f"{kind}/{layer}/l2={l2}"] = value

@@ -41,6 +41,7 @@ __all__ = [
     "head_features",
     "head_path",
     "overlap",
+    "overlap_shares",
     "prompt_states",
     "youden_threshold",
 ]
@@ -208,15 +209,24 @@ class AnswerabilityHead:
         return cls(**{**data, "score": LinearScore(**data["score"])})
 
 
-def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with_overlap: bool) -> Any:
-    """What a head of this layer reads: the state at ``layer``, and the overlap share beside it if asked."""
+def overlap_shares(items: Sequence[dict[str, Any]]) -> Any:
+    """The overlap share of each item, as a ``(items, 1)`` column (``overlap``)."""
+    import torch
+
+    return torch.tensor([[overlap(it["request"], it["document"])] for it in items])
+
+
+def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with_overlap: bool,
+                  shares: Any = None) -> Any:
+    """What a head of this layer reads: the state at ``layer``, and the overlap share beside it if asked.
+    ``shares``: ``overlap_shares(items)`` computed once by a caller that reads many layers (it scans every
+    document's words)."""
     import torch
 
     x = states[:, layer]
     if not with_overlap:
         return x
-    shares = torch.tensor([[overlap(it["request"], it["document"])] for it in items])
-    return torch.cat([x, shares], 1)
+    return torch.cat([x, overlap_shares(items) if shares is None else shares], 1)
 
 
 def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items: Sequence[dict[str, Any]],
@@ -234,11 +244,12 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                          f"({sum(y_dev)} / {len(y_dev)})")
     table: dict[str, float | None] = {}
     best: tuple | None = None
+    fit_shares, dev_shares = overlap_shares(fit_items), overlap_shares(dev_items)
     for layer in range(fit_states.shape[1]):
         for with_overlap in (False, True):
             for l2 in l2s:
-                score = fit_logistic(head_features(fit_states, fit_items, layer, with_overlap), y_fit, l2)
-                dev_scores = score(head_features(dev_states, dev_items, layer, with_overlap)).tolist()
+                score = fit_logistic(head_features(fit_states, fit_items, layer, with_overlap, fit_shares), y_fit, l2)
+                dev_scores = score(head_features(dev_states, dev_items, layer, with_overlap, dev_shares)).tolist()
                 value = auc([s for s, a in zip(dev_scores, y_dev, strict=True) if a],
                             [s for s, a in zip(dev_scores, y_dev, strict=True) if not a]) or 0.0
                 table[f"{layer}/{'state+overlap' if with_overlap else 'state'}/l2={l2}"] = value
