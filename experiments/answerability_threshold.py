@@ -5,15 +5,22 @@ than dev (62.5% of unanswerable refused on test, 81% on dev). Here the training 
 split in five folds by document; each fold in turn is a pseudo-test, the rest is the fit, and the head
 (the dev choice's family: layer 7, state + overlap share, L2 0.1) is thresholded three ways:
 
-* A: as the pipeline does, the largest refusal gap on the dev prompts;
-* B: the largest refusal gap on out-of-fold scores over fit + dev (five document folds), refitted on both;
-* C: as B, but the cut that refuses at most a budget (2-5%) of the answerable out-of-fold prompts.
+* A: the largest refusal gap on the dev prompts (``TrainConfig.answerability_threshold="dev_largest_gap"``);
+* B: the largest refusal gap on out-of-fold scores over fit + dev (five document folds), refitted on both
+  (``"out_of_fold_largest_gap"``; the package's ``out_of_fold_scores``);
+* C: as B, but the cut that refuses at most a budget (2-5%) of the answerable out-of-fold prompts
+  (``"out_of_fold_budget"``; ``budget_threshold``).
+
+With ``--surprisal`` the family reads the request surprisal beside the state and the overlap share
+(``TrainConfig.answerability_surprisal``).
 
 Reads the training split only (the states the select stage caches), never the test split.
 
     python experiments/answerability_threshold.py --pairs outputs/whole/pairs --out results/answerability_threshold.json
     python experiments/answerability_threshold.py --config configs/local_whole_clean_labels.json \
         --pairs outputs/whole_clean/pairs --layer 10 --l2 0.01 --out results/answerability_threshold_clean_labels.json
+    python experiments/answerability_threshold.py --config configs/local_whole_clean_labels.json \
+        --pairs outputs/whole_clean/pairs --layer L --l2 X --surprisal --out results/answerability_threshold_surprisal.json
 """
 
 from __future__ import annotations
@@ -21,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +35,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from helpers.evaluate.answerability_head import fit_logistic, head_features, youden_threshold  # noqa: E402
+from helpers.evaluate.answerability_head import (  # noqa: E402
+    budget_threshold,
+    document_folds,
+    fit_logistic,
+    head_features,
+    out_of_fold_scores,
+    youden_threshold,
+)
 
 LAYER, WITH_OVERLAP, L2 = 7, True, 0.1
 BUDGETS = (0.02, 0.03, 0.04, 0.05)
@@ -42,16 +55,15 @@ def rates(scores, items, cut):
     return sum(ans) / len(ans), sum(una) / len(una)
 
 
-def doc_folds(items, k, seed):
-    docs = sorted({it["doc_id"] for it in items})
-    random.Random(seed).shuffle(docs)
-    return [set(docs[i::k]) for i in range(k)]
+def design(x, items, sur=None):
+    """The family's features: the state at LAYER, the overlap share, and the request surprisal when given."""
+    return head_features(x, items, LAYER, WITH_OVERLAP, surprisal=sur)
 
 
-def fit(x, items):
+def fit(x, items, sur=None):
     import torch
 
-    return fit_logistic(head_features(x, items, LAYER, WITH_OVERLAP), torch.tensor([it["answerable"] for it in items]), L2)
+    return fit_logistic(design(x, items, sur), torch.tensor([it["answerable"] for it in items]), L2)
 
 
 def set_family(layer: int, l2: float) -> None:
@@ -67,6 +79,8 @@ def main() -> int:
     parser.add_argument("--config", default=None, help="the pairs' config overlay (its dev split and model budget)")
     parser.add_argument("--layer", type=int, default=LAYER)
     parser.add_argument("--l2", type=float, default=L2)
+    parser.add_argument("--surprisal", action="store_true",
+                        help="the family reads the request surprisal too (TrainConfig.answerability_surprisal)")
     args = parser.parse_args()
     if args.config:
         os.environ["GEMMA_FACTS_CONFIG"] = str(Path(args.config).resolve())
@@ -75,7 +89,7 @@ def main() -> int:
     import torch
 
     from helpers.config import ModelConfig, TrainConfig, config_for
-    from helpers.evaluate.answerability_head import prompt_states
+    from helpers.evaluate.answerability_head import prompt_features
     from helpers.evaluate.run import eval_items
     from helpers.models import load_model_and_tokenizer
     from helpers.train.dpo import dev_split, load_pairs
@@ -85,40 +99,39 @@ def main() -> int:
     fit_rows, dev_rows = dev_split(load_pairs(args.pairs)["train"], train_cfg.select_dev_documents, train_cfg.dev_seed)
     fit_items, dev_items = eval_items(list(fit_rows), set_name="fit"), eval_items(list(dev_rows), set_name="dev")
     model, tokenizer = load_model_and_tokenizer(model_cfg)  # states come from the select stage's cache when there
-    x_fit = prompt_states(model, tokenizer, fit_items, model_cfg, desc="fit prompts")
-    x_dev = prompt_states(model, tokenizer, dev_items, model_cfg, desc="dev prompts")
+    x_fit, s_fit = prompt_features(model, tokenizer, fit_items, model_cfg, surprisal=args.surprisal, desc="fit prompts")
+    x_dev, s_dev = prompt_features(model, tokenizer, dev_items, model_cfg, surprisal=args.surprisal, desc="dev prompts")
     y_dev = [it["answerable"] for it in dev_items]
 
+    def take(idx):  # the fit prompts' states and surprisal at these positions
+        return x_fit[idx], (s_fit[idx] if s_fit is not None else None)
+
     per_fold: dict[str, list] = {}
-    for held in doc_folds(fit_items, 5, 0):
+    for held in document_folds(fit_items, 5, seed=0):
         tr = [i for i, it in enumerate(fit_items) if it["doc_id"] not in held]
         te = [i for i, it in enumerate(fit_items) if it["doc_id"] in held]
         tr_items, te_items = [fit_items[i] for i in tr], [fit_items[i] for i in te]
-        score = fit(x_fit[tr], tr_items)
-        cut_a, _ = youden_threshold(score(head_features(x_dev, dev_items, LAYER, WITH_OVERLAP)).tolist(), y_dev)
-        per_fold.setdefault("A_dev_largest_gap", []).append(
-            rates(score(head_features(x_fit[te], te_items, LAYER, WITH_OVERLAP)).tolist(), te_items, cut_a))
-        all_items, x_all = tr_items + dev_items, torch.cat([x_fit[tr], x_dev])
-        oof = [0.0] * len(all_items)
-        for group in doc_folds(all_items, 5, 1):
-            a = [i for i, it in enumerate(all_items) if it["doc_id"] not in group]
-            b = [i for i, it in enumerate(all_items) if it["doc_id"] in group]
-            part = fit(x_all[a], [all_items[i] for i in a])
-            for i, v in zip(b, part(head_features(x_all[b], [all_items[i] for i in b], LAYER, WITH_OVERLAP)).tolist(),
-                            strict=True):
-                oof[i] = v
-        final = fit(x_all, all_items)
-        te_scores = final(head_features(x_fit[te], te_items, LAYER, WITH_OVERLAP)).tolist()
-        cut_b, _ = youden_threshold(oof, [it["answerable"] for it in all_items])
+        (x_tr, s_tr), (x_te, s_te) = take(tr), take(te)
+        score = fit(x_tr, tr_items, s_tr)
+        cut_a, _ = youden_threshold(score(design(x_dev, dev_items, s_dev)).tolist(), y_dev)
+        te_x = design(x_te, te_items, s_te)
+        per_fold.setdefault("A_dev_largest_gap", []).append(rates(score(te_x).tolist(), te_items, cut_a))
+        # B and C: the package's out-of-fold rules (choose_head's out_of_fold_largest_gap / out_of_fold_budget)
+        all_items = tr_items + dev_items
+        x_all = torch.cat([design(x_tr, tr_items, s_tr), design(x_dev, dev_items, s_dev)])
+        y_all = [it["answerable"] for it in all_items]
+        oof = out_of_fold_scores(x_all, all_items, L2)
+        final = fit_logistic(x_all, torch.tensor(y_all), L2)
+        te_scores = final(te_x).tolist()
+        cut_b, _ = youden_threshold(oof, y_all)
         per_fold.setdefault("B_out_of_fold_largest_gap", []).append(rates(te_scores, te_items, cut_b))
-        ans = sorted(v for v, it in zip(oof, all_items, strict=True) if it["answerable"])
         for budget in BUDGETS:
-            k = int(budget * len(ans))
-            cut = (ans[k - 1] + ans[k]) / 2 if k else ans[0] - 1e-6
+            cut, _ = budget_threshold(oof, y_all, budget)
             per_fold.setdefault(f"C_out_of_fold_budget_{budget}", []).append(rates(te_scores, te_items, cut))
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "python experiments/answerability_threshold.py " + " ".join(sys.argv[1:]),
-              "code": code_revision(), "head": {"layer": LAYER, "with_overlap": WITH_OVERLAP, "l2": L2},
+              "code": code_revision(), "head": {"layer": LAYER, "with_overlap": WITH_OVERLAP, "l2": L2,
+                       "with_surprisal": args.surprisal},
               "pseudo_test": "five folds of the training documents outside dev, by document", "rules": {}}
     for rule, folds in per_fold.items():
         over = sum(f[0] for f in folds) / len(folds)

@@ -25,7 +25,6 @@ left out at a time. Reads the training split only, never the test split.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -39,46 +38,12 @@ sys.path.insert(0, str(REPO / "experiments"))
 
 from refusal_dial import dial_rates, doc_auc  # noqa: E402
 
-SURPRISAL_NAMES = ("mean surprisal", "max surprisal", "top-3 surprisal", "mean PMI", "min PMI", "share PMI > 0")
+from helpers.evaluate.answerability_head import (  # noqa: E402  (the package's features; this script compares them)
+    SURPRISAL_NAMES,
+    prompt_features,
+)
+
 L2S = (1e-2, 1e-1, 1.0)
-
-
-def request_token_logps(model, tokenizer, messages: list[dict], request: str, prompt_format: str,
-                        hidden: bool) -> tuple[list[float], object]:
-    """Log-probabilities of the request's tokens in the rendered prompt (and, if ``hidden``, the last prompt
-    token's hidden state at every layer, the head's input), one forward pass."""
-    import torch
-
-    from helpers.prompts import render_prompt
-
-    text = render_prompt(messages, prompt_format, tokenizer)
-    start = text.rindex(request.strip())
-    end = start + len(request.strip())
-    enc = tokenizer(text, add_special_tokens=(prompt_format == "plain"), return_offsets_mapping=True)
-    ids, offsets = enc["input_ids"], enc["offset_mapping"]
-    # every token that overlaps the request: its first token usually carries the space before it (" Which")
-    span = [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
-    if not span or span[0] == 0:
-        raise ValueError(f"request tokens not found in the rendered prompt: {request[:60]!r}")
-    keep = len(ids) - (span[0] - 1)  # logits from the position before the first request token to the end
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=hidden,
-                    logits_to_keep=keep)
-    logp = out.logits[0].float().log_softmax(-1)
-    first = len(ids) - keep
-    values = [logp[i - 1 - first, ids[i]].item() for i in span]
-    state = torch.stack([h[0, -1].float().cpu() for h in out.hidden_states]) if hidden else None
-    return values, state
-
-
-def surprisal_summary(with_doc: list[float], without_doc: list[float]) -> list[float]:
-    """The six summaries of ``SURPRISAL_NAMES`` from the request tokens' log-probabilities with and without
-    the document (same tokens: the request is tokenised alike after ``USER REQUEST:``)."""
-    n = min(len(with_doc), len(without_doc))
-    cond = [-v for v in with_doc[:n]]
-    pmi = [a - b for a, b in zip(with_doc[:n], without_doc[:n], strict=True)]
-    top = sorted(cond, reverse=True)[:3]
-    return [sum(cond) / n, max(cond), sum(top) / len(top), sum(pmi) / n, min(pmi), sum(p > 0 for p in pmi) / n]
 
 
 def main() -> int:
@@ -87,7 +52,6 @@ def main() -> int:
     parser.add_argument("--pairs", required=True)
     parser.add_argument("--base-over-refusal", type=float, default=0.0,
                         help="the base's greedy over-refusal; the dial's budget is it + 5 points")
-    parser.add_argument("--work", default="outputs/request_surprisal")
     parser.add_argument("--out", default=None)
     parser.add_argument("--limit", type=int, default=None, help="at most this many fit prompts (timing runs)")
     parser.add_argument("--dev-seed", type=int, default=None, help="another dev split (TrainConfig.dev_seed)")
@@ -96,13 +60,11 @@ def main() -> int:
         os.environ["GEMMA_FACTS_CONFIG"] = str(Path(args.config).resolve())
 
     import torch
-    from tqdm.auto import tqdm
 
     from helpers.config import ModelConfig, TrainConfig, config_for
     from helpers.evaluate.answerability_head import auc, fit_logistic, head_features, overlap_shares
     from helpers.evaluate.run import eval_items
     from helpers.models import load_model_and_tokenizer
-    from helpers.prompts import build_messages
     from helpers.train.dpo import dev_documents, dev_split, load_pairs
     from helpers.train.report import code_revision
 
@@ -115,25 +77,9 @@ def main() -> int:
         fit_items = fit_items[: args.limit]
     model, tokenizer = load_model_and_tokenizer(model_cfg)
     model.eval()
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
 
-    def features(items, name):
-        rows = []
-        for it in tqdm(items, desc=f"{name} prompts"):
-            key = hashlib.sha256(json.dumps(it["prompt"]).encode()).hexdigest()[:24]
-            path = work / f"{key}.pt"
-            if not path.exists():
-                with_doc, state = request_token_logps(model, tokenizer, it["prompt"], it["request"],
-                                                      model_cfg.prompt_format, hidden=True)
-                empty = build_messages("", it["request"], it["system_instruction"] or None)
-                without_doc, _ = request_token_logps(model, tokenizer, empty, it["request"], model_cfg.prompt_format,
-                                                     hidden=False)
-                tmp = path.with_suffix(".tmp")
-                torch.save({"state": state, "surprisal": surprisal_summary(with_doc, without_doc)}, tmp)
-                tmp.replace(path)
-            rows.append(torch.load(path))
-        return torch.stack([r["state"] for r in rows]), torch.tensor([r["surprisal"] for r in rows])
+    def features(items, name):  # the package's features and cache (the select stage's, with the surprisal)
+        return prompt_features(model, tokenizer, items, model_cfg, surprisal=True, desc=f"{name} prompts")
 
     fit_states, fit_sur = features(fit_items, "fit")
     dev_states, dev_sur = features(dev_items, "dev")

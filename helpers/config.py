@@ -316,6 +316,14 @@ class TrainConfig:
     # fitted on the training documents outside dev, chosen on the dev documents, saved beside the adapter; evaluation
     # then reports the base answers it gates. Costs one forward pass per training prompt (cached per prompt).
     answerability_head: bool = False
+    # The head may also read the request's surprisal given the document (one more short pass per prompt; a near
+    # miss's swapped subject is a token the document does not explain), offered beside the state in the dev choice.
+    answerability_surprisal: bool = False
+    # Its threshold: "dev_largest_gap" (the dev split's largest refusal gap), or the chosen family refitted on fit +
+    # dev and cut on out-of-fold scores over both: "out_of_fold_largest_gap", or "out_of_fold_budget" (refuse at
+    # most answerability_budget of the answerable prompts). helpers.evaluate.answerability_head.choose_head.
+    answerability_threshold: str = "dev_largest_gap"
+    answerability_budget: float = 0.05
     max_grad_norm: float = 1.0
     # Any other field of trl.DPOConfig, passed to it unchanged (e.g. {"weight_decay": 0.01,
     # "label_smoothing": 0.1}). A field this config names itself (beta, learning_rate, ...) is set there, so
@@ -357,6 +365,11 @@ class TrainConfig:
         if self.answerability_head and not (self.select_dev_documents or self.eval_dev_documents):
             raise ValueError("TrainConfig.answerability_head needs dev documents to choose the head on: set "
                              "select_dev_documents (or eval_dev_documents) > 0")
+        if self.answerability_threshold not in ("dev_largest_gap", "out_of_fold_largest_gap", "out_of_fold_budget"):
+            raise ValueError("TrainConfig.answerability_threshold must be 'dev_largest_gap', 'out_of_fold_largest_gap' "
+                             f"or 'out_of_fold_budget', got {self.answerability_threshold!r}")
+        if not 0 <= self.answerability_budget < 1:
+            raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
         if self.select_dev_documents < 0:
             raise ValueError("TrainConfig.select_dev_documents must be >= 0 (0 keeps the last weights)")
         if self.select_dev_documents and self.average_checkpoints_from is not None:

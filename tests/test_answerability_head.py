@@ -216,3 +216,118 @@ def test_head_table_and_figures_show_the_gated_base_beside_the_two_sides(tmp_pat
     assert with_overlap == {0: 0.85, 1: 0.9, 2: 0.88}
     marker = plot_head_choice(head).axes[0].collections[0].get_offsets()[0]
     assert tuple(marker) == (1, 0.9)  # the chosen layer, on the curve of its kind
+
+
+def _with_docs(items: list[dict], docs: int) -> list[dict]:
+    return [dict(it, doc_id=f"d{i % docs}") for i, it in enumerate(items)]
+
+
+def test_the_dev_choice_offers_the_request_surprisal_and_the_head_then_needs_it(tmp_path):
+    """States that are noise everywhere and a surprisal column that carries the label: only a candidate reading
+    the surprisal can separate dev, and the saved head refuses to score prompts without it."""
+    fit, dev = _items(120, 4), _items(60, 5)
+
+    def surprisal(items, seed):
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.randn(len(items), 6, generator=gen)
+        x[:, 0] += torch.tensor([-2.0 if it["answerable"] else 2.0 for it in items])  # unexplained request: high
+        return x
+
+    gen = torch.Generator().manual_seed(6)
+    fit_x, dev_x = torch.randn(120, 4, 8, generator=gen), torch.randn(60, 4, 8, generator=gen)
+    head = choose_head(fit, fit_x, dev, dev_x, model_id="m", fit_surprisal=surprisal(fit, 7),
+                       dev_surprisal=surprisal(dev, 8))
+    assert head.with_surprisal and head.with_overlap  # the surprisal comes with the overlap share
+    assert head.dev["dev_auc"] > 0.9
+    assert max(v for k, v in head.dev["dev_auc_by_candidate"].items() if "surprisal" not in k) < 0.8
+    refused = head.refuses(dev_x, dev, surprisal(dev, 8))
+    loaded = AnswerabilityHead.load(head.save(tmp_path / "head.json"))
+    assert loaded.with_surprisal and loaded.refuses(dev_x, dev, surprisal(dev, 8)) == refused
+    with pytest.raises(ValueError, match="reads the request surprisal"):
+        loaded.refuses(dev_x, dev)
+    # a head saved before the field existed loads as a state (+ overlap) head
+    old = {k: v for k, v in json.loads((tmp_path / "head.json").read_text()).items() if k != "with_surprisal"}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert AnswerabilityHead.load(tmp_path / "old.json").with_surprisal is False
+
+
+def test_out_of_fold_scores_never_come_from_a_fit_that_saw_the_document():
+    from helpers.evaluate.answerability_head import document_folds, fit_logistic, out_of_fold_scores
+
+    items = _with_docs(_items(90, 9), docs=15)
+    x = _states(items, 10)[:, 2]
+    scores = out_of_fold_scores(x, items, l2=0.1)
+    folds = document_folds(items)
+    assert sorted(d for f in folds for d in f) == sorted({it["doc_id"] for it in items})  # a partition
+    held = folds[0]
+    inside = [i for i, it in enumerate(items) if it["doc_id"] not in held]
+    out = [i for i, it in enumerate(items) if it["doc_id"] in held]
+    refit = fit_logistic(x[inside], torch.tensor([items[i]["answerable"] for i in inside]), 0.1)
+    # the same LBFGS fit on the same rows: equal up to float32 rounding
+    assert [scores[i] for i in out] == pytest.approx(refit(x[out]).tolist(), abs=1e-4)
+    full = fit_logistic(x, torch.tensor([it["answerable"] for it in items]), 0.1)
+    assert [scores[i] for i in out] != pytest.approx(full(x[out]).tolist(), abs=1e-4)  # not the in-sample fit
+
+
+def test_the_budget_cut_is_the_highest_one_within_the_budget():
+    from helpers.evaluate.answerability_head import budget_threshold
+
+    scores = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, -1.0, -0.5, 0.22, 0.95]
+    answerable = [True] * 10 + [False] * 4
+    cut, rates = budget_threshold(scores, answerable, 0.2)  # 2 of the 10 answerable may be refused
+    assert 0.2 < cut < 0.3
+    assert rates["dev_answerable_refused"] == 0.2 and rates["dev_unanswerable_refused"] == 0.75
+    cut, rates = budget_threshold(scores, answerable, 0.0)
+    assert cut < 0.1 and rates["dev_answerable_refused"] == 0.0 and rates["dev_unanswerable_refused"] == 0.5
+
+
+def test_the_out_of_fold_rule_refits_on_fit_and_dev_and_cuts_within_the_budget():
+    fit, dev = _with_docs(_items(150, 11), 25), [dict(it, doc_id=f"v{i % 8}") for i, it in enumerate(_items(50, 12))]
+    fit_x, dev_x = _states(fit, 13), _states(dev, 14)
+    by_gap = choose_head(fit, fit_x, dev, dev_x, model_id="m")
+    head = choose_head(fit, fit_x, dev, dev_x, model_id="m", threshold_rule="out_of_fold_budget", budget=0.05)
+    assert (head.layer, head.l2) == (by_gap.layer, by_gap.l2)  # the family is the same dev choice
+    assert head.dev["threshold_rule"] == "out_of_fold_budget"
+    assert head.dev["out_of_fold_answerable_refused"] <= 0.05
+    assert head.score.weight != by_gap.score.weight  # refitted on fit + dev
+    with pytest.raises(ValueError, match="threshold_rule"):
+        choose_head(fit, fit_x, dev, dev_x, model_id="m", threshold_rule="largest")
+    with pytest.raises(ValueError, match="answerability_threshold"):
+        config_for(TrainConfig, "smoke", answerability_threshold="largest")
+
+
+def test_the_stage_fits_a_surprisal_head_and_evaluation_reads_the_surprisal(smoke_model, tmp_path, monkeypatch):
+    """``train.answerability_surprisal`` through the select stage, then an evaluation with a head that reads only
+    the mean request surprisal: the gate refuses exactly the test prompts whose surprisal is above the cut."""
+    import helpers.config
+    from helpers.evaluate.answerability_head import LinearScore, prompt_features
+    from helpers.evaluate.run import eval_items, evaluate, load_test_rows
+    from helpers.select.answerability_fit import fit_answerability_head
+
+    monkeypatch.setattr(helpers.config, "cache_root", lambda: tmp_path / "cache")
+    model, tokenizer = smoke_model
+    pairs = DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),
+                         "test": Dataset.from_list(city_rows(CITIES[4:]))})
+    train_cfg = config_for(TrainConfig, "smoke", answerability_surprisal=True,
+                           answerability_threshold="out_of_fold_largest_gap")
+    pairs.save_to_disk(train_cfg.pairs_dir)
+    head = fit_answerability_head(config_for(ModelConfig, "smoke"), train_cfg, model, tokenizer)
+    assert any(k.endswith(f"state+overlap+surprisal/l2={head.l2}") for k in head.dev["dev_auc_by_candidate"])
+    assert head.dev["threshold_rule"] == "out_of_fold_largest_gap" and "out_of_fold_refusal_gap" in head.dev
+    assert list((tmp_path / "cache" / "request_surprisal").rglob("*.pt"))  # cached beside the states
+
+    model_cfg = config_for(ModelConfig, "smoke")
+    items = eval_items(load_test_rows(train_cfg.pairs_dir))
+    states, surprisal = prompt_features(model, tokenizer, items, model_cfg, surprisal=True, progress=False)
+    hidden = states.shape[2]
+    weight = [0.0] * (hidden + 1) + [-1.0, 0, 0, 0, 0, 0]  # score = -(mean surprisal): refuse the surprising
+    mean_surprisal = surprisal[:, 0].tolist()
+    cut = sorted(mean_surprisal)[len(items) // 2]
+    forced = AnswerabilityHead(layer=1, with_overlap=True, l2=0.1, threshold=-cut, model_id=model_cfg.model_id,
+                               score=LinearScore([0.0] * (hidden + 7), [1.0] * (hidden + 7), weight, 0.0),
+                               with_surprisal=True)
+    forced.save(head_path())
+    metrics = evaluate(model_cfg, config_for(EvalConfig, "smoke", latency_prompts=0), base_only=True)
+    expected = sum(v > cut for v in mean_surprisal)
+    assert 0 < expected < len(items)  # the check can fail both ways
+    assert metrics["answerability_head"]["refused_by_head"] == expected

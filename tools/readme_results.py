@@ -372,8 +372,9 @@ def render_results_doc(results_dir: Path | None = None) -> str:
     if head_stage_sentence(results_dir):
         parts += ["## The answerability head as a pipeline stage (base model, no DPO)", "",
                   head_stage_sentence(results_dir).strip().replace("](results/", f"]({up}results/"), ""]
-    if clean_heads_sentence(results_dir):
-        parts += [clean_heads_sentence(results_dir).strip().replace("](results/", f"]({up}results/"), ""]
+    for sentence in (clean_heads_sentence(results_dir), surprisal_heads_sentence(results_dir)):
+        if sentence:
+            parts += [sentence.strip().replace("](results/", f"]({up}results/"), ""]
     if (results_dir / ARCHIVED_TUNING).exists():
         parts += _tuning_section(results_dir / ARCHIVED_TUNING, f"results/{ARCHIVED_TUNING.as_posix()}")
     bench = _load(results_dir / "bench.json")
@@ -538,7 +539,8 @@ def answerability_head_line(results_dir: Path) -> str:
             f"**{_pct(over)}**, refusal gap **{_gap(refusal_gap(halluc, over))}**, grounded accuracy "
             f"{_pct(head['grounded_accuracy']['value'])}; Banana test {banana} "
             f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`)."
-            + head_stage_sentence(results_dir) + clean_heads_sentence(results_dir))
+            + head_stage_sentence(results_dir) + clean_heads_sentence(results_dir)
+            + surprisal_heads_sentence(results_dir))
 
 
 HEAD_STAGE_DIR = "answerability-head-stage"
@@ -564,30 +566,56 @@ def head_stage_sentence(results_dir: Path) -> str:
 
 
 CLEAN_HEADS_DIR = "answerability-head-clean-labels"
+SURPRISAL_HEADS_DIR = "answerability-head-surprisal"
 
 
-def clean_heads_sentence(results_dir: Path) -> str:
-    """The head fitted and chosen without the answer-removed kind, on three dev splits, each read once
-    (``results/answerability-head-clean-labels/``), as pooled by ``experiments/label_holding_kinds.py``."""
+def _heads_spread(results_dir: Path, key: str, folder: str) -> tuple[dict[str, Any], dict[str, Any], Any] | None:
+    """A recorded spread of heads over dev splits (``experiments/label_holding_kinds.py``'s ``key``), the pooled
+    record and a formatter of its fields; None until the record and the first dev split's metrics exist."""
     kinds = _load(results_dir / "label_holding_kinds.json")
-    spread = (kinds or {}).get("clean_label_heads_spread")
-    first = _load(results_dir / CLEAN_HEADS_DIR / "dev-seed-42" / "metrics.json")
+    spread = (kinds or {}).get(key)
+    first = _load(results_dir / folder / "dev-seed-42" / "metrics.json")
     if not spread or not first:
-        return ""
+        return None
 
     def sp(field: str) -> str:
         v = spread[field]
         return f"**{_pct(v['mean'])}** [{_pct(v['min'])}, {_pct(v['max'])}]"
 
-    runs = len(spread["runs"])
+    rates = (f"hallucination {sp('all_kinds_hallucination_rate')} on all kinds (cut "
+             f"{_pct(spread['all_kinds_relative_cut']['mean'])}) and {sp('hallucination_rate')} on the kinds whose "
+             f"labels hold (near miss + another document; base {_pct(kinds['sides']['base']['hallucination_rate'])}, "
+             f"cut {sp('relative_cut')}), over-refusal {sp('over_refusal_rate')} (base "
+             f"{_pct(first['base']['over_refusal_rate']['value'])}), Banana test {spread['banana_passed']} of "
+             f"{len(spread['runs'])} ([`results/{folder}/`](results/{folder}/)")
+    return spread, kinds, rates
+
+
+def clean_heads_sentence(results_dir: Path) -> str:
+    """The head fitted and chosen without the answer-removed kind, on three dev splits, each read once
+    (``results/answerability-head-clean-labels/``), as pooled by ``experiments/label_holding_kinds.py``."""
+    found = _heads_spread(results_dir, "clean_label_heads_spread", CLEAN_HEADS_DIR)
+    if not found:
+        return ""
+    spread, _, rates = found
     return (f" Fitted and chosen **without the mislabelled answer-removed kind** (`configs/local_whole_clean_labels.json`, "
-            f"the same two commands; {runs} dev splits, `--set train.dev_seed=42|7|1234`, each read once), the head gives "
-            f"hallucination {sp('all_kinds_hallucination_rate')} on all kinds (cut {_pct(spread['all_kinds_relative_cut']['mean'])}) "
-            f"and {sp('hallucination_rate')} on the kinds whose labels hold (near miss + another document; base "
-            f"{_pct(kinds['sides']['base']['hallucination_rate'])}, cut {sp('relative_cut')}), over-refusal "
-            f"{sp('over_refusal_rate')} (base {_pct(first['base']['over_refusal_rate']['value'])}), Banana test "
-            f"{spread['banana_passed']} of {runs} ([`results/{CLEAN_HEADS_DIR}/`](results/{CLEAN_HEADS_DIR}/), "
+            f"the same two commands; {len(spread['runs'])} dev splits, `--set train.dev_seed=42|7|1234`, each read once), "
+            f"the head gives {rates}, "
             f"`python experiments/label_holding_kinds.py --out results/label_holding_kinds.json`).")
+
+
+def surprisal_heads_sentence(results_dir: Path) -> str:
+    """The same head reading the request surprisal too, thresholded on out-of-fold scores
+    (``configs/local_head_surprisal.json``, ``results/answerability-head-surprisal/``), three dev splits."""
+    found = _heads_spread(results_dir, "surprisal_heads_spread", SURPRISAL_HEADS_DIR)
+    if not found:
+        return ""
+    spread, _, rates = found
+    rule = (_load(results_dir / SURPRISAL_HEADS_DIR / "dev-seed-42" / "metrics.json") or {}).get(
+        "answerability_head", {}).get("head", {}).get("dev", {}).get("threshold_rule", "?")
+    return (f" Reading also **how surprising the request is given the document** and cut on out-of-fold scores "
+            f"(`configs/local_head_surprisal.json`: `{rule}`; decided on a pseudo-test of training documents after the "
+            f"reads above; {len(spread['runs'])} dev splits, each read once), it gives {rates}).")
 
 
 def _held_clause(metrics: dict[str, Any]) -> str:

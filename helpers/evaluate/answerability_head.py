@@ -35,19 +35,28 @@ __all__ = [
     "HEAD_FILE",
     "AnswerabilityHead",
     "auc",
+    "budget_threshold",
     "choose_head",
+    "document_folds",
     "fit_logistic",
     "gate_answers",
     "head_features",
     "head_path",
+    "out_of_fold_scores",
     "overlap",
     "overlap_shares",
+    "prompt_features",
     "prompt_states",
+    "request_token_logps",
+    "surprisal_summary",
     "youden_threshold",
 ]
 
 HEAD_FILE = "answerability_head.json"
 L2_STRENGTHS = (1e-3, 1e-2, 1e-1)
+SURPRISAL_NAMES = ("mean surprisal", "max surprisal", "top-3 surprisal", "mean PMI", "min PMI", "share PMI > 0")
+THRESHOLD_RULES = ("dev_largest_gap", "out_of_fold_largest_gap", "out_of_fold_budget")
+OOF_FOLDS = 5
 
 
 def head_path() -> Path:
@@ -66,46 +75,130 @@ def overlap(request: str, document: str) -> float:
     return len(words & set(content_words(document))) / max(1, len(words))
 
 
-def prompt_states(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], model_cfg: Any, *,
-                  desc: str = "prompt states", progress: bool = True) -> Any:
-    """The last prompt token's hidden state at every layer, one prompt at a time: a float32 tensor
-    ``(prompts, layers + 1, hidden)`` (index 0 = the embeddings).
+def request_token_logps(model: Any, tokenizer: Any, messages: list[dict], request: str, prompt_format: str,
+                        hidden: bool) -> tuple[list[float], Any]:
+    """Log-probabilities of the request's tokens in the rendered prompt, each given everything before it (and,
+    if ``hidden``, the last prompt token's hidden state at every layer, the head's input): one forward pass.
 
-    The prompt is rendered and tokenised as generation renders it, so the state is the one the model
-    holds when it writes the answer's first token. One prompt per pass (no padding) keeps a prompt's
-    state independent of its neighbours. Call it on the base model (adapter off: ``side_of(model,
-    "base")``); the cache key does not know about adapters."""
+    The request's tokens are every token whose characters overlap the request in the rendered text: its first
+    token usually carries the space before it (" Which"), so the request tokenised alone would not match."""
+    import torch
+
+    from helpers.prompts import render_prompt
+
+    text = render_prompt(messages, prompt_format, tokenizer)
+    start = text.rindex(request.strip())
+    end = start + len(request.strip())
+    enc = tokenizer(text, add_special_tokens=(prompt_format == "plain"), return_offsets_mapping=True)
+    ids, offsets = enc["input_ids"], enc["offset_mapping"]
+    span = [i for i, (a, b) in enumerate(offsets) if a < end and b > start and b > a]
+    if not span or span[0] == 0:
+        raise ValueError(f"request tokens not found in the rendered prompt: {request[:60]!r}")
+    keep = len(ids) - (span[0] - 1)  # logits from the position before the first request token to the end
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids], device=model.device), output_hidden_states=hidden,
+                    logits_to_keep=keep)
+    logp = out.logits[0].float().log_softmax(-1)
+    first = len(ids) - keep
+    values = [logp[i - 1 - first, ids[i]].item() for i in span]
+    state = torch.stack([h[0, -1].float().cpu() for h in out.hidden_states]) if hidden else None
+    return values, state
+
+
+def surprisal_summary(with_doc: Sequence[float], without_doc: Sequence[float]) -> list[float]:
+    """The six summaries of ``SURPRISAL_NAMES`` from the request tokens' log-probabilities with and without the
+    document: surprisal ``-log p(token | document, earlier request tokens)`` (mean, max, mean of the three
+    largest) and pointwise mutual information ``log p(token | document) - log p(token | no document)`` (mean,
+    min, share > 0). A near miss's swapped subject is a token the document does not explain."""
+    n = min(len(with_doc), len(without_doc))
+    cond = [-v for v in with_doc[:n]]
+    pmi = [a - b for a, b in zip(with_doc[:n], without_doc[:n], strict=True)]
+    top = sorted(cond, reverse=True)[:3]
+    return [sum(cond) / n, max(cond), sum(top) / len(top), sum(pmi) / n, min(pmi), sum(p > 0 for p in pmi) / n]
+
+
+def _cache_folder(kind: str, model_cfg: Any) -> Path | None:
+    from helpers.config import cache_root
+    from helpers.models import offline_model_identity
+
+    identity = offline_model_identity(model_cfg)  # offline models only, as for the base answers
+    if not identity:
+        return None
+    key = json.dumps([*identity[0], *identity[1]])
+    return cache_root() / kind / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _save_atomic(path: Path, value: Any) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(value, tmp)
+    tmp.replace(path)
+
+
+def prompt_features(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], model_cfg: Any, *,
+                    surprisal: bool = False, desc: str = "prompt states", progress: bool = True) -> tuple[Any, Any]:
+    """What the head reads, one prompt at a time: ``(states, surprisal)``.
+
+    ``states``: the last prompt token's hidden state at every layer, a float32 tensor ``(prompts, layers + 1,
+    hidden)`` (index 0 = the embeddings). The prompt is rendered and tokenised as generation renders it, so the
+    state is the one the model holds when it writes the answer's first token. One prompt per pass (no padding)
+    keeps a prompt's state independent of its neighbours.
+
+    ``surprisal`` (if asked; else None): ``(prompts, 6)``, the request's ``surprisal_summary``. The request
+    comes after the document in the prompt, so the same forward pass scores its tokens given the document; a
+    second, short pass over the prompt with an empty document scores them alone. Items need ``request`` (and
+    ``system_instruction`` when the prompt had one).
+
+    Call it on the base model (adapter off: ``side_of(model, "base")``); the cache keys do not know about
+    adapters. Both are cached per prompt for the offline models, so a stopped fit resumes."""
     import torch
     from tqdm.auto import tqdm
 
-    from helpers.config import cache_root
-    from helpers.models import offline_model_identity
-    from helpers.prompts import render_prompt
+    from helpers.prompts import build_messages, render_prompt
 
-    identity = offline_model_identity(model_cfg)  # offline models only, as for the base answers
-    key = json.dumps([*identity[0], *identity[1]]) if identity else None
-    folder = cache_root() / "prompt_states" / hashlib.sha256(key.encode()).hexdigest()[:16] if key else None
-    rows = []
+    states_dir, surprisal_dir = _cache_folder("prompt_states", model_cfg), _cache_folder("request_surprisal", model_cfg)
+    states, summaries = [], []
     for item in tqdm(items, desc=desc, disable=not progress or not items):
         text = render_prompt(item["prompt"], model_cfg.prompt_format, tokenizer)
-        path = folder / (hashlib.sha256(text.encode()).hexdigest()[:24] + ".pt") if folder else None
-        if path is not None and path.exists():
-            rows.append(torch.load(path))
-            continue
-        ids = tokenizer(text, add_special_tokens=(model_cfg.prompt_format == "plain"),
-                        return_tensors="pt")["input_ids"].to(model.device)
-        with torch.inference_mode():
-            out = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
-        state = torch.stack([h[0, -1].float().cpu() for h in out.hidden_states])
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            torch.save(state, tmp)
-            tmp.replace(path)
-        rows.append(state)
-    if not rows:
-        return torch.zeros(0)
-    return torch.stack(rows)
+        name = hashlib.sha256(text.encode()).hexdigest()[:24] + ".pt"
+        state_path = states_dir / name if states_dir else None
+        summary_path = surprisal_dir / name if surprisal_dir and surprisal else None
+        state = torch.load(state_path) if state_path is not None and state_path.exists() else None
+        summary = torch.load(summary_path) if summary_path is not None and summary_path.exists() else None
+        if surprisal and summary is None:
+            with_doc, fresh = request_token_logps(model, tokenizer, item["prompt"], item["request"],
+                                                  model_cfg.prompt_format, hidden=state is None)
+            empty = build_messages("", item["request"], item.get("system_instruction") or None)
+            without_doc, _ = request_token_logps(model, tokenizer, empty, item["request"], model_cfg.prompt_format,
+                                                 hidden=False)
+            summary = torch.tensor(surprisal_summary(with_doc, without_doc))
+            if summary_path is not None:
+                _save_atomic(summary_path, summary)
+            if state is None:
+                state = fresh
+                if state_path is not None:
+                    _save_atomic(state_path, state)
+        if state is None:
+            ids = tokenizer(text, add_special_tokens=(model_cfg.prompt_format == "plain"),
+                            return_tensors="pt")["input_ids"].to(model.device)
+            with torch.inference_mode():
+                out = model(input_ids=ids, output_hidden_states=True, logits_to_keep=1)
+            state = torch.stack([h[0, -1].float().cpu() for h in out.hidden_states])
+            if state_path is not None:
+                _save_atomic(state_path, state)
+        states.append(state)
+        summaries.append(summary)
+    if not states:
+        return torch.zeros(0), (torch.zeros(0, len(SURPRISAL_NAMES)) if surprisal else None)
+    return torch.stack(states), (torch.stack(summaries) if surprisal else None)
+
+
+def prompt_states(model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], model_cfg: Any, *,
+                  desc: str = "prompt states", progress: bool = True) -> Any:
+    """The states of ``prompt_features`` alone (no request surprisal)."""
+    return prompt_features(model, tokenizer, items, model_cfg, desc=desc, progress=progress)[0]
 
 
 # -- the head ---------------------------------------------------------------------------------------
@@ -176,7 +269,7 @@ def youden_threshold(scores: Sequence[float], answerable: Sequence[bool]) -> tup
 
 @dataclasses.dataclass
 class AnswerabilityHead:
-    """Refuse where ``score(state at layer, [overlap share]) < threshold``. Saved as JSON."""
+    """Refuse where ``score(state at layer, [overlap share], [request surprisal]) < threshold``. Saved as JSON."""
 
     layer: int
     with_overlap: bool
@@ -185,15 +278,27 @@ class AnswerabilityHead:
     threshold: float
     model_id: str
     dev: dict[str, Any] = dataclasses.field(default_factory=dict)
+    with_surprisal: bool = False  # after the others: heads saved before it load unchanged
 
-    def design(self, states: Any, items: Sequence[dict[str, Any]]) -> Any:
-        return head_features(states, items, self.layer, self.with_overlap)
+    def design(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> Any:
+        if self.with_surprisal and surprisal is None:
+            raise ValueError("this answerability head reads the request surprisal: compute the features with "
+                             "prompt_features(..., surprisal=True)")
+        return head_features(states, items, self.layer, self.with_overlap,
+                             surprisal=surprisal if self.with_surprisal else None)
 
-    def scores(self, states: Any, items: Sequence[dict[str, Any]]) -> list[float]:
-        return self.score(self.design(states, items)).tolist()
+    def scores(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[float]:
+        return self.score(self.design(states, items, surprisal)).tolist()
 
-    def refuses(self, states: Any, items: Sequence[dict[str, Any]]) -> list[bool]:
-        return [s < self.threshold for s in self.scores(states, items)]
+    def refuses(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[bool]:
+        return [s < self.threshold for s in self.scores(states, items, surprisal)]
+
+    def refuses_on(self, model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], model_cfg: Any, *,
+                   desc: str = "head prompts", progress: bool = True) -> list[bool]:
+        """``refuses`` on features computed (or read from the cache) for ``items``: what evaluation calls."""
+        states, surprisal = prompt_features(model, tokenizer, items, model_cfg, surprisal=self.with_surprisal,
+                                            desc=desc, progress=progress)
+        return self.refuses(states, items, surprisal)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -217,55 +322,152 @@ def overlap_shares(items: Sequence[dict[str, Any]]) -> Any:
 
 
 def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with_overlap: bool,
-                  shares: Any = None) -> Any:
-    """What a head of this layer reads: the state at ``layer``, and the overlap share beside it if asked.
-    ``shares``: ``overlap_shares(items)`` computed once by a caller that reads many layers (it scans every
-    document's words)."""
+                  shares: Any = None, surprisal: Any = None) -> Any:
+    """What a head of this layer reads: the state at ``layer``, the overlap share beside it if asked, then the
+    request surprisal (``prompt_features``) if given. ``shares``: ``overlap_shares(items)`` computed once by a
+    caller that reads many layers (it scans every document's words)."""
     import torch
 
-    x = states[:, layer]
-    if not with_overlap:
-        return x
-    return torch.cat([x, overlap_shares(items) if shares is None else shares], 1)
+    parts = [states[:, layer]]
+    if with_overlap:
+        parts.append(overlap_shares(items) if shares is None else shares)
+    if surprisal is not None:
+        parts.append(surprisal.float())
+    return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+
+def _label_auc(scores: Sequence[float], answerable: Sequence[bool]) -> float:
+    return auc([s for s, a in zip(scores, answerable, strict=True) if a],
+               [s for s, a in zip(scores, answerable, strict=True) if not a]) or 0.0
+
+
+def _rates_at(scores: Sequence[float], answerable: Sequence[bool], cut: float) -> dict[str, float]:
+    n_ans, n_una = sum(answerable), len(answerable) - sum(answerable)
+    over = sum(s < cut for s, a in zip(scores, answerable, strict=True) if a) / max(1, n_ans)
+    caught = sum(s < cut for s, a in zip(scores, answerable, strict=True) if not a) / max(1, n_una)
+    return {"dev_refusal_gap": round(caught - over, 3), "dev_answerable_refused": round(over, 3),
+            "dev_unanswerable_refused": round(caught, 3)}
+
+
+def document_folds(items: Sequence[dict[str, Any]], k: int = OOF_FOLDS, seed: int = 1) -> list[set[str]]:
+    """``k`` disjoint sets of the items' documents (shuffled with ``seed``): a document's prompts stay together,
+    so an out-of-fold score never comes from a fit that saw its document."""
+    import random
+
+    docs = sorted({str(it["doc_id"]) for it in items})
+    random.Random(seed).shuffle(docs)
+    return [set(docs[i::k]) for i in range(k)]
+
+
+def budget_threshold(scores: Sequence[float], answerable: Sequence[bool], budget: float) -> tuple[float, dict]:
+    """The highest cut (refuse when score < cut) that refuses at most ``budget`` of the answerable items: the
+    midpoint below the first answerable score it must keep, so no item sits on it."""
+    ans = sorted(s for s, a in zip(scores, answerable, strict=True) if a)
+    k = int(budget * len(ans))  # answerable items that may be refused
+    cut = (ans[k - 1] + ans[k]) / 2 if 0 < k < len(ans) else (ans[0] - 1e-6 if k == 0 else ans[-1] + 1e-6)
+    return cut, _rates_at(scores, answerable, cut)
+
+
+def out_of_fold_scores(x: Any, items: Sequence[dict[str, Any]], l2: float, k: int = OOF_FOLDS) -> list[float]:
+    """Each item's score from a head fitted on the other ``document_folds`` (the same family and L2)."""
+    import torch
+
+    y = torch.tensor([bool(it["answerable"]) for it in items])
+    scores = [0.0] * len(items)
+    for held in document_folds(items, k):
+        inside = [i for i, it in enumerate(items) if str(it["doc_id"]) not in held]
+        out = [i for i, it in enumerate(items) if str(it["doc_id"]) in held]
+        if not out:
+            continue
+        part = fit_logistic(x[inside], y[inside], l2)
+        for i, v in zip(out, part(x[out]).tolist(), strict=True):
+            scores[i] = v
+    return scores
 
 
 def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items: Sequence[dict[str, Any]],
-                dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS) -> AnswerabilityHead:
-    """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share), ties to
-    the lower layer, then the smaller L2, then without the overlap; its threshold, the largest dev refusal
-    gap. ``head.dev`` records every candidate's dev AUC and the dev rates at the threshold."""
+                dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS, *,
+                fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
+                budget: float = 0.05) -> AnswerabilityHead:
+    """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
+    overlap share + request surprisal, when the surprisal is given), ties to the lower layer, the smaller L2,
+    then fewer features. Its threshold (``threshold_rule``):
+
+    * ``dev_largest_gap``: the largest refusal gap on the dev prompts (the head is the fit's);
+    * ``out_of_fold_largest_gap`` / ``out_of_fold_budget``: the chosen family refitted on fit + dev, the cut
+      set on out-of-fold scores over fit + dev (``document_folds``): the largest gap, or the highest cut that
+      refuses at most ``budget`` of the answerable prompts. Hundreds of prompts set the cut instead of the dev
+      split's few dozen answerable ones, and none of them is scored by a fit that saw its document.
+
+    ``head.dev`` records every candidate's dev AUC and the rates at the threshold (out-of-fold for the
+    out-of-fold rules)."""
     import torch
 
+    if threshold_rule not in THRESHOLD_RULES:
+        raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got {threshold_rule!r}")
     y_fit = torch.tensor([bool(it["answerable"]) for it in fit_items])
     y_dev = [bool(it["answerable"]) for it in dev_items]
     if y_fit.all() or not y_fit.any() or all(y_dev) or not any(y_dev):
         raise ValueError("the answerability head needs answerable and unanswerable prompts in both the fit "
                          f"({int(y_fit.sum())} / {len(y_fit)} answerable) and the dev split "
                          f"({sum(y_dev)} / {len(y_dev)})")
+    kinds = [(False, False), (True, False)] + ([(True, True)] if fit_surprisal is not None else [])
     table: dict[str, float | None] = {}
     best: tuple | None = None
     fit_shares, dev_shares = overlap_shares(fit_items), overlap_shares(dev_items)
+
+    def design(states, items, shares, sur, layer, with_overlap, with_surprisal):
+        return head_features(states, items, layer, with_overlap, shares, sur if with_surprisal else None)
+
+    def name(layer, with_overlap, with_surprisal, l2):
+        return f"{layer}/{'state' + ('+overlap' if with_overlap else '') + ('+surprisal' if with_surprisal else '')}/l2={l2}"
+
     for layer in range(fit_states.shape[1]):
-        for with_overlap in (False, True):
+        for with_overlap, with_surprisal in kinds:
             for l2 in l2s:
-                score = fit_logistic(head_features(fit_states, fit_items, layer, with_overlap, fit_shares), y_fit, l2)
-                dev_scores = score(head_features(dev_states, dev_items, layer, with_overlap, dev_shares)).tolist()
-                value = auc([s for s, a in zip(dev_scores, y_dev, strict=True) if a],
-                            [s for s, a in zip(dev_scores, y_dev, strict=True) if not a]) or 0.0
-                table[f"{layer}/{'state+overlap' if with_overlap else 'state'}/l2={l2}"] = value
-                rank = (value, -layer, -l2, not with_overlap)
+                score = fit_logistic(design(fit_states, fit_items, fit_shares, fit_surprisal, layer, with_overlap,
+                                            with_surprisal), y_fit, l2)
+                dev_scores = score(design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap,
+                                          with_surprisal)).tolist()
+                value = _label_auc(dev_scores, y_dev)
+                table[name(layer, with_overlap, with_surprisal, l2)] = value
+                rank = (value, -layer, -l2, not with_overlap, not with_surprisal)
                 if best is None or rank > best[0]:
-                    best = (rank, layer, with_overlap, l2, score, dev_scores)
+                    best = (rank, layer, with_overlap, with_surprisal, l2, score, dev_scores)
     assert best is not None
-    _, layer, with_overlap, l2, score, dev_scores = best
-    threshold, rates = youden_threshold(dev_scores, y_dev)
-    dev = {"rule": "highest dev AUC over layers x l2 x (state | state + overlap share); refuse below the "
-                   "threshold with the largest dev refusal gap (unanswerable refused - answerable refused)",
-           "dev_auc": table[f"{layer}/{'state+overlap' if with_overlap else 'state'}/l2={l2}"],
+    _, layer, with_overlap, with_surprisal, l2, score, dev_scores = best
+    rule = ("highest dev AUC over layers x l2 x (state | state + overlap share"
+            + (" | state + overlap share + request surprisal" if fit_surprisal is not None else "") + "); ")
+    if threshold_rule == "dev_largest_gap":
+        threshold, rates = youden_threshold(dev_scores, y_dev)
+        rule += "refuse below the threshold with the largest dev refusal gap (unanswerable refused - answerable refused)"
+    else:
+        items = [*fit_items, *dev_items]
+        x = torch.cat([design(fit_states, fit_items, fit_shares, fit_surprisal, layer, with_overlap, with_surprisal),
+                       design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap, with_surprisal)])
+        y_all = [bool(it["answerable"]) for it in items]
+        oof = out_of_fold_scores(x, items, l2)
+        score = fit_logistic(x, torch.tensor(y_all), l2)
+        if threshold_rule == "out_of_fold_largest_gap":
+            threshold, rates = youden_threshold(oof, y_all)
+            rule += ("the chosen family refitted on fit + dev; refuse below the largest refusal gap of its "
+                     f"out-of-fold scores over fit + dev ({OOF_FOLDS} document folds)")
+        else:
+            threshold, rates = budget_threshold(oof, y_all, budget)
+            rule += ("the chosen family refitted on fit + dev; refuse below the highest cut that refuses at most "
+                     f"{budget:.0%} of the answerable prompts by their out-of-fold scores over fit + dev "
+                     f"({OOF_FOLDS} document folds)")
+        # the dev split's rates under the refitted head (in sample now: dev is part of its fit), beside the
+        # out-of-fold rates that set the cut
+        oof_rates = {k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()}
+        dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap, with_surprisal)
+        rates = {**_rates_at(score(dev_x).tolist(), y_dev, threshold), **oof_rates}
+    dev = {"rule": rule, "threshold_rule": threshold_rule,
+           "dev_auc": table[name(layer, with_overlap, with_surprisal, l2)],
            "fit": {"answerable": int(y_fit.sum()), "unanswerable": int((~y_fit).sum())},
            "dev": {"answerable": sum(y_dev), "unanswerable": len(y_dev) - sum(y_dev)},
            **rates, "dev_auc_by_candidate": table}
-    return AnswerabilityHead(layer, with_overlap, l2, score, threshold, model_id, dev)
+    return AnswerabilityHead(layer, with_overlap, l2, score, threshold, model_id, dev, with_surprisal)
 
 
 def gate_answers(answers: Sequence[str], refuses: Sequence[bool]) -> list[str]:

@@ -471,10 +471,10 @@ def _gate_set(head: Any, model: Any, tokenizer: Any, items: list[dict[str, Any]]
               desc: str) -> tuple[dict[str, Any], int]:
     """One item set's base answers gated by ``head``, judged offline; adds ``base_with_head`` to ``judged``.
     Returns the set's summary (``aligned`` = the gated base) and how many answers the head replaced."""
-    from helpers.evaluate.answerability_head import gate_answers, prompt_states
+    from helpers.evaluate.answerability_head import gate_answers
 
     with side_of(model, "base"):
-        refuses = head.refuses(prompt_states(model, tokenizer, items, model_cfg, desc=desc), items)
+        refuses = head.refuses_on(model, tokenizer, items, model_cfg, desc=desc)
     gated = judge_side(items, gate_answers([j["answer"] for j in judged["base"]], refuses), eval_cfg)
     judged["base_with_head"] = gated
     return summarise_sets(items, {"base": judged["base"], "aligned": gated}, "offline"), sum(refuses)
@@ -493,7 +493,7 @@ def _answerability_head_results(model: Any, tokenizer: Any, items: list[dict[str
     Banana test and the second held-out set (``held``: its items and verdicts) are gated the same way. The
     gated verdicts are added to each set's ``judged`` as ``base_with_head``, so generations.jsonl shows them
     beside the two sides."""
-    from helpers.evaluate.answerability_head import AnswerabilityHead, gate_answers, head_path, prompt_states
+    from helpers.evaluate.answerability_head import AnswerabilityHead, gate_answers, head_path
 
     path = head_path()
     if not path.exists():
@@ -507,8 +507,7 @@ def _answerability_head_results(model: Any, tokenizer: Any, items: list[dict[str
                    for p in probes["base"]]
     summary, refused = _gate_set(head, model, tokenizer, items, judged, model_cfg, eval_cfg, "head: test prompts")
     with side_of(model, "base"):
-        probe_refuses = head.refuses(prompt_states(model, tokenizer, probe_items, model_cfg, progress=False),
-                                     probe_items)
+        probe_refuses = head.refuses_on(model, tokenizer, probe_items, model_cfg, progress=False)
     gated_probes = [{**p, "answer": a, "passed": probe_passes(by_name[p["name"]], a)} for p, a in
                     zip(probes["base"], gate_answers([p["answer"] for p in probes["base"]], probe_refuses),
                         strict=True)]

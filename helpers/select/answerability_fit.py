@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head, head_path, prompt_states
+from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head, head_path, prompt_features
 
 __all__ = ["fit_answerability_head"]
 
@@ -35,13 +35,19 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
 
         model, tokenizer = load_model_and_tokenizer(model_cfg)
     model.eval()
+    surprisal = train_cfg.answerability_surprisal
     with side_of(model, "base"):
-        fit_states = prompt_states(model, tokenizer, fit_items, model_cfg, desc="head: fit prompts")
-        dev_states = prompt_states(model, tokenizer, dev_items, model_cfg, desc="head: dev prompts")
-    head = choose_head(fit_items, fit_states, dev_items, dev_states, model_cfg.model_id)
+        fit_states, fit_surprisal = prompt_features(model, tokenizer, fit_items, model_cfg, surprisal=surprisal,
+                                                    desc="head: fit prompts")
+        dev_states, dev_surprisal = prompt_features(model, tokenizer, dev_items, model_cfg, surprisal=surprisal,
+                                                    desc="head: dev prompts")
+    head = choose_head(fit_items, fit_states, dev_items, dev_states, model_cfg.model_id,
+                       fit_surprisal=fit_surprisal, dev_surprisal=dev_surprisal,
+                       threshold_rule=train_cfg.answerability_threshold, budget=train_cfg.answerability_budget)
     head.dev["train_fingerprint"] = train_split_fingerprint(pairs_dir)
     path = head.save(head_path())
-    print(f"Answerability head: layer {head.layer}{' + overlap share' if head.with_overlap else ''}, "
+    print(f"Answerability head: layer {head.layer}{' + overlap share' if head.with_overlap else ''}"
+          f"{' + request surprisal' if head.with_surprisal else ''}, "
           f"dev AUC {head.dev['dev_auc']}, refuses {head.dev['dev_unanswerable_refused']:.0%} of unanswerable and "
           f"{head.dev['dev_answerable_refused']:.0%} of answerable dev prompts → {path}", flush=True)
     return head
