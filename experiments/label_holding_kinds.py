@@ -7,7 +7,8 @@ with another row's document is unanswerable by construction. So the hallucinatio
 kinds mixes right answers into the count. This script pools the recorded per-kind counts of the two kinds
 whose labels hold (near miss + other document) for the base, each DPO seed and the base gated by each
 recorded answerability head (the stage's on the whole-document pairs; the one fitted and chosen without the
-answer-removed kind, ``results/answerability-head-clean-labels/``).
+answer-removed kind, ``results/answerability-head-clean-labels/``; the same reading the request surprisal and
+cut on out-of-fold scores, ``results/answerability-head-surprisal/``).
 
 It reads the committed ``metrics.json`` breakdowns only: no model runs and no test prompt is read again.
 
@@ -30,11 +31,16 @@ from helpers.evaluate.metrics import wilson_ci  # noqa: E402
 #: the unanswerable kinds (pair ``source``) whose labels the audit found to hold
 HOLDING_KINDS = ("near_miss", "unrelated_doc")
 CLEAN_HEADS = REPO / "results" / "answerability-head-clean-labels"
+SURPRISAL_HEADS = REPO / "results" / "answerability-head-surprisal"
 DEFAULT_HEADS = {
     "base + answerability head": str(REPO / "results" / "answerability-head-stage" / "metrics.json"),
     **{f"base + answerability head, clean labels, dev seed {seed}": str(CLEAN_HEADS / f"dev-seed-{seed}" / "metrics.json")
        for seed in (42, 7, 1234)},
+    **{f"base + answerability head, request surprisal, dev seed {seed}":
+       str(SURPRISAL_HEADS / f"dev-seed-{seed}" / "metrics.json") for seed in (42, 7, 1234)},
 }
+#: the spreads over dev splits written beside the sides: record key -> what a side's name holds
+SPREADS = {"clean_label_heads_spread": ", clean labels, ", "surprisal_heads_spread": ", request surprisal, "}
 
 
 def spread(sides: dict[str, Any], fields: tuple[str, ...] = ("hallucination_rate", "relative_cut", "over_refusal_rate",
@@ -90,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     record = {"kinds": list(HOLDING_KINDS), "sources": [str(Path(args.seeds).resolve().relative_to(REPO)),
                                                         *(str(Path(p).resolve().relative_to(REPO)) for p in heads.values())],
               "sides": sides}
-    clean = {name: side for name, side in sides.items() if ", clean labels, " in name}
-    if clean:
-        record["clean_label_heads_spread"] = spread(clean)
+    for key, marker in SPREADS.items():
+        runs = {name: side for name, side in sides.items() if marker in name}
+        if runs:
+            record[key] = spread(runs)
     text = json.dumps(record, indent=1)
     print(text)
     if args.out:

@@ -241,6 +241,12 @@ def test_the_dev_choice_offers_the_request_surprisal_and_the_head_then_needs_it(
     assert head.dev["dev_auc"] > 0.9
     assert max(v for k, v in head.dev["dev_auc_by_candidate"].items() if "surprisal" not in k) < 0.8
     refused = head.refuses(dev_x, dev, surprisal(dev, 8))
+    from helpers.evaluate.plots import plot_head_choice
+
+    ax = plot_head_choice(head).axes[0]
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert "… + request surprisal" in labels  # its own curve, and the chosen candidate marked on it
+    assert tuple(ax.collections[0].get_offsets()[0]) == (head.layer, pytest.approx(head.dev["dev_auc"]))
     loaded = AnswerabilityHead.load(head.save(tmp_path / "head.json"))
     assert loaded.with_surprisal and loaded.refuses(dev_x, dev, surprisal(dev, 8)) == refused
     with pytest.raises(ValueError, match="reads the request surprisal"):
@@ -320,6 +326,15 @@ def test_the_stage_fits_a_surprisal_head_and_evaluation_reads_the_surprisal(smok
     items = eval_items(load_test_rows(train_cfg.pairs_dir))
     states, surprisal = prompt_features(model, tokenizer, items, model_cfg, surprisal=True, progress=False)
     hidden = states.shape[2]
+
+    def broken(*args, **kwargs):
+        raise AssertionError("a cached feature was computed again")
+
+    with monkeypatch.context() as patch:  # a stopped fit resumes from disk: nothing is computed twice
+        patch.setattr(model, "forward", broken)
+        again = prompt_features(model, tokenizer, items, model_cfg, surprisal=True, progress=False)
+    torch.testing.assert_close(again[0], states, rtol=0, atol=0)
+    torch.testing.assert_close(again[1], surprisal, rtol=0, atol=0)
     weight = [0.0] * (hidden + 1) + [-1.0, 0, 0, 0, 0, 0]  # score = -(mean surprisal): refuse the surprising
     mean_surprisal = surprisal[:, 0].tolist()
     cut = sorted(mean_surprisal)[len(items) // 2]

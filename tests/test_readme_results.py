@@ -392,3 +392,28 @@ def test_the_clean_label_heads_sentence_reads_the_pooled_record_and_needs_both_f
     assert "2 dev splits" in sentence and "Banana test 1 of 2" in sentence
     assert "**10.0%** [5.0%, 15.0%] on the kinds whose labels hold" in sentence and "base 90.0%" in sentence
     assert "over-refusal **20.0%** [10.0%, 30.0%] (base 5.0%)" in sentence
+
+
+def test_the_surprisal_heads_sentence_names_the_budget_from_the_record(tmp_path):
+    """The request-surprisal heads' sentence reads its spread from ``label_holding_kinds.json`` and the budget from
+    the first dev split's recorded rule; nothing is rendered before both exist."""
+    from tools.readme_results import SURPRISAL_HEADS_DIR, surprisal_heads_sentence
+
+    def v(mean, lo, hi):
+        return {"mean": mean, "min": lo, "max": hi}
+
+    (tmp_path / "label_holding_kinds.json").write_text(json.dumps({
+        "sides": {"base": {"hallucination_rate": 0.9}},
+        "surprisal_heads_spread": {"runs": ["a", "b", "c"], "hallucination_rate": v(0.2, 0.1, 0.3),
+                                   "relative_cut": v(0.78, 0.67, 0.89), "over_refusal_rate": v(0.09, 0.08, 0.1),
+                                   "all_kinds_hallucination_rate": v(0.4, 0.3, 0.5),
+                                   "all_kinds_relative_cut": v(0.55, 0.45, 0.65), "banana_passed": 0}}))
+    assert surprisal_heads_sentence(tmp_path) == ""
+    folder = tmp_path / SURPRISAL_HEADS_DIR / "dev-seed-42"
+    folder.mkdir(parents=True)
+    rule = "...; refuse below the highest cut that refuses at most 4% of the answerable prompts by their ..."
+    (folder / "metrics.json").write_text(json.dumps({"base": {"over_refusal_rate": {"value": 0.05}},
+                                                     "answerability_head": {"head": {"dev": {"rule": rule}}}}))
+    sentence = surprisal_heads_sentence(tmp_path)
+    assert "at most 4% of the answerable training prompts" in sentence and "Banana test 0 of 3" in sentence
+    assert "over-refusal **9.0%** [8.0%, 10.0%] (base 5.0%)" in sentence and "cut **78.0%** [67.0%, 89.0%]" in sentence

@@ -611,11 +611,16 @@ def surprisal_heads_sentence(results_dir: Path) -> str:
     if not found:
         return ""
     spread, _, rates = found
-    rule = (_load(results_dir / SURPRISAL_HEADS_DIR / "dev-seed-42" / "metrics.json") or {}).get(
-        "answerability_head", {}).get("head", {}).get("dev", {}).get("threshold_rule", "?")
-    return (f" Reading also **how surprising the request is given the document** and cut on out-of-fold scores "
-            f"(`configs/local_head_surprisal.json`: `{rule}`; decided on a pseudo-test of training documents after the "
-            f"reads above; {len(spread['runs'])} dev splits, each read once), it gives {rates}).")
+    import re
+
+    head = (_load(results_dir / SURPRISAL_HEADS_DIR / "dev-seed-42" / "metrics.json") or {}).get(
+        "answerability_head", {}).get("head", {})
+    budget = re.search(r"at most (\d+%)", head.get("dev", {}).get("rule", ""))
+    cut = (f"cut where at most {budget.group(1)} of the answerable training prompts are refused out of fold"
+           if budget else f"cut by `{head.get('dev', {}).get('threshold_rule', '?')}`")
+    return (f" Reading also **how surprising the request is given the document**, {cut} "
+            f"(`configs/local_head_surprisal.json`, decided on a pseudo-test of training documents after the reads "
+            f"above; {len(spread['runs'])} dev splits, each read once), it gives {rates}).")
 
 
 def _held_clause(metrics: dict[str, Any]) -> str:

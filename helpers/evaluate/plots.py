@@ -71,18 +71,21 @@ def plot_head_choice(head: Any) -> Any:
     import matplotlib.pyplot as plt
 
     data = head if isinstance(head, dict) else {"layer": head.layer, "with_overlap": head.with_overlap,
-                                                 "dev": head.dev}
-    best: dict[str, dict[int, float]] = {"state": {}, "state+overlap": {}}
+                                                 "with_surprisal": head.with_surprisal, "dev": head.dev}
+    curves = (("state", "#1a73e8", "hidden state"), ("state+overlap", "#e37400", "hidden state + word-overlap share"),
+              ("state+overlap+surprisal", "#188038", "… + request surprisal"))
+    best: dict[str, dict[int, float]] = {kind: {} for kind, _, _ in curves}
     for name, value in data["dev"].get("dev_auc_by_candidate", {}).items():
         layer, kind, _l2 = name.split("/")
-        if value is not None:
+        if value is not None and kind in best:
             best[kind][int(layer)] = max(value, best[kind].get(int(layer), 0.0))
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    for kind, color, label in (("state", "#1a73e8", "hidden state"), ("state+overlap", "#e37400",
-                                                                        "hidden state + word-overlap share")):
+    for kind, color, label in curves:
         layers = sorted(best[kind])
-        ax.plot(layers, [best[kind][i] for i in layers], marker="o", ms=3, color=color, label=label)
-    chosen = "state+overlap" if data["with_overlap"] else "state"
+        if layers:  # the surprisal curve only where the fit offered it
+            ax.plot(layers, [best[kind][i] for i in layers], marker="o", ms=3, color=color, label=label)
+    chosen = ("state+overlap+surprisal" if data.get("with_surprisal") else
+              "state+overlap" if data["with_overlap"] else "state")
     ax.scatter([data["layer"]], [best[chosen].get(data["layer"], data["dev"].get("dev_auc", 0.0))], s=120,
                facecolors="none", edgecolors="black", zorder=5, label=f"chosen: layer {data['layer']}")
     ax.axhline(0.5, color="#9e9e9e", lw=0.8, ls="--")
@@ -94,7 +97,10 @@ def plot_head_choice(head: Any) -> Any:
     ax.set_title(f"Answerability head on dev ({counts.get('answerable', '?')} answerable / "
                  f"{counts.get('unanswerable', '?')} unanswerable prompts)\nat its threshold it refuses "
                  f"{100 * dev.get('dev_unanswerable_refused', 0):.0f}% of unanswerable, "
-                 f"{100 * dev.get('dev_answerable_refused', 0):.0f}% of answerable", fontsize=9)
+                 f"{100 * dev.get('dev_answerable_refused', 0):.0f}% of answerable"
+                 + (f" (out of fold: {100 * dev['out_of_fold_unanswerable_refused']:.0f}% / "
+                    f"{100 * dev['out_of_fold_answerable_refused']:.0f}%)" if "out_of_fold_answerable_refused" in dev
+                    else ""), fontsize=9)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     return fig
