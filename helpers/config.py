@@ -47,6 +47,8 @@ CONFIG_ENV = "GEMMA_FACTS_CONFIG"
 
 #: The canonical refusal sentence the aligned model must produce when the document lacks the answer.
 REFUSAL = "The provided document does not contain this information."
+# Where the answerability head cuts (TrainConfig.answerability_threshold; helpers.evaluate.answerability_head.choose_head)
+ANSWERABILITY_THRESHOLD_RULES = ("dev_largest_gap", "out_of_fold_largest_gap", "out_of_fold_budget")
 
 #: Model ids that are built or converted offline instead of being fetched from a hub.
 EMBEDDED_GEMMA3 = "embedded:gemma3-270m"
@@ -365,9 +367,9 @@ class TrainConfig:
         if self.answerability_head and not (self.select_dev_documents or self.eval_dev_documents):
             raise ValueError("TrainConfig.answerability_head needs dev documents to choose the head on: set "
                              "select_dev_documents (or eval_dev_documents) > 0")
-        if self.answerability_threshold not in ("dev_largest_gap", "out_of_fold_largest_gap", "out_of_fold_budget"):
-            raise ValueError("TrainConfig.answerability_threshold must be 'dev_largest_gap', 'out_of_fold_largest_gap' "
-                             f"or 'out_of_fold_budget', got {self.answerability_threshold!r}")
+        if self.answerability_threshold not in ANSWERABILITY_THRESHOLD_RULES:
+            raise ValueError(f"TrainConfig.answerability_threshold must be one of {ANSWERABILITY_THRESHOLD_RULES}, "
+                             f"got {self.answerability_threshold!r}")
         if not 0 <= self.answerability_budget < 1:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
         if self.select_dev_documents < 0:

@@ -12,13 +12,17 @@ How it is made (``gemma-facts select`` with ``TrainConfig.answerability_head``:
 prompt token's hidden state at every layer, for each training prompt whose document is not a dev
 document (the fit) and each dev prompt, from one forward pass of the base model (adapter off), the
 prompt rendered exactly as evaluation renders it; beside it the share of the request's content words
-found in the document. The dev choice is the highest dev AUC over layers × L2 strength × (state |
-state + overlap share); the threshold is the one with the largest dev refusal gap (unanswerable
-refused − answerable refused). The head is saved as JSON beside the adapter (``<output
+found in the document, and (``TrainConfig.answerability_surprisal``) how surprising the request's tokens are
+given the document, against an empty one (``prompt_features``). The dev choice is the highest dev AUC over
+layers × L2 strength × (state | + overlap share | + request surprisal); the threshold
+(``TrainConfig.answerability_threshold``) is the largest dev refusal gap (unanswerable refused − answerable
+refused), or the chosen family refitted on fit + dev and cut on out-of-fold scores over both (the largest gap,
+or at most a budget of answerable prompts refused): hundreds of prompts set the cut instead of dev's few dozen
+answerable ones. The head is saved as JSON beside the adapter (``<output
 root>/answerability_head.json``) and evaluation reports the base model's answers gated by it beside
 base and aligned (``metrics.json``, ``answerability_head``). The test split is never read here.
 
-States are cached per prompt on disk for the offline models (as the base answers are), so a stopped fit
+States and surprisals are cached per prompt on disk for the offline models (as the base answers are), so a stopped fit
 resumes and the seeds of ``gemma-facts run --seeds`` share one fit's forward passes.
 """
 
@@ -55,7 +59,6 @@ __all__ = [
 HEAD_FILE = "answerability_head.json"
 L2_STRENGTHS = (1e-3, 1e-2, 1e-1)
 SURPRISAL_NAMES = ("mean surprisal", "max surprisal", "top-3 surprisal", "mean PMI", "min PMI", "share PMI > 0")
-THRESHOLD_RULES = ("dev_largest_gap", "out_of_fold_largest_gap", "out_of_fold_budget")
 OOF_FOLDS = 5
 
 
@@ -403,8 +406,10 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     out-of-fold rules)."""
     import torch
 
-    if threshold_rule not in THRESHOLD_RULES:
-        raise ValueError(f"threshold_rule must be one of {THRESHOLD_RULES}, got {threshold_rule!r}")
+    from helpers.config import ANSWERABILITY_THRESHOLD_RULES
+
+    if threshold_rule not in ANSWERABILITY_THRESHOLD_RULES:
+        raise ValueError(f"threshold_rule must be one of {ANSWERABILITY_THRESHOLD_RULES}, got {threshold_rule!r}")
     y_fit = torch.tensor([bool(it["answerable"]) for it in fit_items])
     y_dev = [bool(it["answerable"]) for it in dev_items]
     if y_fit.all() or not y_fit.any() or all(y_dev) or not any(y_dev):
