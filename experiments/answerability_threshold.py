@@ -49,10 +49,17 @@ BUDGETS = (0.02, 0.03, 0.04, 0.05)
 
 
 def rates(scores, items, cut):
-    """(answerable refused, unanswerable refused) when refusing below ``cut``."""
+    """(answerable refused, unanswerable refused, {unanswerable kind: [refused, prompts]}) when refusing below
+    ``cut``; the kind is the pair ``source`` (near miss, another document)."""
     ans = [s < cut for s, it in zip(scores, items, strict=True) if it["answerable"]]
     una = [s < cut for s, it in zip(scores, items, strict=True) if not it["answerable"]]
-    return sum(ans) / len(ans), sum(una) / len(una)
+    kinds: dict[str, list[int]] = {}
+    for s, it in zip(scores, items, strict=True):
+        if not it["answerable"]:
+            count = kinds.setdefault("+".join(it["source"]), [0, 0])
+            count[0] += s < cut
+            count[1] += 1
+    return sum(ans) / len(ans), sum(una) / len(una), kinds
 
 
 def design(x, items, sur=None):
@@ -79,6 +86,8 @@ def main() -> int:
     parser.add_argument("--config", default=None, help="the pairs' config overlay (its dev split and model budget)")
     parser.add_argument("--layer", type=int, default=LAYER)
     parser.add_argument("--l2", type=float, default=L2)
+    parser.add_argument("--show-missed", default=None, metavar="C_out_of_fold_budget_0.04",
+                        help="print the unanswerable pseudo-test prompts this budget rule answers, by kind")
     parser.add_argument("--surprisal", action="store_true",
                         help="the family reads the request surprisal too (TrainConfig.answerability_surprisal)")
     args = parser.parse_args()
@@ -107,6 +116,7 @@ def main() -> int:
         return x_fit[idx], (s_fit[idx] if s_fit is not None else None)
 
     per_fold: dict[str, list] = {}
+    missed: list[tuple[str, str]] = []
     for held in document_folds(fit_items, 5, seed=0):
         tr = [i for i, it in enumerate(fit_items) if it["doc_id"] not in held]
         te = [i for i, it in enumerate(fit_items) if it["doc_id"] in held]
@@ -128,6 +138,9 @@ def main() -> int:
         for budget in BUDGETS:
             cut, _ = budget_threshold(oof, y_all, budget)
             per_fold.setdefault(f"C_out_of_fold_budget_{budget}", []).append(rates(te_scores, te_items, cut))
+            if args.show_missed == f"C_out_of_fold_budget_{budget}":  # what the rule lets through, to read
+                missed.extend((("+".join(it["source"])), it["request"]) for v, it in zip(te_scores, te_items, strict=True)
+                              if not it["answerable"] and v >= cut)
     record = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "command": "python experiments/answerability_threshold.py " + " ".join(sys.argv[1:]),
               "code": code_revision(), "head": {"layer": LAYER, "with_overlap": WITH_OVERLAP, "l2": L2,
@@ -136,10 +149,20 @@ def main() -> int:
     for rule, folds in per_fold.items():
         over = sum(f[0] for f in folds) / len(folds)
         caught = sum(f[1] for f in folds) / len(folds)
+        by_kind: dict[str, list[int]] = {}
+        for *_, kinds in folds:
+            for kind, (refused, n) in kinds.items():
+                by_kind.setdefault(kind, [0, 0])
+                by_kind[kind][0] += refused
+                by_kind[kind][1] += n
         record["rules"][rule] = {"answerable_refused": round(over, 3), "unanswerable_refused": round(caught, 3),
                                  "refusal_gap": round(caught - over, 3),
-                                 "per_fold": [[round(a, 3), round(b, 3)] for a, b in folds]}
+                                 "per_fold": [[round(a, 3), round(b, 3)] for a, b, _ in folds],
+                                 "unanswerable_refused_by_kind (pooled over folds)": {
+                                     k: {"refused": r, "n": n, "share": round(r / n, 3)} for k, (r, n) in sorted(by_kind.items())}}
         print(f"{rule:32s} answerable refused {over:6.1%}  unanswerable refused {caught:6.1%}", flush=True)
+    for kind, request in sorted(missed):
+        print(f"missed ({kind}): {request[:110]!r}")
     if args.out:
         Path(args.out).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return 0
