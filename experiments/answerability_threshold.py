@@ -41,6 +41,7 @@ from helpers.evaluate.answerability_head import (  # noqa: E402
     fit_logistic,
     head_features,
     out_of_fold_scores,
+    refused_shares,
     youden_threshold,
 )
 
@@ -51,15 +52,14 @@ BUDGETS = (0.02, 0.03, 0.04, 0.05)
 def rates(scores, items, cut):
     """(answerable refused, unanswerable refused, {unanswerable kind: [refused, prompts]}) when refusing below
     ``cut``; the kind is the pair ``source`` (near miss, another document)."""
-    ans = [s < cut for s, it in zip(scores, items, strict=True) if it["answerable"]]
-    una = [s < cut for s, it in zip(scores, items, strict=True) if not it["answerable"]]
+    over, caught = refused_shares(scores, [it["answerable"] for it in items], cut)
     kinds: dict[str, list[int]] = {}
     for s, it in zip(scores, items, strict=True):
         if not it["answerable"]:
             count = kinds.setdefault("+".join(it["source"]), [0, 0])
             count[0] += s < cut
             count[1] += 1
-    return sum(ans) / len(ans), sum(una) / len(una), kinds
+    return over, caught, kinds
 
 
 def design(x, items, sur=None):

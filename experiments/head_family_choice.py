@@ -45,14 +45,15 @@ def main() -> int:
 
     from helpers.config import ModelConfig, TrainConfig, config_for
     from helpers.evaluate.answerability_head import (
-        auc,
         budget_threshold,
         document_folds,
         fit_logistic,
         head_features,
+        label_auc,
         out_of_fold_scores,
         overlap_shares,
         prompt_features,
+        refused_shares,
     )
     from helpers.evaluate.run import eval_items
     from helpers.models import load_model_and_tokenizer
@@ -75,9 +76,8 @@ def main() -> int:
     def design(idx, items, layer, with_surprisal):
         return head_features(states[idx], items, layer, True, shares[idx], surprisal[idx] if with_surprisal else None)
 
-    def label_auc(scores, items):
-        return auc([s for s, it in zip(scores, items, strict=True) if it["answerable"]],
-                   [s for s, it in zip(scores, items, strict=True) if not it["answerable"]]) or 0.0
+    def items_auc(scores, items):
+        return label_auc(scores, [it["answerable"] for it in items])
 
     candidates = [(layer, l2, s) for layer in range(states.shape[1]) for l2 in L2S for s in (False, True)]
     record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -98,19 +98,18 @@ def main() -> int:
             by_dev, by_oof = {}, {}
             for layer, l2, with_s in candidates:
                 score = fit_logistic(design(rest_idx, rest, layer, with_s), y_rest, l2)
-                by_dev[(layer, l2, with_s)] = label_auc(score(design(dev_idx, dev_items, layer, with_s)).tolist(), dev_items)
+                by_dev[(layer, l2, with_s)] = items_auc(score(design(dev_idx, dev_items, layer, with_s)).tolist(), dev_items)
                 oof = out_of_fold_scores(design(pooled_idx, pooled_items, layer, with_s), pooled_items, l2)
-                by_oof[(layer, l2, with_s)] = (label_auc(oof, pooled_items), oof)
-            for rule, table in (("dev", {k: v for k, v in by_dev.items()}), ("out_of_fold", {k: v[0] for k, v in by_oof.items()})):
+                by_oof[(layer, l2, with_s)] = (items_auc(oof, pooled_items), oof)
+            for rule, table in (("dev", by_dev), ("out_of_fold", {k: v[0] for k, v in by_oof.items()})):
                 layer, l2, with_s = max(table, key=lambda k: (table[k], -k[0], -k[1], not k[2]))
                 x_pool = design(pooled_idx, pooled_items, layer, with_s)
                 cut, _ = budget_threshold(by_oof[(layer, l2, with_s)][1], [it["answerable"] for it in pooled_items],
                                           train_cfg.answerability_budget)
                 final = fit_logistic(x_pool, torch.tensor([it["answerable"] for it in pooled_items]), l2)
                 scores = final(design(test_idx, test, layer, with_s)).tolist()
-                ans = [s < cut for s, it in zip(scores, test, strict=True) if it["answerable"]]
-                una = [s < cut for s, it in zip(scores, test, strict=True) if not it["answerable"]]
-                result[rule]["per_fold"].append([round(sum(ans) / len(ans), 3), round(sum(una) / len(una), 3)])
+                over, caught = refused_shares(scores, [it["answerable"] for it in test], cut)
+                result[rule]["per_fold"].append([round(over, 3), round(caught, 3)])
                 result[rule]["chosen"].append(f"layer {layer}, l2 {l2}{', surprisal' if with_s else ''}")
         for rule in ("dev", "out_of_fold"):
             folds = result[rule]["per_fold"]

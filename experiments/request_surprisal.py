@@ -62,7 +62,7 @@ def main() -> int:
     import torch
 
     from helpers.config import ModelConfig, TrainConfig, config_for
-    from helpers.evaluate.answerability_head import auc, fit_logistic, head_features, overlap_shares
+    from helpers.evaluate.answerability_head import auc, fit_logistic, head_features, label_auc, overlap_shares
     from helpers.evaluate.run import eval_items
     from helpers.models import load_model_and_tokenizer
     from helpers.train.dpo import dev_documents, dev_split, load_pairs
@@ -101,8 +101,7 @@ def main() -> int:
             for l2 in L2S:
                 score = fit_logistic(design(fit_states, fit_sur, fit_items, fit_share, layer, kind), y_fit, l2)
                 dev_scores = score(design(dev_states, dev_sur, dev_items, dev_share, layer, kind)).tolist()
-                value = auc([s for s, a in zip(dev_scores, y_dev, strict=True) if a],
-                            [s for s, a in zip(dev_scores, y_dev, strict=True) if not a]) or 0.0
+                value = label_auc(dev_scores, y_dev)
                 table[f"{kind}/{layer}/l2={l2}"] = value
                 if kind not in best or (value, -layer, -l2) > best[kind][0]:
                     best[kind] = ((value, -layer, -l2), layer, l2, [-s for s in dev_scores])  # high = refuse

@@ -46,11 +46,13 @@ __all__ = [
     "gate_answers",
     "head_features",
     "head_path",
+    "label_auc",
     "out_of_fold_scores",
     "overlap",
     "overlap_shares",
     "prompt_features",
     "prompt_states",
+    "refused_shares",
     "request_token_logps",
     "surprisal_summary",
     "youden_threshold",
@@ -257,17 +259,13 @@ def youden_threshold(scores: Sequence[float], answerable: Sequence[bool]) -> tup
     refused on these items; the midpoint between neighbouring scores, so no item sits on it."""
     values = sorted(set(scores))
     cuts = [values[0] - 1.0] + [(a + b) / 2 for a, b in zip(values, values[1:], strict=False)] + [values[-1] + 1.0]
-    n_ans, n_una = sum(answerable), len(answerable) - sum(answerable)
 
-    def rates(cut):
-        over = sum(s < cut for s, a in zip(scores, answerable, strict=True) if a) / n_ans
-        caught = sum(s < cut for s, a in zip(scores, answerable, strict=True) if not a) / n_una
-        return caught - over, over, caught
+    def gap(cut):
+        over, caught = refused_shares(scores, answerable, cut)
+        return caught - over
 
-    cut = max(cuts, key=lambda c: rates(c)[0])
-    gap, over, caught = rates(cut)
-    return cut, {"dev_refusal_gap": round(gap, 3), "dev_answerable_refused": round(over, 3),
-                 "dev_unanswerable_refused": round(caught, 3)}
+    cut = max(cuts, key=gap)
+    return cut, _rates_at(scores, answerable, cut)
 
 
 @dataclasses.dataclass
@@ -339,15 +337,22 @@ def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with
     return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 
-def _label_auc(scores: Sequence[float], answerable: Sequence[bool]) -> float:
+def label_auc(scores: Sequence[float], answerable: Sequence[bool]) -> float:
+    """``auc`` of the scores with the answerable items as the positives (0.0 when a side is empty)."""
     return auc([s for s, a in zip(scores, answerable, strict=True) if a],
                [s for s, a in zip(scores, answerable, strict=True) if not a]) or 0.0
 
 
-def _rates_at(scores: Sequence[float], answerable: Sequence[bool], cut: float) -> dict[str, float]:
+def refused_shares(scores: Sequence[float], answerable: Sequence[bool], cut: float) -> tuple[float, float]:
+    """(share of the answerable items refused, share of the unanswerable refused) when refusing below ``cut``."""
     n_ans, n_una = sum(answerable), len(answerable) - sum(answerable)
     over = sum(s < cut for s, a in zip(scores, answerable, strict=True) if a) / max(1, n_ans)
     caught = sum(s < cut for s, a in zip(scores, answerable, strict=True) if not a) / max(1, n_una)
+    return over, caught
+
+
+def _rates_at(scores: Sequence[float], answerable: Sequence[bool], cut: float) -> dict[str, float]:
+    over, caught = refused_shares(scores, answerable, cut)
     return {"dev_refusal_gap": round(caught - over, 3), "dev_answerable_refused": round(over, 3),
             "dev_unanswerable_refused": round(caught, 3)}
 
@@ -434,7 +439,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                                             with_surprisal), y_fit, l2)
                 dev_scores = score(design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap,
                                           with_surprisal)).tolist()
-                value = _label_auc(dev_scores, y_dev)
+                value = label_auc(dev_scores, y_dev)
                 table[name(layer, with_overlap, with_surprisal, l2)] = value
                 rank = (value, -layer, -l2, not with_overlap, not with_surprisal)
                 if best is None or rank > best[0]:
@@ -448,8 +453,9 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         rule += "refuse below the threshold with the largest dev refusal gap (unanswerable refused - answerable refused)"
     else:
         items = [*fit_items, *dev_items]
+        dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap, with_surprisal)
         x = torch.cat([design(fit_states, fit_items, fit_shares, fit_surprisal, layer, with_overlap, with_surprisal),
-                       design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap, with_surprisal)])
+                       dev_x])
         y_all = [bool(it["answerable"]) for it in items]
         oof = out_of_fold_scores(x, items, l2)
         score = fit_logistic(x, torch.tensor(y_all), l2)
@@ -465,7 +471,6 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         # the dev split's rates under the refitted head (in sample now: dev is part of its fit), beside the
         # out-of-fold rates that set the cut
         oof_rates = {k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()}
-        dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap, with_surprisal)
         rates = {**_rates_at(score(dev_x).tolist(), y_dev, threshold), **oof_rates}
     dev = {"rule": rule, "threshold_rule": threshold_rule,
            "dev_auc": table[name(layer, with_overlap, with_surprisal, l2)],
