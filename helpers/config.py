@@ -56,6 +56,8 @@ TINY_GEMMA2 = "tiny-random:gemma2"
 
 #: The 48 written documents with reference answers and near misses (``helpers/resources/facts_sample.jsonl``).
 BUNDLED_SAMPLE = "bundled"
+#: The two-reader review of the bundled FACTS test split's labels (``helpers.evaluate.label_review``).
+LABEL_REVIEW_FILE = Path(__file__).resolve().parent / "resources" / "facts_grounding" / "test_label_review.json"
 #: The 232 real FACTS Grounding rows shipped in ``helpers/resources/facts_grounding/`` (CC-BY-4.0).
 BUNDLED_FACTS = "bundled-facts"
 
@@ -428,6 +430,9 @@ class EvalConfig:
     heldout_max_rows: int = 16  # rows of the held-out file used (each gives 1 answerable + 1 unanswerable)
     latency_prompts: int = 2  # prompts timed for 4-bit vs 16-bit (GPU) / fp32 (CPU); 0 skips it
     n_examples: int = 4  # example generations stored in metrics.json
+    # rates also on the prompts whose label two blind readers confirmed ("bundled": the review of the
+    # bundled FACTS test split, applied only when it covers every evaluation item; "": off)
+    label_review: str = ""
     seed: int = 42
 
     def __post_init__(self) -> None:
@@ -454,6 +459,8 @@ class EvalConfig:
         self.generations_path = self.generations_path or str(root / "generations.jsonl")
         if self.heldout_path == BUNDLED_SAMPLE:  # the 48 written documents, beside the real-FACTS test split
             self.heldout_path = str(Path(__file__).resolve().parent / "resources" / "facts_sample.jsonl")
+        if self.label_review == BUNDLED_SAMPLE:
+            self.label_review = str(LABEL_REVIEW_FILE)
 
 
 #: Section of a config file (``GEMMA_FACTS_CONFIG``) for each stage config.

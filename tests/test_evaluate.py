@@ -105,6 +105,39 @@ def test_generations_jsonl_has_both_sides_and_verdicts_per_item(run):
     assert len({r["id"] for r in rows}) == len(rows)
 
 
+def test_rates_on_reviewed_labels_count_only_the_prompts_both_readers_confirmed(inputs, tmp_path):
+    """A review that leaves one answerable prompt out (a reader said "partly"): evaluation reports the rates on
+    the rest, equal to the rates recomputed from generations.jsonl without that prompt, and the table shows them."""
+    from datasets import load_from_disk
+
+    from helpers.evaluate.label_review import item_key
+    from helpers.evaluate.run import eval_items, evaluate
+    from helpers.evaluate.tables import impact_table
+
+    items = eval_items(list(load_from_disk(str(inputs / "pairs"))["test"]), None, 42)
+    left_out = next(it["id"] for it in items if it["answerable"])
+    review = {"items": [{"id": it["id"], "key": item_key(it["request"], it["document"]), "kind": it["source"][0],
+                         "answerable": it["answerable"],
+                         "readings": [{"reader": r, "reason": "read", "verdict": "partly" if it["id"] == left_out
+                                       else "answerable" if it["answerable"] else "not answerable"}
+                                      for r in ("A1", "B1")]} for it in items]}
+    (tmp_path / "review.json").write_text(json.dumps(review), encoding="utf-8")
+    cfg = eval_cfg_for(inputs, label_review=str(tmp_path / "review.json"), latency_prompts=0,
+                       metrics_path=str(tmp_path / "m.json"), generations_path=str(tmp_path / "g.jsonl"))
+    metrics = evaluate(config_for(ModelConfig, "smoke"), cfg)
+    reviewed = metrics["reviewed_labels"]
+    assert reviewed["applied"] and reviewed["kept"] == len(items) - 1
+    assert (reviewed["n_answerable"], reviewed["n_unanswerable"]) == (metrics["n_answerable"] - 1,
+                                                                       metrics["n_unanswerable"])
+    rows = [json.loads(line) for line in (tmp_path / "g.jsonl").read_text().splitlines()]
+    kept = [r for r in rows if r["set"] == "test" and r["answerable"] and r["id"] != left_out]
+    for side in ("base", "aligned"):
+        refused = sum(r[side]["offline"]["refused"] for r in kept)
+        assert reviewed[side]["over_refusal_rate"]["value"] == pytest.approx(refused / len(kept))
+        assert reviewed[side]["hallucination_rate"] == metrics[side]["hallucination_rate"]  # nothing left out there
+    assert "keep their label" in impact_table(metrics)
+
+
 def test_heldout_set_is_reported_separately(run):
     metrics, _, _ = run
     held = metrics["heldout_2"]

@@ -23,6 +23,13 @@ the hallucination cut any model can show.
 ``--side training`` asks the same of the training pairs (``docs/label_audit_training.json`` / ``.md``): half
 answer-removed excerpts (labelled unanswerable), half answerable requests of the over-refusal pairs (labelled
 answerable), shuffled together so a reader cannot tell the two apart; the share whose label holds, per kind.
+
+``--side review`` reads **every** evaluation prompt of the test split twice, blind
+(``helpers.evaluate.label_review``): ``--draw PAIRS_DIR`` writes two waves of reading sheets (the prompts
+shuffled, six sheets per wave, each holding only a key, the request and the text shown: no id, label or kind)
+and the key map to ``--sheets`` (default ``outputs/audit``); each sheet goes to its own reader, who writes
+``verdicts_<sheet>.json``; ``--merge PAIRS_DIR`` joins the verdicts to the prompts and writes the bundled
+review (``helpers/resources/facts_grounding/test_label_review.json``) and ``docs/label_review.md``.
 """
 
 from __future__ import annotations
@@ -47,6 +54,17 @@ UNANSWERABLE_KINDS = ("near_miss", "answer_removed")
 TRAINING_JSON = Path("docs") / "label_audit_training.json"
 TRAINING_MD = Path("docs") / "label_audit_training.md"
 TRAINING_KINDS = {"answer_removed": "unanswerable", "refusal": "answerable"}
+
+#: the two-reader review of every test prompt: its page, waves (shuffle seeds), sheets per wave, kinds' names
+REVIEW_MD = Path("docs") / "label_review.md"
+REVIEW_WAVES = {"A": 1601, "B": 1602, "C": 1603, "D": 1604}
+#: the rounds: the first read the evaluated prompts (``EvalConfig.max_examples`` 96 per side), the second the rest
+REVIEW_ROUNDS = (("A", "B"), ("C", "D"))
+REVIEW_SHEETS = 6
+REVIEW_KINDS = {"refusal": "answerable (own document)", "near_miss": "near miss",
+                "unrelated_doc": "another row's document", "answer_removed": "answer removed"}
+REVIEW_RULE = ("a prompt keeps its label when both readers confirm it (answerable: both 'answerable'; "
+               "unanswerable: both 'not answerable'); 'partly', a disagreement or a reversal leaves it out")
 
 
 def draw(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[str, Any]:
@@ -104,6 +122,149 @@ def draw_training(pairs_dir: str, n: int, seed: int, max_examples: int | None = 
             "items": [{"id": f"train-{i}", "doc_id": train[i]["doc_id"], "kind": train[i]["source"],
                        "label": TRAINING_KINDS[train[i]["source"]], "request": train[i]["request"],
                        "excerpt": train[i]["document"], "verdict": None, "reason": ""} for i in picked]}
+
+
+def review_items(pairs_dir: str, max_examples: int | None) -> list[dict[str, Any]]:
+    """Every evaluation item of the test split, in evaluation order (``gemma-facts evaluate`` asks these)."""
+    from datasets import load_from_disk
+
+    from helpers.evaluate.run import eval_items
+
+    return eval_items(list(load_from_disk(pairs_dir)["test"]), max_examples, 42)
+
+
+def draw_review(pairs_dir: str, sheets: Path, max_examples: int | None, waves: tuple[str, ...] = ("A", "B"),
+                skip_ids: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
+    """The blind reading sheets of two ``waves`` (each item once per wave, in another reader's sheet) over the
+    evaluation items not in ``skip_ids`` (those an earlier round read), and the key map (sheet key -> item id),
+    added to ``sheets/map.json``; returns the whole map."""
+    items = [it for it in review_items(pairs_dir, max_examples) if it["id"] not in skip_ids]
+    sheets.mkdir(parents=True, exist_ok=True)
+    map_path = sheets / "map.json"
+    mapping: dict[str, str] = json.loads(map_path.read_text(encoding="utf-8")) if map_path.exists() else {}
+    for wave in waves:
+        order = list(range(len(items)))
+        random.Random(REVIEW_WAVES[wave]).shuffle(order)
+        for c in range(REVIEW_SHEETS):
+            name = f"{wave}{c + 1}"
+            sheet = []
+            for j, i in enumerate(order[c::REVIEW_SHEETS], 1):
+                key = f"{name}-{j:02d}"
+                mapping[key] = items[i]["id"]
+                sheet.append({"key": key, "request": items[i]["request"], "text": items[i]["document"]})
+            (sheets / f"sheet_{name}.json").write_text(json.dumps(sheet, indent=1, ensure_ascii=False),
+                                                        encoding="utf-8")
+    map_path.write_text(json.dumps(mapping, indent=1), encoding="utf-8")
+    return mapping
+
+
+def merge_review(pairs_dir: str, sheets: Path) -> dict[str, Any]:
+    """The review record: every item of the test split that the drawn rounds gave to readers, with its two
+    readings (reader = sheet name), from the sheets' verdicts, in evaluation order."""
+    from datasets import load_from_disk
+
+    from helpers.evaluate.label_review import item_key
+    from helpers.train.dpo import pairs_digest
+
+    items = review_items(pairs_dir, None)
+    mapping = json.loads((sheets / "map.json").read_text(encoding="utf-8"))
+    readings: dict[str, list[dict[str, str]]] = {it["id"]: [] for it in items}
+    for wave in REVIEW_WAVES:
+        for c in range(REVIEW_SHEETS):
+            name = f"{wave}{c + 1}"
+            if not (sheets / f"sheet_{name}.json").exists():
+                continue  # a round not drawn
+            verdicts = json.loads((sheets / f"verdicts_{name}.json").read_text(encoding="utf-8"))
+            keys = [s["key"] for s in json.loads((sheets / f"sheet_{name}.json").read_text(encoding="utf-8"))]
+            if sorted(v["key"] for v in verdicts) != sorted(keys):
+                raise ValueError(f"verdicts_{name}.json does not give exactly one verdict per key of sheet_{name}.json")
+            for v in verdicts:
+                if v["verdict"] not in VERDICTS:
+                    raise ValueError(f"{v['key']}: verdict {v['verdict']!r} is not one of {VERDICTS}")
+                readings[mapping[v["key"]]].append({"reader": name, "verdict": v["verdict"],
+                                                    "reason": " ".join(v["reason"].split())})
+    return {"about": "every evaluation prompt of the bundled FACTS test split read by two blind readers "
+                     "(tools/label_audit.py --side review; docs/label_review.md)",
+            "test_fingerprint": pairs_digest(load_from_disk(pairs_dir)["test"]), "rule": REVIEW_RULE,
+            "readers": "reading agents of the dev session, one per sheet (12 sheets of ~30 prompts), each seeing "
+                       "only the request and the text the model sees, shuffled, never the label or the kind; "
+                       "told to be strict and to decide by reading, not by script",
+            "items": [{"id": it["id"], "key": item_key(it["request"], it["document"]), "doc_id": it["doc_id"],
+                       "kind": it["source"][0], "answerable": bool(it["answerable"]),
+                       "request": " ".join(it["request"].split()), "readings": readings[it["id"]]}
+                      for it in items if readings[it["id"]]]}
+
+
+def review_summary(review: dict[str, Any]) -> dict[str, Any]:
+    """Per kind: prompts, kept, each reader's share confirming the label, both, and the readers' agreement;
+    and the earlier sampled audits' verdicts on the prompts the review keeps (a third reader)."""
+    from helpers.evaluate.label_review import CONFIRMS, label_holds
+
+    by_kind: dict[str, dict[str, Any]] = {}
+    for kind in REVIEW_KINDS:
+        entries = [e for e in review["items"] if e["kind"] == kind]
+        if not entries:
+            continue
+        want = CONFIRMS[bool(entries[0]["answerable"])]
+        first = [e["readings"][0]["verdict"] == want for e in entries]
+        second = [e["readings"][1]["verdict"] == want for e in entries]
+        by_kind[kind] = {"prompts": len(entries), "kept": sum(label_holds(e) for e in entries),
+                         "first_reader_confirms": sum(first), "second_reader_confirms": sum(second),
+                         "readers_agree": sum(e["readings"][0]["verdict"] == e["readings"][1]["verdict"]
+                                              for e in entries)}
+    kept = {e["id"] for e in review["items"] if label_holds(e)}
+    third = {}
+    root = Path(__file__).resolve().parents[1]
+    for name, record, want in (("answerable", AUDIT_JSON, "answerable"),
+                               ("unanswerable", UNANSWERABLE_JSON, "unanswerable")):
+        path = root / record
+        if path.exists():
+            audited = [it for it in json.loads(path.read_text(encoding="utf-8"))["items"] if it["id"] in kept]
+            third[name] = {"kept_and_sampled": len(audited), "confirmed": sum(it["verdict"] == want for it in audited)}
+    return {"by_kind": by_kind, "kept": len(kept), "prompts": len(review["items"]), "third_reader": third}
+
+
+def render_review(review: dict[str, Any]) -> str:
+    """docs/label_review.md from the review record."""
+    s = review_summary(review)
+    rows = []
+    for kind, c in s["by_kind"].items():
+        n = c["prompts"]
+        rows.append(f"| {REVIEW_KINDS[kind]} | {n} | {c['first_reader_confirms'] / n:.0%} | "
+                    f"{c['second_reader_confirms'] / n:.0%} | {c['readers_agree'] / n:.0%} | **{c['kept']}** |")
+    ans = s["by_kind"].get("refusal", {})
+    per_reader = (f"{ans['first_reader_confirms'] / ans['prompts']:.0%} and "
+                  f"{ans['second_reader_confirms'] / ans['prompts']:.0%}") if ans else "-"
+    third = "; ".join(f"{name}: {t['confirmed']} of {t['kept_and_sampled']}" for name, t in s["third_reader"].items())
+    lines = [
+        "# The label review: every test prompt read by two blind readers", "",
+        "<!-- generated by `python -m tools.label_audit --side review --render`; do not edit -->", "",
+        f"Every evaluation prompt of the bundled FACTS test split ({s['prompts']}; fingerprint "
+        f"`{review['test_fingerprint'][:12]}…`) was read twice, by two different readers: {review['readers']}. "
+        f"Rule, fixed before any verdict was read: {review['rule']}. The kept prompts are the ones "
+        "`EvalConfig.label_review` scores (`reviewed_labels` in metrics.json; `helpers.evaluate.label_review`).", "",
+        f"**{s['kept']} of {s['prompts']}** prompts keep their label. Each reader alone found "
+        f"{per_reader} of the answerable-labelled prompts answerable from their text (the sampled audit, "
+        "[label_audit.md](label_audit.md), found 83%).", "",
+        "| kind (label) | prompts | reader 1 confirms | reader 2 confirms | readers agree | kept |",
+        "|---|---|---|---|---|---|", *rows, "",
+        f"A third reader, on the kept prompts: the earlier sampled audits ([label_audit.md](label_audit.md), "
+        f"[label_audit_unanswerable.md](label_audit_unanswerable.md), other readers, drawn before this review) "
+        f"confirm the label of {third or 'none'} kept prompts they happened to read.", "",
+        "Verdicts: *answerable* when the text holds everything a complete answer needs; *partly* when some of it "
+        "is missing; *not answerable* when the text does not hold what the request asks (another subject, an "
+        "entity it never mentions, the answering passage absent). The readers never saw which kind a prompt was.",
+        "", "| id | kind | request | reader 1 | reader 2 | kept |", "|---|---|---|---|---|---|",
+    ]
+    from helpers.evaluate.label_review import label_holds
+
+    for e in review["items"]:
+        request = e["request"].replace("|", "/")
+        request = request[:87] + "..." if len(request) > 90 else request
+        r1, r2 = (f"{r['verdict']}: {r['reason'].replace('|', '/')}" for r in e["readings"][:2])
+        lines.append(f"| {e['id']} | {REVIEW_KINDS[e['kind']]} | {request} | {r1} | {r2} | "
+                     f"{'yes' if label_holds(e) else 'no'} |")
+    return "\n".join(lines) + "\n"
 
 
 def summary(audit: dict[str, Any]) -> dict[str, Any]:
@@ -231,13 +392,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--max-examples", type=int, default=None, help="EvalConfig.max_examples of the run")
-    parser.add_argument("--side", choices=("answerable", "unanswerable", "training"), default="answerable",
+    parser.add_argument("--side", choices=("answerable", "unanswerable", "training", "review"), default="answerable",
                         help="which label to audit (default: the test split's answerable prompts)")
+    parser.add_argument("--merge", metavar="PAIRS_DIR", help="review: join the readers' verdicts into the record")
+    parser.add_argument("--sheets", default="outputs/audit", help="review: the folder of sheets and verdicts")
+    parser.add_argument("--round", type=int, choices=(1, 2), default=1,
+                        help="review: 1 reads the evaluated prompts (--max-examples 96), 2 the rest of the split")
     parser.add_argument("--render", action="store_true", help="only render the page (the default without --draw)")
     args = parser.parse_args(argv)
     from helpers.config import repo_root
 
     root = repo_root()
+    if args.side == "review":
+        from helpers.evaluate.label_review import REVIEW_FILE
+
+        if args.draw:
+            done = frozenset(e["id"] for e in json.loads(REVIEW_FILE.read_text(encoding="utf-8"))["items"]
+                             ) if args.round > 1 else frozenset()
+            mapping = draw_review(args.draw, Path(args.sheets), args.max_examples, REVIEW_ROUNDS[args.round - 1], done)
+            print(f"{len(mapping)} sheet entries in {args.sheets}")
+            return 0
+        if args.merge:
+            merged = merge_review(args.merge, Path(args.sheets))
+            REVIEW_FILE.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        review = json.loads(REVIEW_FILE.read_text(encoding="utf-8"))
+        (root / REVIEW_MD).write_text(render_review(review), encoding="utf-8")
+        print(json.dumps(review_summary(review)))
+        return 0
     record, page, draw_side, render_side = {
         "answerable": (AUDIT_JSON, AUDIT_MD, draw, render),
         "unanswerable": (UNANSWERABLE_JSON, UNANSWERABLE_MD, draw_unanswerable, render_unanswerable),

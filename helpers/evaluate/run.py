@@ -58,6 +58,7 @@ __all__ = [
     "load_aligned_model",
     "main",
     "measure_latency",
+    "reviewed_rates",
     "side_metrics_offline",
     "has_adapter",
     "side_of",
@@ -433,6 +434,35 @@ def _examples(items: list[dict[str, Any]], judged: dict[str, list[dict[str, Any]
             for i in sorted(picked)]
 
 
+def reviewed_rates(items: Sequence[dict[str, Any]], judged: dict[str, list[dict[str, Any]]], judge: str,
+                   review: dict[str, Any]) -> dict[str, Any]:
+    """Every side's headline rates on the prompts whose label the review confirms
+    (``helpers.evaluate.label_review``), beside the rates on all prompts.
+
+    ``judged``: per side (base, aligned, and base_with_head with a head) the verdicts in item order, as
+    evaluation holds them and generations.jsonl stores them, so a finished run can be re-scored from
+    its generations. Returns the review's summary alone (``applied: False``) when it does not cover
+    every item.
+    """
+    from helpers.evaluate.label_review import confirmed_ids
+
+    kept, out = confirmed_ids(items, review)
+    if kept is None:
+        return out
+    keep = [i for i, it in enumerate(items) if it["id"] in kept]
+    subset = [items[i] for i in keep]
+    out["n_answerable"] = sum(bool(it["answerable"]) for it in subset)
+    out["n_unanswerable"] = len(subset) - out["n_answerable"]
+    for side, verdicts in judged.items():
+        records = verdict_records(subset, [verdicts[i] for i in keep], judge)
+        out[side] = side_metrics(records) | {"by_source": breakdown(records, "source")}
+    for side in judged:
+        if side != "base":
+            out.setdefault("relative_hallucination_reduction", {})[side] = relative_reduction(
+                out["base"]["hallucination_rate"]["value"], out[side]["hallucination_rate"]["value"])
+    return out
+
+
 def _write_generations(path: Path, sets: dict[str, tuple[list, dict]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as handle:
@@ -628,6 +658,12 @@ def evaluate(model_cfg: ModelConfig, eval_cfg: EvalConfig, *, loaded: tuple[Any,
             print(f"\n*** {gemini.stats.stopped} ***\n")
     if head_results is not None:
         metrics["answerability_head"] = head_results
+    if eval_cfg.label_review:
+        from helpers.evaluate.label_review import load_review
+
+        metrics["reviewed_labels"] = reviewed_rates(items, sets["test"][1], judge, load_review(eval_cfg.label_review))
+        if not metrics["reviewed_labels"]["applied"]:
+            print(f"label review not applied: {metrics['reviewed_labels']['reason']}")
     if "heldout_2" in sets:
         metrics["heldout_2"] = {"path": Path(eval_cfg.heldout_path).name,
                                 **summarise_sets(*sets["heldout_2"], judge, held_ids, with_gemini=gemini is not None)}

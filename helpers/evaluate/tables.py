@@ -74,6 +74,16 @@ def impact_table(metrics: dict[str, Any]) -> str:
     lines.append(f"*{metrics.get('n_answerable', 0)} answerable + {metrics.get('n_unanswerable', 0)} unanswerable "
                  f"test prompts; model `{metrics.get('model', '?')}`, profile `{metrics.get('profile', '?')}`, "
                  f"judge `{metrics.get('judge', '?')}`; brackets: 95% Wilson interval.*")
+    reviewed = metrics.get("reviewed_labels") or {}
+    if reviewed.get("applied"):
+        lines += ["", "On the prompts whose label two blind readers confirmed (`reviewed_labels`):", "",
+                  "| Metric | Base | Aligned (Gemma-Facts) | Change |", "|---|---|---|---|"]
+        for key, label, _lower in IMPACT_ROWS:
+            base, aligned = reviewed["base"].get(key, {}), reviewed["aligned"].get(key, {})
+            rel = reviewed["relative_hallucination_reduction"]["aligned"] if key == "hallucination_rate" else None
+            lines.append(f"| {label} | {format_rate(base)} | {format_rate(aligned)} | {_change(base, aligned, rel)} |")
+        lines += ["", f"*{reviewed['n_answerable']} answerable + {reviewed['n_unanswerable']} unanswerable of "
+                      f"{reviewed['items']} prompts keep their label (docs/label_review.md).*"]
     return "\n".join(lines)
 
 

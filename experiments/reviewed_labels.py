@@ -1,0 +1,101 @@
+"""The recorded answerability heads on the reviewed labels: the rates where two blind readers confirmed the label.
+
+Each run folder holds the ``metrics.json`` of ``gemma-facts evaluate --base-only`` with a committed head copied
+in (no refit), the local profile's ``eval.label_review`` on, so evaluation wrote ``reviewed_labels``: every
+side's rates on the test prompts whose label both readers of the review confirmed
+(``helpers.evaluate.label_review``, ``docs/label_review.md``). This script gathers them: per run the gated base
+on all prompts and on the reviewed ones, and per head family the mean / min / max over its three dev splits.
+It reads the metrics files only; the test split was read by the evaluations that wrote them.
+
+    python experiments/reviewed_labels.py [--runs results/reviewed-labels] [--out results/reviewed_labels.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+#: run folder prefix -> (the head family, the committed record its head was copied from)
+FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap", "answerability-head-clean-labels"),
+            "surprisal": ("ninth pass: + request surprisal, cut within a 4% out-of-fold budget",
+                          "answerability-head-surprisal")}
+FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
+
+
+def value(rate: dict[str, Any]) -> float | None:
+    return None if rate.get("value") is None else round(rate["value"], 4)
+
+
+def run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The gated base on all prompts and on the reviewed prompts, and the Banana test, from one metrics.json."""
+    reviewed = metrics["reviewed_labels"]
+    if not reviewed.get("applied"):
+        raise ValueError(f"the review was not applied to this run: {reviewed.get('reason')}")
+    head = metrics["answerability_head"]
+    return {
+        "head": {k: head["head"][k] for k in ("layer", "with_overlap", "with_surprisal")},
+        "all_prompts": {f: value(head["base_with_head"][f]) for f in FIELDS}
+        | {"relative_cut": round(head["relative_hallucination_reduction"], 4)},
+        "reviewed": {f: value(reviewed["base_with_head"][f]) for f in FIELDS}
+        | {"relative_cut": round(reviewed["relative_hallucination_reduction"]["base_with_head"], 4),
+           "hallucination_ci95": reviewed["base_with_head"]["hallucination_rate"]["ci95"],
+           "over_refusal_ci95": reviewed["base_with_head"]["over_refusal_rate"]["ci95"],
+           "hallucination_by_kind": {k: value(v["hallucination_rate"])
+                                     for k, v in reviewed["base_with_head"]["by_source"].items()
+                                     if v["hallucination_rate"]["n"]}},
+        "banana_passed": bool(head["banana"]["passed"]),
+    }
+
+
+def spread(runs: dict[str, dict[str, Any]], part: str) -> dict[str, Any]:
+    """Mean, min and max of each rate of ``part`` ("reviewed" / "all_prompts") over the runs."""
+    out = {}
+    for field in (*FIELDS, "relative_cut"):
+        values = [r[part][field] for r in runs.values()]
+        out[field] = {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", default=str(REPO / "results" / "reviewed-labels"))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    record: dict[str, Any] = {"families": {}}
+    base: dict[str, Any] | None = None
+    for prefix, (about, committed) in FAMILIES.items():
+        runs = {}
+        for folder in sorted(Path(args.runs).glob(f"{prefix}-dev-seed-*")):
+            metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            runs[folder.name] = run_summary(metrics)
+            original = json.loads((REPO / "results" / committed / folder.name.removeprefix(f"{prefix}-") /
+                                   "metrics.json").read_text(encoding="utf-8"))["answerability_head"]
+            runs[folder.name]["committed_record_all_prompts"] = {
+                f: value(original["base_with_head"][f]) for f in FIELDS}
+            reviewed = metrics["reviewed_labels"]
+            base = base or {"all_prompts": {f: value(metrics["base"][f]) for f in FIELDS},
+                            "reviewed": {f: value(reviewed["base"][f]) for f in FIELDS},
+                            "reviewed_n": {"answerable": reviewed["n_answerable"],
+                                           "unanswerable": reviewed["n_unanswerable"],
+                                           "by_kind": reviewed["by_kind"]}}
+        if runs:
+            record["families"][prefix] = {"about": about, "heads_from": f"results/{committed}/", "runs": runs,
+                                          "reviewed_spread": spread(runs, "reviewed"),
+                                          "all_prompts_spread": spread(runs, "all_prompts"),
+                                          "banana_passed": sum(r["banana_passed"] for r in runs.values())}
+    record["base"] = base
+    text = json.dumps(record, indent=1)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

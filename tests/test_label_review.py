@@ -1,0 +1,152 @@
+"""The two-reader label review: which prompts keep their label, the rates on them, and the bundled record."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from helpers.config import EvalConfig, config_for, repo_root
+from helpers.evaluate.label_review import REVIEW_FILE, confirmed_ids, item_key, label_holds, load_review
+from helpers.evaluate.run import reviewed_rates
+from tools.label_audit import REVIEW_MD, REVIEW_ROUNDS, REVIEW_SHEETS, draw_review, merge_review, render_review
+
+
+def _item(id_, answerable, kind, request="What is it?", document="It is a cat."):
+    return {"id": id_, "answerable": answerable, "source": [kind], "request": request, "document": document,
+            "pair_type": ["over_refusal" if answerable else "unanswerable"], "domain": "x", "style": "question"}
+
+
+def _entry(item, *verdicts):
+    return {"id": item["id"], "key": item_key(item["request"], item["document"]), "answerable": item["answerable"],
+            "kind": item["source"][0], "readings": [{"reader": f"R{i}", "verdict": v, "reason": "r"}
+                                                    for i, v in enumerate(verdicts)]}
+
+
+ITEMS = [_item("a1", True, "refusal"), _item("a2", True, "refusal", document="It is a dog."),
+         _item("u1", False, "near_miss", request="What is its name?"),
+         _item("u2", False, "answer_removed", document="Nothing here."),
+         _item("u3", False, "unrelated_doc", request="Who won in 1903?")]
+REVIEW = {"rule": "both confirm", "items": [
+    _entry(ITEMS[0], "answerable", "answerable"),
+    _entry(ITEMS[1], "answerable", "partly"),  # half answered by one reader: out
+    _entry(ITEMS[2], "not answerable", "not answerable"),
+    _entry(ITEMS[3], "answerable", "answerable"),  # both readers reverse the label: out
+    _entry(ITEMS[4], "not answerable", "answerable"),  # disagreement: out
+]}
+
+
+def test_a_label_is_kept_only_when_both_readers_confirm_it():
+    kept, summary = confirmed_ids(ITEMS, REVIEW)
+    assert kept == {"a1", "u1"}
+    assert summary["applied"] and summary["kept"] == 2
+    assert summary["by_kind"] == {"refusal": {"kept": 1, "left_out": 1}, "near_miss": {"kept": 1, "left_out": 0},
+                                  "answer_removed": {"kept": 0, "left_out": 1},
+                                  "unrelated_doc": {"kept": 0, "left_out": 1}}
+    assert not label_holds(REVIEW["items"][3])
+
+
+@pytest.mark.parametrize("change", ["document", "label", "missing"])
+def test_a_review_of_another_split_is_not_applied(change):
+    items = [dict(it) for it in ITEMS]
+    if change == "document":  # the same id over a rebuilt text: the readers never saw this prompt
+        items[1]["document"] = "It is a dog, a big one."
+    elif change == "label":
+        items[2]["answerable"] = True
+    else:
+        items.append(_item("new", True, "refusal"))
+    kept, summary = confirmed_ids(items, REVIEW)
+    assert kept is None and not summary["applied"]
+    assert summary["matched"] == len(items) - 1 and "another test split" in summary["reason"]
+
+
+def _verdict(refused):
+    return {"offline": {"refused": refused, "answered": not refused, "supported": True,
+                        "grounded_correct": not refused}}
+
+
+def test_reviewed_rates_count_only_the_kept_prompts_for_every_side():
+    judged = {  # item order: a1, a2, u1, u2, u3
+        "base": [_verdict(True), _verdict(False), _verdict(False), _verdict(True), _verdict(False)],
+        "aligned": [_verdict(True), _verdict(False), _verdict(False), _verdict(True), _verdict(False)],
+        "base_with_head": [_verdict(False), _verdict(True), _verdict(True), _verdict(False), _verdict(False)],
+    }
+    out = reviewed_rates(ITEMS, judged, "offline", REVIEW)
+    assert (out["n_answerable"], out["n_unanswerable"]) == (1, 1)
+    # on all five prompts the base refuses 1 of 2 answerable and answers 2 of 3 unanswerable; on the kept two:
+    assert out["base"]["over_refusal_rate"]["value"] == 1.0 and out["base"]["hallucination_rate"]["value"] == 1.0
+    assert out["base_with_head"]["over_refusal_rate"]["value"] == 0.0
+    assert out["base_with_head"]["hallucination_rate"]["value"] == 0.0
+    assert out["relative_hallucination_reduction"] == {"aligned": 0.0, "base_with_head": 1.0}
+    assert set(out["base"]["by_source"]) == {"refusal", "near_miss"}
+    assert not reviewed_rates(ITEMS + [_item("new", True, "refusal")], {k: v + [_verdict(True)] for k, v in
+                                                                       judged.items()}, "offline", REVIEW)["applied"]
+
+
+def test_a_malformed_or_missing_review_is_a_clear_error(tmp_path):
+    bad = {"items": [dict(REVIEW["items"][0], readings=[{"reader": "R0", "verdict": "answerable", "reason": ""}])]}
+    (tmp_path / "one_reading.json").write_text(json.dumps(bad), encoding="utf-8")
+    with pytest.raises(ValueError, match="a1 needs two verdicts"):
+        load_review(tmp_path / "one_reading.json")
+    typo = {"items": [dict(REVIEW["items"][0], readings=[{"verdict": "yes"}, {"verdict": "answerable"}])]}
+    (tmp_path / "typo.json").write_text(json.dumps(typo), encoding="utf-8")
+    with pytest.raises(ValueError, match="'yes'"):
+        load_review(tmp_path / "typo.json")
+    with pytest.raises(FileNotFoundError, match="EvalConfig.label_review"):
+        load_review(tmp_path / "nope.json")
+
+
+def _answer_sheets(sheets, waves, mapping, by_id):
+    """Each sheet of ``waves`` answered with the item's own label (a reader who agrees with construction)."""
+    for wave in waves:  # each prompt once per wave; a sheet shows neither label nor kind nor id
+        for c in range(REVIEW_SHEETS):
+            sheet = json.loads((sheets / f"sheet_{wave}{c + 1}.json").read_text(encoding="utf-8"))
+            assert all(set(entry) == {"key", "request", "text"} for entry in sheet)
+            verdicts = [{"key": e["key"], "reason": "read",
+                         "verdict": "answerable" if by_id[mapping[e["key"]]]["answerable"] else "not answerable"}
+                        for e in sheet]
+            (sheets / f"verdicts_{wave}{c + 1}.json").write_text(json.dumps(verdicts), encoding="utf-8")
+
+
+def test_the_tool_merges_blind_sheets_of_two_rounds_into_a_review_that_evaluation_matches(tmp_path, contract_pairs):
+    from datasets import Dataset, DatasetDict
+
+    from helpers.evaluate.run import eval_items
+
+    pairs = tmp_path / "pairs"
+    DatasetDict({"train": Dataset.from_list(contract_pairs[:3]), "test": Dataset.from_list(contract_pairs[3:])}
+                ).save_to_disk(str(pairs))
+    sheets = tmp_path / "sheets"
+    items = eval_items(list(Dataset.from_list(contract_pairs[3:])), None, 42)
+    by_id = {it["id"]: it for it in items}
+    first = eval_items(list(Dataset.from_list(contract_pairs[3:])), 1, 42)  # round 1: one prompt per side
+    mapping = draw_review(str(pairs), sheets, 1, REVIEW_ROUNDS[0])
+    assert sorted(mapping.values()) == sorted([it["id"] for it in first] * 2)
+    _answer_sheets(sheets, REVIEW_ROUNDS[0], mapping, by_id)
+    round_one = merge_review(str(pairs), sheets)
+    assert [e["id"] for e in round_one["items"]] == [it["id"] for it in first]
+    mapping = draw_review(str(pairs), sheets, None, REVIEW_ROUNDS[1], {e["id"] for e in round_one["items"]})
+    _answer_sheets(sheets, REVIEW_ROUNDS[1], mapping, by_id)
+    review = merge_review(str(pairs), sheets)
+    path = tmp_path / "review.json"
+    path.write_text(json.dumps(review), encoding="utf-8")
+    kept, summary = confirmed_ids(items, load_review(path))
+    assert kept == {it["id"] for it in items} and summary["applied"]
+    readers = {e["id"]: {r["reader"][0] for r in e["readings"]} for e in review["items"]}
+    assert all(readers[it["id"]] == set(REVIEW_ROUNDS[0]) for it in first)
+    assert sum(r == set(REVIEW_ROUNDS[1]) for r in readers.values()) == len(items) - len(first)
+    (sheets / "verdicts_C1.json").write_text("[]", encoding="utf-8")  # a reader who skipped the sheet
+    with pytest.raises(ValueError, match="verdicts_C1.json"):
+        merge_review(str(pairs), sheets)
+
+
+def test_the_bundled_review_reads_every_prompt_twice_and_its_page_is_what_it_renders():
+    cfg = config_for(EvalConfig, "local", label_review="bundled")
+    assert Path(cfg.label_review) == REVIEW_FILE
+    review = load_review(REVIEW_FILE)
+    assert len(review["items"]) >= 160 and len({e["id"] for e in review["items"]}) == len(review["items"])
+    for entry in review["items"]:  # two readers, one per wave of one round, never the same sheet
+        assert tuple(sorted(r["reader"][0] for r in entry["readings"])) in REVIEW_ROUNDS, entry["id"]
+        assert all(r["reason"].strip() for r in entry["readings"]), entry["id"]
+    assert (repo_root() / REVIEW_MD).read_text(encoding="utf-8") == render_review(review)
