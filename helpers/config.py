@@ -58,6 +58,8 @@ TINY_GEMMA2 = "tiny-random:gemma2"
 BUNDLED_SAMPLE = "bundled"
 #: The two-reader review of the bundled FACTS test split's labels (``helpers.evaluate.label_review``).
 LABEL_REVIEW_FILE = Path(__file__).resolve().parent / "resources" / "facts_grounding" / "test_label_review.json"
+#: The same review of its training split: the answerability head's fit and dev prompts.
+LABEL_REVIEW_TRAIN_FILE = LABEL_REVIEW_FILE.with_name("train_label_review.json")
 #: The 232 real FACTS Grounding rows shipped in ``helpers/resources/facts_grounding/`` (CC-BY-4.0).
 BUNDLED_FACTS = "bundled-facts"
 
@@ -328,6 +330,9 @@ class TrainConfig:
     # most answerability_budget of the answerable prompts). helpers.evaluate.answerability_head.choose_head.
     answerability_threshold: str = "dev_largest_gap"
     answerability_budget: float = 0.05
+    # Fit and choose the head only on the training prompts whose label two blind readers confirmed ("bundled": the
+    # review of the bundled FACTS training split, docs/label_review_training.md; "": every prompt as built).
+    answerability_label_review: str = ""
     max_grad_norm: float = 1.0
     # Any other field of trl.DPOConfig, passed to it unchanged (e.g. {"weight_decay": 0.01,
     # "label_smoothing": 0.1}). A field this config names itself (beta, learning_rate, ...) is set there, so
@@ -374,6 +379,8 @@ class TrainConfig:
                              f"got {self.answerability_threshold!r}")
         if not 0 <= self.answerability_budget < 1:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
+        if self.answerability_label_review == BUNDLED_SAMPLE:
+            self.answerability_label_review = str(LABEL_REVIEW_TRAIN_FILE)
         if self.select_dev_documents < 0:
             raise ValueError("TrainConfig.select_dev_documents must be >= 0 (0 keeps the last weights)")
         if self.select_dev_documents and self.average_checkpoints_from is not None:

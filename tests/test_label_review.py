@@ -150,3 +150,55 @@ def test_the_bundled_review_reads_every_prompt_twice_and_its_page_is_what_it_ren
         assert tuple(sorted(r["reader"][0] for r in entry["readings"])) in REVIEW_ROUNDS, entry["id"]
         assert all(r["reason"].strip() for r in entry["readings"]), entry["id"]
     assert (repo_root() / REVIEW_MD).read_text(encoding="utf-8") == render_review(review)
+
+
+def test_the_head_is_fitted_and_chosen_on_the_confirmed_training_prompts_only(tmp_path):
+    """``TrainConfig.answerability_label_review``: a training prompt a reader found only partly answered is left
+    out of the head's fit or dev prompts (matched by its text: fit and dev ids depend on the dev split); a review
+    that lacks a prompt stops the stage."""
+    import dataclasses
+
+    from datasets import Dataset, DatasetDict
+
+    from helpers.config import ModelConfig, TrainConfig
+    from helpers.evaluate.run import eval_items
+    from helpers.select.answerability_fit import fit_answerability_head
+    from tests.test_train import CITIES, city_rows
+
+    pairs = DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),
+                         "test": Dataset.from_list(city_rows(CITIES[4:]))})
+    train_cfg = config_for(TrainConfig, "smoke", answerability_head=True)
+    pairs.save_to_disk(train_cfg.pairs_dir)
+    from helpers.train.dpo import dev_documents, dev_split
+
+    items = eval_items(list(pairs["train"]), None, 42, set_name="train")
+    _, dev_rows = dev_split(pairs["train"], dev_documents(train_cfg), train_cfg.dev_seed)
+    dev_docs = set(dev_rows["doc_id"])
+    left_out = next(it for it in items if it["answerable"] and it["doc_id"] not in dev_docs)  # a fit prompt
+    review = {"items": [_entry(it, *(["partly", "answerable"] if it is left_out else
+                                     [("answerable" if it["answerable"] else "not answerable")] * 2))
+                        for it in items]}
+    (tmp_path / "train_review.json").write_text(json.dumps(review), encoding="utf-8")
+    cfg = dataclasses.replace(train_cfg, answerability_label_review=str(tmp_path / "train_review.json"))
+    head = fit_answerability_head(config_for(ModelConfig, "smoke"), cfg)
+    counts = head.dev["label_review"]
+    assert (counts["fit"]["left_out"], counts["dev"]["left_out"]) == (1, 0)
+    assert counts["fit"]["kept"] + counts["dev"]["kept"] == len(items) - 1
+    assert sum(head.dev["fit"].values()) + sum(head.dev["dev"].values()) == len(items) - 1
+    review["items"] = review["items"][1:]  # a review of another split: one prompt it never read
+    (tmp_path / "train_review.json").write_text(json.dumps(review), encoding="utf-8")
+    with pytest.raises(ValueError, match="does not cover"):
+        fit_answerability_head(config_for(ModelConfig, "smoke"), cfg)
+
+
+def test_the_bundled_training_review_reads_every_prompt_twice_and_its_page_is_what_it_renders():
+    from helpers.config import LABEL_REVIEW_TRAIN_FILE, TrainConfig
+    from tools.label_audit import TRAIN_REVIEW_MD, TRAIN_REVIEW_WAVES
+
+    assert config_for(TrainConfig, "local", answerability_label_review="bundled").answerability_label_review == str(
+        LABEL_REVIEW_TRAIN_FILE)
+    review = load_review(LABEL_REVIEW_TRAIN_FILE)
+    assert len(review["items"]) >= 500 and len({e["key"] for e in review["items"]}) == len(review["items"])
+    for entry in review["items"]:
+        assert sorted(r["reader"][0] for r in entry["readings"]) == sorted(TRAIN_REVIEW_WAVES), entry["id"]
+    assert (repo_root() / TRAIN_REVIEW_MD).read_text(encoding="utf-8") == render_review(review)

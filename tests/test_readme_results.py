@@ -417,3 +417,40 @@ def test_the_surprisal_heads_sentence_names_the_budget_from_the_record(tmp_path)
     sentence = surprisal_heads_sentence(tmp_path)
     assert "at most 4% of the answerable training prompts" in sentence and "Banana test 0 of 3" in sentence
     assert "over-refusal **9.0%** [8.0%, 10.0%] (base 5.0%)" in sentence and "cut **78.0%** [67.0%, 89.0%]" in sentence
+
+
+def test_the_reviewed_heads_sentence_prefers_the_whole_split_and_reads_each_family(tmp_path):
+    """The reviewed-labels sentence reads ``experiments/reviewed_labels.py``'s record: the whole split's when it
+    exists, else the evaluated prompts'; nothing without a record."""
+    from tools.readme_results import reviewed_heads_sentence
+
+    def v(mean, lo, hi):
+        return {"mean": mean, "min": lo, "max": hi}
+
+    def record(halluc, n_unanswerable):
+        return {"base": {"reviewed": {"hallucination_rate": 0.97, "over_refusal_rate": 0.057},
+                         "reviewed_n": {"answerable": 70, "unanswerable": n_unanswerable}},
+                "families": {"clean": {"runs": {"a": {}, "b": {}, "c": {}}, "banana_passed": 2, "reviewed_spread": {
+                    "hallucination_rate": v(halluc, 0.03, 0.11), "relative_cut": v(0.91, 0.88, 0.97),
+                    "over_refusal_rate": v(0.15, 0.09, 0.19)}}}}
+
+    assert reviewed_heads_sentence(tmp_path) == ""
+    (tmp_path / "reviewed_labels.json").write_text(json.dumps(record(0.086, 62)))
+    sentence = reviewed_heads_sentence(tmp_path)
+    assert "the 179 evaluated prompts: 70 answerable + 62 unanswerable" in sentence
+    assert "hallucination **8.6%** [3.0%, 11.0%] (cut **91.0%** [88.0%, 97.0%])" in sentence
+    assert "Banana test 2 of 3" in sentence and "results/reviewed-labels/" in sentence
+    (tmp_path / "reviewed_labels_whole_split.json").write_text(json.dumps(record(0.05, 200)))
+    sentence = reviewed_heads_sentence(tmp_path)
+    assert "the whole test split: 70 answerable + 200 unanswerable" in sentence and "**5.0%**" in sentence
+    assert "results/reviewed-labels-whole-split/" in sentence
+
+
+def test_the_label_audit_line_names_the_review_of_every_prompt():
+    """The bundled review's per-reader shares and the kept count reach the label audit's target line."""
+    from tools.readme_results import seed_targets
+
+    summary = {"per_seed": {"42": {"hallucination_cut": 0.5, "banana_passed": False}}, "spread": {},
+               "banana_passed": 0}
+    line = next(x for x in seed_targets(summary, {"share_answerable": 0.83, "n": 30}, []) if "label audit" in x)
+    assert "two blind readers" in line and "docs/label_review.md" in line and "answerable prompts answerable" in line

@@ -57,11 +57,16 @@ TRAINING_KINDS = {"answer_removed": "unanswerable", "refusal": "answerable"}
 
 #: the two-reader review of every test prompt: its page, waves (shuffle seeds), sheets per wave, kinds' names
 REVIEW_MD = Path("docs") / "label_review.md"
-REVIEW_WAVES = {"A": 1601, "B": 1602, "C": 1603, "D": 1604}
+REVIEW_WAVES = {"A": 1601, "B": 1602, "C": 1603, "D": 1604, "E": 1605, "F": 1606}
+#: the training split's review (the head's fit and dev prompts): one round, sheets of about this many prompts
+TRAIN_REVIEW_WAVES = ("E", "F")
+TRAIN_REVIEW_MD = Path("docs") / "label_review_training.md"
+REVIEW_SHEET_SIZE = 30
 #: the rounds: the first read the evaluated prompts (``EvalConfig.max_examples`` 96 per side), the second the rest
 REVIEW_ROUNDS = (("A", "B"), ("C", "D"))
 REVIEW_SHEETS = 6
-REVIEW_KINDS = {"refusal": "answerable (own document)", "near_miss": "near miss",
+REVIEW_KINDS = {"refusal": "answerable (own document)", "paraphrase": "answerable (paraphrased request)",
+                "near_miss": "near miss",
                 "unrelated_doc": "another row's document", "answer_removed": "answer removed"}
 REVIEW_RULE = ("a prompt keeps its label when both readers confirm it (answerable: both 'answerable'; "
                "unanswerable: both 'not answerable'); 'partly', a disagreement or a reversal leaves it out")
@@ -124,31 +129,41 @@ def draw_training(pairs_dir: str, n: int, seed: int, max_examples: int | None = 
                        "excerpt": train[i]["document"], "verdict": None, "reason": ""} for i in picked]}
 
 
-def review_items(pairs_dir: str, max_examples: int | None) -> list[dict[str, Any]]:
-    """Every evaluation item of the test split, in evaluation order (``gemma-facts evaluate`` asks these)."""
+def review_items(pairs_dir: str, max_examples: int | None, split: str = "test") -> list[dict[str, Any]]:
+    """Every evaluation item of a split, in evaluation order (``gemma-facts evaluate`` asks these of the test split;
+    the select stage's head is fitted and chosen on the training split's, ids aside)."""
     from datasets import load_from_disk
 
     from helpers.evaluate.run import eval_items
 
-    return eval_items(list(load_from_disk(pairs_dir)["test"]), max_examples, 42)
+    return eval_items(list(load_from_disk(pairs_dir)[split]), max_examples, 42, set_name=split)
+
+
+def review_kind(sources: list[str]) -> str:
+    """One kind per prompt: the unanswerable kind, a paraphrased request, or the row's own request ("refusal")."""
+    for kind in ("near_miss", "unrelated_doc", "answer_removed"):
+        if kind in sources:
+            return kind
+    return "paraphrase" if any(s.startswith("paraphrase") for s in sources) else "refusal"
 
 
 def draw_review(pairs_dir: str, sheets: Path, max_examples: int | None, waves: tuple[str, ...] = ("A", "B"),
-                skip_ids: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
+                skip_ids: frozenset[str] | set[str] = frozenset(), split: str = "test",
+                n_sheets: int = REVIEW_SHEETS) -> dict[str, str]:
     """The blind reading sheets of two ``waves`` (each item once per wave, in another reader's sheet) over the
-    evaluation items not in ``skip_ids`` (those an earlier round read), and the key map (sheet key -> item id),
-    added to ``sheets/map.json``; returns the whole map."""
-    items = [it for it in review_items(pairs_dir, max_examples) if it["id"] not in skip_ids]
+    evaluation items of ``split`` not in ``skip_ids`` (those an earlier round read), and the key map (sheet key ->
+    item id), added to ``sheets/map.json``; returns the whole map."""
+    items = [it for it in review_items(pairs_dir, max_examples, split) if it["id"] not in skip_ids]
     sheets.mkdir(parents=True, exist_ok=True)
     map_path = sheets / "map.json"
     mapping: dict[str, str] = json.loads(map_path.read_text(encoding="utf-8")) if map_path.exists() else {}
     for wave in waves:
         order = list(range(len(items)))
         random.Random(REVIEW_WAVES[wave]).shuffle(order)
-        for c in range(REVIEW_SHEETS):
+        for c in range(n_sheets):
             name = f"{wave}{c + 1}"
             sheet = []
-            for j, i in enumerate(order[c::REVIEW_SHEETS], 1):
+            for j, i in enumerate(order[c::n_sheets], 1):
                 key = f"{name}-{j:02d}"
                 mapping[key] = items[i]["id"]
                 sheet.append({"key": key, "request": items[i]["request"], "text": items[i]["document"]})
@@ -158,39 +173,39 @@ def draw_review(pairs_dir: str, sheets: Path, max_examples: int | None, waves: t
     return mapping
 
 
-def merge_review(pairs_dir: str, sheets: Path) -> dict[str, Any]:
-    """The review record: every item of the test split that the drawn rounds gave to readers, with its two
-    readings (reader = sheet name), from the sheets' verdicts, in evaluation order."""
+def merge_review(pairs_dir: str, sheets: Path, split: str = "test") -> dict[str, Any]:
+    """The review record: every item of ``split`` that the drawn sheets gave to readers, with its two readings
+    (reader = sheet name), from the sheets' verdicts, in evaluation order."""
     from datasets import load_from_disk
 
     from helpers.evaluate.label_review import item_key
     from helpers.train.dpo import pairs_digest
 
-    items = review_items(pairs_dir, None)
+    items = review_items(pairs_dir, None, split)
     mapping = json.loads((sheets / "map.json").read_text(encoding="utf-8"))
     readings: dict[str, list[dict[str, str]]] = {it["id"]: [] for it in items}
-    for wave in REVIEW_WAVES:
-        for c in range(REVIEW_SHEETS):
-            name = f"{wave}{c + 1}"
-            if not (sheets / f"sheet_{name}.json").exists():
-                continue  # a round not drawn
-            verdicts = json.loads((sheets / f"verdicts_{name}.json").read_text(encoding="utf-8"))
-            keys = [s["key"] for s in json.loads((sheets / f"sheet_{name}.json").read_text(encoding="utf-8"))]
-            if sorted(v["key"] for v in verdicts) != sorted(keys):
-                raise ValueError(f"verdicts_{name}.json does not give exactly one verdict per key of sheet_{name}.json")
-            for v in verdicts:
-                if v["verdict"] not in VERDICTS:
-                    raise ValueError(f"{v['key']}: verdict {v['verdict']!r} is not one of {VERDICTS}")
-                readings[mapping[v["key"]]].append({"reader": name, "verdict": v["verdict"],
-                                                    "reason": " ".join(v["reason"].split())})
-    return {"about": "every evaluation prompt of the bundled FACTS test split read by two blind readers "
+    for sheet_path in sorted(sheets.glob("sheet_*.json")):
+        name = sheet_path.stem.removeprefix("sheet_")
+        verdict_path = sheets / f"verdicts_{name}.json"
+        verdicts = json.loads(verdict_path.read_text(encoding="utf-8")) if verdict_path.exists() else []
+        keys = [s["key"] for s in json.loads(sheet_path.read_text(encoding="utf-8"))]
+        if sorted(v["key"] for v in verdicts) != sorted(keys):
+            raise ValueError(f"verdicts_{name}.json does not give exactly one verdict per key of sheet_{name}.json")
+        for v in verdicts:
+            if v["verdict"] not in VERDICTS:
+                raise ValueError(f"{v['key']}: verdict {v['verdict']!r} is not one of {VERDICTS}")
+            readings[mapping[v["key"]]].append({"reader": name, "verdict": v["verdict"],
+                                                "reason": " ".join(v["reason"].split())})
+    readers = ("round 1 the 179 prompts evaluation asks by default, round 2 the rest of the split" if split == "test"
+               else "one round over the whole split")
+    return {"about": f"every evaluation prompt of the bundled FACTS {split} split read by two blind readers "
                      "(tools/label_audit.py --side review; docs/label_review.md)",
-            "test_fingerprint": pairs_digest(load_from_disk(pairs_dir)["test"]), "rule": REVIEW_RULE,
-            "readers": "reading agents of the dev session, one per sheet (12 sheets of ~30 prompts), each seeing "
+            f"{split}_fingerprint": pairs_digest(load_from_disk(pairs_dir)[split]), "rule": REVIEW_RULE,
+            "readers": f"reading agents of the dev session, one per sheet of ~30 prompts ({readers}), each seeing "
                        "only the request and the text the model sees, shuffled, never the label or the kind; "
                        "told to be strict and to decide by reading, not by script",
             "items": [{"id": it["id"], "key": item_key(it["request"], it["document"]), "doc_id": it["doc_id"],
-                       "kind": it["source"][0], "answerable": bool(it["answerable"]),
+                       "kind": review_kind(list(it["source"])), "answerable": bool(it["answerable"]),
                        "request": " ".join(it["request"].split()), "readings": readings[it["id"]]}
                       for it in items if readings[it["id"]]]}
 
@@ -225,7 +240,10 @@ def review_summary(review: dict[str, Any]) -> dict[str, Any]:
 
 
 def render_review(review: dict[str, Any]) -> str:
-    """docs/label_review.md from the review record."""
+    """docs/label_review.md (the test split, every prompt listed) or docs/label_review_training.md (the training
+    split: the counts; its prompts are in the record) from a review record."""
+    if "train_fingerprint" in review:
+        return render_training_review(review)
     s = review_summary(review)
     rows = []
     for kind, c in s["by_kind"].items():
@@ -265,6 +283,28 @@ def render_review(review: dict[str, Any]) -> str:
         lines.append(f"| {e['id']} | {REVIEW_KINDS[e['kind']]} | {request} | {r1} | {r2} | "
                      f"{'yes' if label_holds(e) else 'no'} |")
     return "\n".join(lines) + "\n"
+
+
+def render_training_review(review: dict[str, Any]) -> str:
+    """docs/label_review_training.md: per kind, how many of the head's training prompts keep their label."""
+    from helpers.config import LABEL_REVIEW_TRAIN_FILE
+
+    s = review_summary(review)
+    rows = [f"| {REVIEW_KINDS[kind]} | {c['prompts']} | {c['first_reader_confirms'] / c['prompts']:.0%} | "
+            f"{c['second_reader_confirms'] / c['prompts']:.0%} | {c['readers_agree'] / c['prompts']:.0%} | "
+            f"**{c['kept']}** |" for kind, c in s["by_kind"].items()]
+    return "\n".join([
+        "# The label review of the training split: the head's fit and dev prompts read by two blind readers", "",
+        "<!-- generated by `python -m tools.label_audit --side review --split train --render`; do not edit -->", "",
+        f"Every prompt of the bundled FACTS training split ({s['prompts']}; fingerprint "
+        f"`{review['train_fingerprint'][:12]}…`, the whole-document pairs of `configs/local_whole_clean_labels.json`) "
+        f"was read twice, by two different readers: {review['readers']}. Rule, fixed before any verdict was read: "
+        f"{review['rule']}. `TrainConfig.answerability_label_review` fits and chooses the answerability head on the "
+        f"kept prompts only (`configs/local_head_reviewed.json`); the prompts, verdicts and reasons are in "
+        f"`{LABEL_REVIEW_TRAIN_FILE.relative_to(LABEL_REVIEW_TRAIN_FILE.parents[3]).as_posix()}`.", "",
+        f"**{s['kept']} of {s['prompts']}** prompts keep their label.", "",
+        "| kind (label) | prompts | reader 1 confirms | reader 2 confirms | readers agree | kept |",
+        "|---|---|---|---|---|---|", *rows]) + "\n"
 
 
 def summary(audit: dict[str, Any]) -> dict[str, Any]:
@@ -396,6 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="which label to audit (default: the test split's answerable prompts)")
     parser.add_argument("--merge", metavar="PAIRS_DIR", help="review: join the readers' verdicts into the record")
     parser.add_argument("--sheets", default="outputs/audit", help="review: the folder of sheets and verdicts")
+    parser.add_argument("--split", choices=("test", "train"), default="test", help="review: which split's prompts")
     parser.add_argument("--round", type=int, choices=(1, 2), default=1,
                         help="review: 1 reads the evaluated prompts (--max-examples 96), 2 the rest of the split")
     parser.add_argument("--render", action="store_true", help="only render the page (the default without --draw)")
@@ -404,8 +445,17 @@ def main(argv: list[str] | None = None) -> int:
 
     root = repo_root()
     if args.side == "review":
+        from helpers.config import LABEL_REVIEW_TRAIN_FILE
         from helpers.evaluate.label_review import REVIEW_FILE
 
+        record_path, page = (REVIEW_FILE, REVIEW_MD) if args.split == "test" else (LABEL_REVIEW_TRAIN_FILE,
+                                                                                    TRAIN_REVIEW_MD)
+        if args.draw and args.split == "train":
+            n = len(review_items(args.draw, None, "train"))
+            mapping = draw_review(args.draw, Path(args.sheets), None, TRAIN_REVIEW_WAVES, split="train",
+                                  n_sheets=-(-n // REVIEW_SHEET_SIZE))
+            print(f"{len(mapping)} sheet entries in {args.sheets}")
+            return 0
         if args.draw:
             done = frozenset(e["id"] for e in json.loads(REVIEW_FILE.read_text(encoding="utf-8"))["items"]
                              ) if args.round > 1 else frozenset()
@@ -413,10 +463,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(mapping)} sheet entries in {args.sheets}")
             return 0
         if args.merge:
-            merged = merge_review(args.merge, Path(args.sheets))
-            REVIEW_FILE.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-        review = json.loads(REVIEW_FILE.read_text(encoding="utf-8"))
-        (root / REVIEW_MD).write_text(render_review(review), encoding="utf-8")
+            merged = merge_review(args.merge, Path(args.sheets), args.split)
+            record_path.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        review = json.loads(record_path.read_text(encoding="utf-8"))
+        (root / page).write_text(render_review(review), encoding="utf-8")
         print(json.dumps(review_summary(review)))
         return 0
     record, page, draw_side, render_side = {

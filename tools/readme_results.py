@@ -372,7 +372,8 @@ def render_results_doc(results_dir: Path | None = None) -> str:
     if head_stage_sentence(results_dir):
         parts += ["## The answerability head as a pipeline stage (base model, no DPO)", "",
                   head_stage_sentence(results_dir).strip().replace("](results/", f"]({up}results/"), ""]
-    for sentence in (clean_heads_sentence(results_dir), surprisal_heads_sentence(results_dir)):
+    for sentence in (clean_heads_sentence(results_dir), surprisal_heads_sentence(results_dir),
+                     reviewed_heads_sentence(results_dir)):
         if sentence:
             parts += [sentence.strip().replace("](results/", f"]({up}results/"), ""]
     if (results_dir / ARCHIVED_TUNING).exists():
@@ -473,7 +474,7 @@ def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_min
         checks.append((share is not None and share >= 0.9,
                        f"label audit: {_pct(share)} of {audit['n']} sampled answerable test prompts answerable from "
                        f"the text the model sees, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"
-                       + _other_side(other_audit)))
+                       + _other_side(other_audit) + _review_clause()))
     if demo_minutes:
         each = ", ".join(f"{m:.1f}" for m in demo_minutes)
         cold = min(demo_minutes) + base_minutes
@@ -539,8 +540,7 @@ def answerability_head_line(results_dir: Path) -> str:
             f"**{_pct(over)}**, refusal gap **{_gap(refusal_gap(halluc, over))}**, grounded accuracy "
             f"{_pct(head['grounded_accuracy']['value'])}; Banana test {banana} "
             f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`)."
-            + head_stage_sentence(results_dir) + clean_heads_sentence(results_dir)
-            + surprisal_heads_sentence(results_dir))
+            + head_stage_sentence(results_dir) + reviewed_heads_sentence(results_dir))
 
 
 HEAD_STAGE_DIR = "answerability-head-stage"
@@ -621,6 +621,59 @@ def surprisal_heads_sentence(results_dir: Path) -> str:
     return (f" Reading also **how surprising the request is given the document**, {cut} "
             f"(`configs/local_head_surprisal.json`, decided on a pseudo-test of training documents after the reads "
             f"above; {len(spread['runs'])} dev splits, each read once), it gives {rates}).")
+
+
+#: the heads re-read on the reviewed labels: the records of experiments/reviewed_labels.py, whole split first
+REVIEWED_RECORDS = (("reviewed_labels_whole_split.json", "reviewed-labels-whole-split", "the whole test split"),
+                    ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts"))
+#: how the README names each head family of those records
+REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal": "the request-surprisal heads (ninth pass)"}
+
+
+def reviewed_heads_sentence(results_dir: Path) -> str:
+    """The recorded heads re-read (no refit) on the prompts whose label two blind readers confirmed
+    (``experiments/reviewed_labels.py``), on the whole test split when recorded, else on the evaluated prompts."""
+    found = next(((name, folder, scope, record) for name, folder, scope in REVIEWED_RECORDS
+                  if (record := _load(results_dir / name)) and record.get("families") and record.get("base")), None)
+    if found is None:
+        return ""
+    name, folder, scope, record = found
+    base, n = record["base"]["reviewed"], record["base"]["reviewed_n"]
+
+    def sp(v: dict[str, Any]) -> str:
+        return f"**{_pct(v['mean'])}** [{_pct(v['min'])}, {_pct(v['max'])}]"
+
+    families = "; ".join(
+        f"{REVIEWED_FAMILIES.get(key, key)}: hallucination {sp(f['reviewed_spread']['hallucination_rate'])} (cut "
+        f"{sp(f['reviewed_spread']['relative_cut'])}), over-refusal {sp(f['reviewed_spread']['over_refusal_rate'])}, "
+        f"Banana test {f['banana_passed']} of {len(f['runs'])}" for key, f in record["families"].items())
+    return (f" **On reviewed labels** (every test prompt read by two blind readers, counted only where both confirm "
+            f"its label, [docs/label_review.md](docs/label_review.md); {scope}: {n['answerable']} answerable + "
+            f"{n['unanswerable']} unanswerable prompts kept; base: hallucination {_pct(base['hallucination_rate'])}, "
+            f"over-refusal {_pct(base['over_refusal_rate'])}), the same heads re-read with no refit, mean [min, max] "
+            f"over the three dev splits: {families} ([`results/{folder}/`](results/{folder}/), "
+            f"`python experiments/reviewed_labels.py --runs results/{folder} --out results/{name}`).")
+
+
+def _review_clause() -> str:
+    """The two-reader review of every test prompt (``docs/label_review.md``), as a clause for the label audit's line."""
+    from helpers.evaluate.label_review import REVIEW_FILE
+    from tools.label_audit import review_summary
+
+    if not REVIEW_FILE.exists():
+        return ""
+    s = review_summary(json.loads(REVIEW_FILE.read_text(encoding="utf-8")))
+    ans, third = s["by_kind"].get("refusal"), s["third_reader"].get("answerable")
+    if not ans:
+        return ""
+    text = (f"; the review of every test prompt by two blind readers ([docs/label_review.md](docs/label_review.md)): "
+            f"each found {_pct(ans['first_reader_confirms'] / ans['prompts'])} and "
+            f"{_pct(ans['second_reader_confirms'] / ans['prompts'])} of the {ans['prompts']} answerable prompts answerable; "
+            f"the reviewed rates count the {ans['kept']} both confirmed")
+    if third and third["kept_and_sampled"]:
+        text += (f", of which the sampled audit's reader had found {third['confirmed']} of "
+                 f"{third['kept_and_sampled']} answerable ({_pct(third['confirmed'] / third['kept_and_sampled'])})")
+    return text
 
 
 def _held_clause(metrics: dict[str, Any]) -> str:

@@ -31,7 +31,7 @@ from typing import Any
 
 from helpers.config import LABEL_REVIEW_FILE
 
-__all__ = ["REVIEW_FILE", "confirmed_ids", "item_key", "label_holds", "load_review"]
+__all__ = ["REVIEW_FILE", "confirmed_ids", "item_key", "keep_confirmed", "label_holds", "load_review"]
 
 #: The bundled review of the local profile's test split (helpers/resources/facts_grounding/).
 REVIEW_FILE = LABEL_REVIEW_FILE
@@ -96,3 +96,23 @@ def confirmed_ids(items: Sequence[dict[str, Any]], review: dict[str, Any]) -> tu
             counts["left_out"] += 1
     return kept, {"applied": True, "items": len(items), "kept": len(kept), "by_kind": by_kind,
                   "rule": review.get("rule", "")}
+
+
+def keep_confirmed(items: Sequence[dict[str, Any]], review: dict[str, Any], name: str = "prompts"
+                   ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The items whose label the review confirms, matched by what the readers saw (request and text, not the id:
+    the head's fit and dev items are numbered per dev split), and the counts kept and left out.
+
+    Raises ValueError when an item is not in the review or carries another label there: the review then
+    describes another split, and fitting on a partial filter would hide it."""
+    entries = {e["key"]: e for e in review.get("items", [])}
+    kept: list[dict[str, Any]] = []
+    for it in items:
+        entry = entries.get(item_key(it["request"], it["document"]))
+        if entry is None or bool(entry["answerable"]) != bool(it["answerable"]):
+            raise ValueError(f"the label review does not cover {name} item {it['id']} ({it['request'][:60]!r}) with "
+                             "this text and label: it describes another split (rebuild the review, or set "
+                             "TrainConfig.answerability_label_review to '')")
+        if label_holds(entry):
+            kept.append(it)
+    return kept, {"kept": len(kept), "left_out": len(items) - len(kept)}

@@ -30,6 +30,16 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     pairs_dir = require_input(train_cfg.pairs_dir, PAIRS_MADE_BY)
     fit_rows, dev_rows = dev_split(load_pairs(pairs_dir)["train"], n_dev, train_cfg.dev_seed)
     fit_items, dev_items = eval_items(list(fit_rows), set_name="fit"), eval_items(list(dev_rows), set_name="dev")
+    reviewed = {}
+    if train_cfg.answerability_label_review:  # only the prompts whose label two blind readers confirmed
+        from helpers.evaluate.label_review import keep_confirmed, load_review
+
+        review = load_review(train_cfg.answerability_label_review)
+        fit_items, reviewed["fit"] = keep_confirmed(fit_items, review, "fit")
+        dev_items, reviewed["dev"] = keep_confirmed(dev_items, review, "dev")
+        print(f"label review: fitting on {reviewed['fit']['kept']} fit prompts ({reviewed['fit']['left_out']} left "
+              f"out), choosing on {reviewed['dev']['kept']} dev prompts ({reviewed['dev']['left_out']} left out)",
+              flush=True)
     if model is None:
         from helpers.models import load_model_and_tokenizer
 
@@ -45,6 +55,8 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
                        fit_surprisal=fit_surprisal, dev_surprisal=dev_surprisal,
                        threshold_rule=train_cfg.answerability_threshold, budget=train_cfg.answerability_budget)
     head.dev["train_fingerprint"] = train_split_fingerprint(pairs_dir)
+    if reviewed:
+        head.dev["label_review"] = reviewed
     path = head.save(head_path())
     print(f"Answerability head: layer {head.layer}{' + overlap share' if head.with_overlap else ''}"
           f"{' + request surprisal' if head.with_surprisal else ''}, "
