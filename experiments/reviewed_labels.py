@@ -1,7 +1,7 @@
 """The recorded answerability heads on the reviewed labels: the rates where two blind readers confirmed the label.
 
 Each run folder holds the ``metrics.json`` of ``gemma-facts evaluate --base-only`` with a committed head copied
-in (no refit), the local profile's ``eval.label_review`` on, so evaluation wrote ``reviewed_labels``: every
+in (no refit; ``trained-on-reviewed-*``: the head the select stage fitted on the reviewed training prompts), the local profile's ``eval.label_review`` on, so evaluation wrote ``reviewed_labels``: every
 side's rates on the test prompts whose label both readers of the review confirmed
 (``helpers.evaluate.label_review``, ``docs/label_review.md``). This script gathers them: per run the gated base
 on all prompts and on the reviewed ones, and per head family the mean / min / max over its three dev splits.
@@ -24,7 +24,9 @@ sys.path.insert(0, str(REPO))
 #: run folder prefix -> (the head family, the committed record its head was copied from)
 FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap", "answerability-head-clean-labels"),
             "surprisal": ("ninth pass: + request surprisal, cut within a 4% out-of-fold budget",
-                          "answerability-head-surprisal")}
+                          "answerability-head-surprisal"),
+            "trained-on-reviewed": ("tenth pass: the eighth pass's family and rule fitted and chosen on the reviewed "
+                                    "training prompts (configs/local_head_reviewed.json), its own record", None)}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 
@@ -74,10 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         for folder in sorted(Path(args.runs).glob(f"{prefix}-dev-seed-*")):
             metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
             runs[folder.name] = run_summary(metrics)
-            original = json.loads((REPO / "results" / committed / folder.name.removeprefix(f"{prefix}-") /
-                                   "metrics.json").read_text(encoding="utf-8"))["answerability_head"]
-            runs[folder.name]["committed_record_all_prompts"] = {
-                f: value(original["base_with_head"][f]) for f in FIELDS}
+            if committed:  # a committed head re-read: its record's rates on all prompts, beside this read's
+                original = json.loads((REPO / "results" / committed / folder.name.removeprefix(f"{prefix}-") /
+                                       "metrics.json").read_text(encoding="utf-8"))["answerability_head"]
+                runs[folder.name]["committed_record_all_prompts"] = {
+                    f: value(original["base_with_head"][f]) for f in FIELDS}
             reviewed = metrics["reviewed_labels"]
             base = base or {"all_prompts": {f: value(metrics["base"][f]) for f in FIELDS},
                             "reviewed": {f: value(reviewed["base"][f]) for f in FIELDS},
@@ -85,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
                                            "unanswerable": reviewed["n_unanswerable"],
                                            "by_kind": reviewed["by_kind"]}}
         if runs:
-            record["families"][prefix] = {"about": about, "heads_from": f"results/{committed}/", "runs": runs,
+            record["families"][prefix] = {"about": about, "heads_from": f"results/{committed}/" if committed else
+                                          "fitted by the run (answerability_head.json beside each metrics.json)",
+                                          "runs": runs,
                                           "reviewed_spread": spread(runs, "reviewed"),
                                           "all_prompts_spread": spread(runs, "all_prompts"),
                                           "banana_passed": sum(r["banana_passed"] for r in runs.values())}

@@ -627,7 +627,9 @@ def surprisal_heads_sentence(results_dir: Path) -> str:
 REVIEWED_RECORDS = (("reviewed_labels_whole_split.json", "reviewed-labels-whole-split", "the whole test split"),
                     ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts"))
 #: how the README names each head family of those records
-REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal": "the request-surprisal heads (ninth pass)"}
+REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal": "the request-surprisal heads (ninth pass)",
+                     "trained-on-reviewed": "the eighth pass's recipe fitted and chosen on the reviewed training "
+                                            "prompts (`configs/local_head_reviewed.json`, registered before its read)"}
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:
@@ -644,14 +646,15 @@ def reviewed_heads_sentence(results_dir: Path) -> str:
         return f"**{_pct(v['mean'])}** [{_pct(v['min'])}, {_pct(v['max'])}]"
 
     families = "; ".join(
-        f"{REVIEWED_FAMILIES.get(key, key)}: hallucination {sp(f['reviewed_spread']['hallucination_rate'])} (cut "
+        f"{REVIEWED_FAMILIES.get(key, key)}"
+        f"{', re-read with no refit' if str(f.get('heads_from', '')).startswith('results/') else ''}: "
+        f"hallucination {sp(f['reviewed_spread']['hallucination_rate'])} (cut "
         f"{sp(f['reviewed_spread']['relative_cut'])}), over-refusal {sp(f['reviewed_spread']['over_refusal_rate'])}, "
         f"Banana test {f['banana_passed']} of {len(f['runs'])}" for key, f in record["families"].items())
     return (f" **On reviewed labels** (every test prompt read by two blind readers, counted only where both confirm "
             f"its label, [docs/label_review.md](docs/label_review.md); {scope}: {n['answerable']} answerable + "
             f"{n['unanswerable']} unanswerable prompts kept; base: hallucination {_pct(base['hallucination_rate'])}, "
-            f"over-refusal {_pct(base['over_refusal_rate'])}), the same heads re-read with no refit, mean [min, max] "
-            f"over the three dev splits: {families} ([`results/{folder}/`](results/{folder}/), "
+            f"over-refusal {_pct(base['over_refusal_rate'])}), mean [min, max] over the three dev splits: {families} ([`results/{folder}/`](results/{folder}/), "
             f"`python experiments/reviewed_labels.py --runs results/{folder} --out results/{name}`).")
 
 
