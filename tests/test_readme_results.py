@@ -454,3 +454,23 @@ def test_the_label_audit_line_names_the_review_of_every_prompt():
                "banana_passed": 0}
     line = next(x for x in seed_targets(summary, {"share_answerable": 0.83, "n": 30}, []) if "label audit" in x)
     assert "two blind readers" in line and "docs/label_review.md" in line and "answerable prompts answerable" in line
+
+
+def test_the_make_demo_target_reads_a_fresh_clones_run_when_nothing_was_cached():
+    """A `make demo` record with the model conversion in it sets the time target's figure (the seeds' estimate is
+    context); a record that reused a cached conversion does not."""
+    from tools.readme_results import seed_targets
+
+    summary = {"per_seed": {"42": {"hallucination_cut": 0.5, "banana_passed": False}}, "spread": {},
+               "banana_passed": 0}
+    fresh = {"total_seconds": 1750.0, "model_build_cached": False, "date": "2026-12-02T13:57:41+00:00",
+             "code": {"commit": "a01f608607e8", "dirty": False},
+             "stages": {"prepare_model": {"seconds": 42.0}, "train": {"seconds": 754.0}, "evaluate": {"seconds": 840.0}}}
+    line = next(x for x in seed_targets(summary, None, [32.3], 11.4, None, fresh) if "make demo" in x)
+    assert line.startswith("- ✅") and "**29.2 min** ≤ 30 min" in line and "train 12.6, evaluate 14.0" in line
+    assert "`a01f608607`" in line and "~43.7 min" in line
+    fresh["total_seconds"] = 1817.1
+    assert next(x for x in seed_targets(summary, None, [32.3], 11.4, None, fresh) if "make demo" in x).startswith("- ❌")
+    fresh["model_build_cached"] = True  # not a first run: the seeds' estimate stays the figure
+    line = next(x for x in seed_targets(summary, None, [32.3], 11.4, None, fresh) if "make demo" in x)
+    assert "fresh clone" not in line and "~43.7 min ≤ 30 min" in line
