@@ -26,7 +26,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from helpers.evaluate.metrics import wilson_ci  # noqa: E402
+from helpers.evaluate.metrics import mean_min_max, wilson_ci  # noqa: E402
 
 #: the unanswerable kinds (pair ``source``) whose labels the audit found to hold
 HOLDING_KINDS = ("near_miss", "unrelated_doc")
@@ -50,8 +50,7 @@ def spread(sides: dict[str, Any], fields: tuple[str, ...] = ("hallucination_rate
     pass the Banana test."""
     out: dict[str, Any] = {"runs": list(sides)}
     for field in fields:
-        values = [side[field] for side in sides.values()]
-        out[field] = {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
+        out[field] = mean_min_max([side[field] for side in sides.values()])
     out["banana_passed"] = sum(side["banana_passed"] for side in sides.values())
     return out
 

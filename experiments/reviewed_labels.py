@@ -21,6 +21,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from helpers.evaluate.metrics import mean_min_max  # noqa: E402
+
 #: run folder prefix -> (the head family, the committed record its head was copied from)
 FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap", "answerability-head-clean-labels"),
             "surprisal": ("ninth pass: + request surprisal, cut within a 4% out-of-fold budget",
@@ -57,11 +59,7 @@ def run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def spread(runs: dict[str, dict[str, Any]], part: str) -> dict[str, Any]:
     """Mean, min and max of each rate of ``part`` ("reviewed" / "all_prompts") over the runs."""
-    out = {}
-    for field in (*FIELDS, "relative_cut"):
-        values = [r[part][field] for r in runs.values()]
-        out[field] = {"mean": round(sum(values) / len(values), 4), "min": min(values), "max": max(values)}
-    return out
+    return {field: mean_min_max([r[part][field] for r in runs.values()]) for field in (*FIELDS, "relative_cut")}
 
 
 def main(argv: list[str] | None = None) -> int:

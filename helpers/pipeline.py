@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from helpers.config import ModelConfig, config_for, detect_profile, output_root
+from helpers.evaluate.metrics import mean_min_max
 from helpers.train.report import code_revision
 
 __all__ = ["SEED_RATES", "STAGES", "main", "run_pipeline", "run_seeds", "summarise_seeds"]
@@ -152,8 +153,7 @@ def summarise_seeds(root: Path, seeds: list[int]) -> dict:
     for _, name in SEED_RATES:
         values = [e[name] for e in per_seed.values() if e[name] is not None]
         if values:
-            spread[name] = {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4),
-                            "max": round(max(values), 4)}
+            spread[name] = mean_min_max(values)
     return {"seeds": seeds, "finished": list(per_seed), "per_seed": per_seed, "spread": spread,
             "banana_passed": sum(e["banana_passed"] for e in per_seed.values()),
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "code": code_revision()}

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers.config import EvalConfig, config_for, repo_root
-from helpers.evaluate.label_review import REVIEW_FILE, confirmed_ids, item_key, label_holds, load_review
+from helpers.config import LABEL_REVIEW_FILE, EvalConfig, config_for, repo_root
+from helpers.evaluate.label_review import confirmed_ids, item_key, label_holds, load_review
 from helpers.evaluate.run import reviewed_rates
 from tools.label_audit import REVIEW_MD, REVIEW_ROUNDS, REVIEW_SHEETS, draw_review, merge_review, render_review
 
@@ -143,8 +143,8 @@ def test_the_tool_merges_blind_sheets_of_two_rounds_into_a_review_that_evaluatio
 
 def test_the_bundled_review_reads_every_prompt_twice_and_its_page_is_what_it_renders():
     cfg = config_for(EvalConfig, "local", label_review="bundled")
-    assert Path(cfg.label_review) == REVIEW_FILE
-    review = load_review(REVIEW_FILE)
+    assert Path(cfg.label_review) == LABEL_REVIEW_FILE
+    review = load_review(LABEL_REVIEW_FILE)
     assert len(review["items"]) >= 160 and len({e["id"] for e in review["items"]}) == len(review["items"])
     for entry in review["items"]:  # two readers, one per wave of one round, never the same sheet
         assert tuple(sorted(r["reader"][0] for r in entry["readings"])) in REVIEW_ROUNDS, entry["id"]

@@ -675,12 +675,12 @@ def reviewed_heads_sentence(results_dir: Path) -> str:
 
 def _review_clause() -> str:
     """The two-reader review of every test prompt (``docs/label_review.md``), as a clause for the label audit's line."""
-    from helpers.evaluate.label_review import REVIEW_FILE
+    from helpers.config import LABEL_REVIEW_FILE
     from tools.label_audit import review_summary
 
-    if not REVIEW_FILE.exists():
+    if not LABEL_REVIEW_FILE.exists():
         return ""
-    s = review_summary(json.loads(REVIEW_FILE.read_text(encoding="utf-8")))
+    s = review_summary(json.loads(LABEL_REVIEW_FILE.read_text(encoding="utf-8")))
     ans, third = s["by_kind"].get("refusal"), s["third_reader"].get("answerable")
     if not ans:
         return ""

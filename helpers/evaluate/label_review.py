@@ -15,7 +15,7 @@ kind, in a shuffled order. A prompt keeps its label when **both** readers' verdi
 a reversal leaves it out of the reviewed rates, counted by kind. The rule was fixed before any
 verdict was read.
 
-The record (``REVIEW_FILE``) names each prompt by its id and a hash of its request and text, so it
+The record (``helpers.config.LABEL_REVIEW_FILE``) names each prompt by its id and a hash of its request and text, so it
 applies only to the very prompts that were read: evaluation reports the reviewed rates when every
 evaluation item of the run has a matching entry (the bundled split built by ``configs/local.json``),
 and says why not otherwise (another corpus, a rebuilt split, the smoke profile).
@@ -29,12 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from helpers.config import LABEL_REVIEW_FILE
-
-__all__ = ["REVIEW_FILE", "confirmed_ids", "item_key", "keep_confirmed", "label_holds", "load_review"]
-
-#: The bundled review of the local profile's test split (helpers/resources/facts_grounding/).
-REVIEW_FILE = LABEL_REVIEW_FILE
+__all__ = ["confirmed_ids", "item_key", "keep_confirmed", "label_holds", "load_review"]
 
 #: The verdict that confirms each label.
 CONFIRMS = {True: "answerable", False: "not answerable"}
@@ -68,6 +63,12 @@ def label_holds(entry: dict[str, Any]) -> bool:
     return all(r["verdict"] == CONFIRMS[bool(entry["answerable"])] for r in entry["readings"])
 
 
+def _matches(entry: dict[str, Any] | None, item: dict[str, Any]) -> bool:
+    """Whether a review entry describes this very prompt: the text the readers saw and the label it carries."""
+    return (entry is not None and entry["key"] == item_key(item["request"], item["document"])
+            and bool(entry["answerable"]) == bool(item["answerable"]))
+
+
 def confirmed_ids(items: Sequence[dict[str, Any]], review: dict[str, Any]) -> tuple[set[str] | None, dict[str, Any]]:
     """The ids of ``items`` whose label the review confirms, and a summary.
 
@@ -76,10 +77,7 @@ def confirmed_ids(items: Sequence[dict[str, Any]], review: dict[str, Any]) -> tu
     how many matched. Otherwise the kept ids, and per kind how many were kept and left out.
     """
     entries = {e["id"]: e for e in review.get("items", [])}
-    unmatched = [it["id"] for it in items
-                 if it["id"] not in entries
-                 or entries[it["id"]]["key"] != item_key(it["request"], it["document"])
-                 or bool(entries[it["id"]]["answerable"]) != bool(it["answerable"])]
+    unmatched = [it["id"] for it in items if not _matches(entries.get(it["id"]), it)]
     if unmatched:
         return None, {"applied": False, "matched": len(items) - len(unmatched), "items": len(items),
                       "reason": f"{len(unmatched)} of {len(items)} evaluation items are not in the review "
@@ -109,7 +107,7 @@ def keep_confirmed(items: Sequence[dict[str, Any]], review: dict[str, Any], name
     kept: list[dict[str, Any]] = []
     for it in items:
         entry = entries.get(item_key(it["request"], it["document"]))
-        if entry is None or bool(entry["answerable"]) != bool(it["answerable"]):
+        if not _matches(entry, it):
             raise ValueError(f"the label review does not cover {name} item {it['id']} ({it['request'][:60]!r}) with "
                              "this text and label: it describes another split (rebuild the review, or set "
                              "TrainConfig.answerability_label_review to '')")

@@ -22,6 +22,7 @@ __all__ = [
     "breakdown",
     "cohen_kappa",
     "judge_agreement",
+    "mean_min_max",
     "rate",
     "refusal_prf",
     "relative_reduction",
@@ -84,6 +85,12 @@ def refusal_prf(refused: Sequence[bool], unanswerable: Sequence[bool], *, n_boot
         ci = [round(stats[int(0.025 * (n_boot - 1))], 6), round(stats[int(0.975 * (n_boot - 1))], 6)]
     return {"refusal_precision": rate(tp, tp + fp), "refusal_recall": rate(tp, tp + fn),
             "refusal_f1": {"value": f1, "n": len(pairs), "ci95": ci}}
+
+
+def mean_min_max(values: Sequence[float]) -> dict[str, float]:
+    """The spread of one rate over runs (seeds, dev splits), as every record writes it: mean, min and max, to 4
+    decimals."""
+    return {"mean": round(sum(values) / len(values), 4), "min": round(min(values), 4), "max": round(max(values), 4)}
 
 
 def relative_reduction(before: float | None, after: float | None) -> float | None:

@@ -456,10 +456,9 @@ def reviewed_rates(items: Sequence[dict[str, Any]], judged: dict[str, list[dict[
     for side, verdicts in judged.items():
         records = verdict_records(subset, [verdicts[i] for i in keep], judge)
         out[side] = side_metrics(records) | {"by_source": breakdown(records, "source")}
-    for side in judged:
-        if side != "base":
-            out.setdefault("relative_hallucination_reduction", {})[side] = relative_reduction(
-                out["base"]["hallucination_rate"]["value"], out[side]["hallucination_rate"]["value"])
+    out["relative_hallucination_reduction"] = {
+        side: relative_reduction(out["base"]["hallucination_rate"]["value"], out[side]["hallucination_rate"]["value"])
+        for side in judged if side != "base"}
     return out
 
 

@@ -63,25 +63,28 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
-def impact_table(metrics: dict[str, Any]) -> str:
-    """Metric | Base | Aligned (Gemma-Facts) | Change, with 95% Wilson intervals, as markdown."""
+def _impact_rows(base_side: dict[str, Any], aligned_side: dict[str, Any], reduction: float | None) -> list[str]:
+    """The impact table's header and one row per headline rate (``reduction``: the relative hallucination cut)."""
     lines = ["| Metric | Base | Aligned (Gemma-Facts) | Change |", "|---|---|---|---|"]
     for key, label, _lower in IMPACT_ROWS:
-        base, aligned = metrics["base"].get(key, {}), metrics["aligned"].get(key, {})
-        rel = metrics.get("relative_hallucination_reduction") if key == "hallucination_rate" else None
+        base, aligned = base_side.get(key, {}), aligned_side.get(key, {})
+        rel = reduction if key == "hallucination_rate" else None
         lines.append(f"| {label} | {format_rate(base)} | {format_rate(aligned)} | {_change(base, aligned, rel)} |")
+    return lines
+
+
+def impact_table(metrics: dict[str, Any]) -> str:
+    """Metric | Base | Aligned (Gemma-Facts) | Change, with 95% Wilson intervals, as markdown; below it the same
+    on the reviewed labels when evaluation applied a label review."""
+    lines = _impact_rows(metrics["base"], metrics["aligned"], metrics.get("relative_hallucination_reduction"))
     lines.append("")
     lines.append(f"*{metrics.get('n_answerable', 0)} answerable + {metrics.get('n_unanswerable', 0)} unanswerable "
                  f"test prompts; model `{metrics.get('model', '?')}`, profile `{metrics.get('profile', '?')}`, "
                  f"judge `{metrics.get('judge', '?')}`; brackets: 95% Wilson interval.*")
     reviewed = metrics.get("reviewed_labels") or {}
     if reviewed.get("applied"):
-        lines += ["", "On the prompts whose label two blind readers confirmed (`reviewed_labels`):", "",
-                  "| Metric | Base | Aligned (Gemma-Facts) | Change |", "|---|---|---|---|"]
-        for key, label, _lower in IMPACT_ROWS:
-            base, aligned = reviewed["base"].get(key, {}), reviewed["aligned"].get(key, {})
-            rel = reviewed["relative_hallucination_reduction"]["aligned"] if key == "hallucination_rate" else None
-            lines.append(f"| {label} | {format_rate(base)} | {format_rate(aligned)} | {_change(base, aligned, rel)} |")
+        lines += ["", "On the prompts whose label two blind readers confirmed (`reviewed_labels`):", ""]
+        lines += _impact_rows(reviewed["base"], reviewed["aligned"], reviewed["relative_hallucination_reduction"]["aligned"])
         lines += ["", f"*{reviewed['n_answerable']} answerable + {reviewed['n_unanswerable']} unanswerable of "
                       f"{reviewed['items']} prompts keep their label (docs/label_review.md).*"]
     return "\n".join(lines)
