@@ -28,7 +28,9 @@ FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap"
             "surprisal": ("ninth pass: + request surprisal, cut within a 4% out-of-fold budget",
                           "answerability-head-surprisal"),
             "trained-on-reviewed": ("tenth pass: the eighth pass's family and rule fitted and chosen on the reviewed "
-                                    "training prompts (configs/local_head_reviewed.json), its own record", None)}
+                                    "training prompts (configs/local_head_reviewed.json), its own record", None),
+            "lexical": ("eleventh pass: + word-level summaries of which request words the document holds, "
+                        "registered before its read (configs/local_head_lexical.json), its own record", None)}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 
@@ -43,7 +45,7 @@ def run_summary(metrics: dict[str, Any]) -> dict[str, Any]:
         raise ValueError(f"the review was not applied to this run: {reviewed.get('reason')}")
     head = metrics["answerability_head"]
     return {
-        "head": {k: head["head"][k] for k in ("layer", "with_overlap", "with_surprisal")},
+        "head": {k: head["head"].get(k, False) for k in ("layer", "with_overlap", "with_surprisal", "with_lexical")},
         "all_prompts": {f: value(head["base_with_head"][f]) for f in FIELDS}
         | {"relative_cut": round(head["relative_hallucination_reduction"], 4)},
         "reviewed": {f: value(reviewed["base_with_head"][f]) for f in FIELDS}

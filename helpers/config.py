@@ -325,6 +325,10 @@ class TrainConfig:
     # The head may also read the request's surprisal given the document (one more short pass per prompt; a near
     # miss's swapped subject is a token the document does not explain), offered beside the state in the dev choice.
     answerability_surprisal: bool = False
+    # ... and word-level summaries of which request words the document holds (IDF-weighted, per sentence, as pairs,
+    # the request's specific words apart from instruction words; helpers.evaluate.answerability_lexical), offered
+    # beside the overlap share (and the surprisal) in the dev choice. No forward pass: words only.
+    answerability_lexical: bool = False
     # Its threshold: "dev_largest_gap" (the dev split's largest refusal gap), or the chosen family refitted on fit +
     # dev and cut on out-of-fold scores over both: "out_of_fold_largest_gap", or "out_of_fold_budget" (refuse at
     # most answerability_budget of the answerable prompts). helpers.evaluate.answerability_head.choose_head.

@@ -644,7 +644,9 @@ REVIEWED_RECORDS = (("reviewed_labels_whole_split.json", "reviewed-labels-whole-
 #: how the README names each head family of those records
 REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal": "the request-surprisal heads (ninth pass)",
                      "trained-on-reviewed": "the eighth pass's recipe fitted and chosen on the reviewed training "
-                                            "prompts (`configs/local_head_reviewed.json`, registered before its read)"}
+                                            "prompts (`configs/local_head_reviewed.json`, registered before its read)",
+                     "lexical": "the heads that also read which request words the document holds "
+                                "(`configs/local_head_lexical.json`, registered before its read)"}
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:

@@ -12,9 +12,11 @@ How it is made (``gemma-facts select`` with ``TrainConfig.answerability_head``:
 prompt token's hidden state at every layer, for each training prompt whose document is not a dev
 document (the fit) and each dev prompt, from one forward pass of the base model (adapter off), the
 prompt rendered exactly as evaluation renders it; beside it the share of the request's content words
-found in the document, and (``TrainConfig.answerability_surprisal``) how surprising the request's tokens are
-given the document, against an empty one (``prompt_features``). The dev choice is the highest dev AUC over
-layers × L2 strength × (state | + overlap share | + request surprisal); the threshold
+found in the document, (``TrainConfig.answerability_surprisal``) how surprising the request's tokens are
+given the document, against an empty one (``prompt_features``), and (``TrainConfig.answerability_lexical``) six
+word-level summaries of which request words the document holds (``helpers.evaluate.answerability_lexical``). The dev
+choice is the highest dev AUC over layers × L2 strength × (state | + overlap share | + request surprisal | + word
+summaries); the threshold
 (``TrainConfig.answerability_threshold``) is the largest dev refusal gap (unanswerable refused − answerable
 refused), or the chosen family refitted on fit + dev and cut on out-of-fold scores over both (the largest gap,
 or at most a budget of answerable prompts refused): hundreds of prompts set the cut instead of dev's few dozen
@@ -270,7 +272,8 @@ def youden_threshold(scores: Sequence[float], answerable: Sequence[bool]) -> tup
 
 @dataclasses.dataclass
 class AnswerabilityHead:
-    """Refuse where ``score(state at layer, [overlap share], [request surprisal]) < threshold``. Saved as JSON."""
+    """Refuse where ``score(state at layer, [overlap share], [request surprisal], [word-level summaries]) <
+    threshold``. Saved as JSON (with the vocabulary the summaries read, ``lexical``)."""
 
     layer: int
     with_overlap: bool
@@ -280,13 +283,23 @@ class AnswerabilityHead:
     model_id: str
     dev: dict[str, Any] = dataclasses.field(default_factory=dict)
     with_surprisal: bool = False  # after the others: heads saved before it load unchanged
+    # the word-level summaries (helpers.evaluate.answerability_lexical) and the fit vocabulary they are read with
+    lexical: dict[str, Any] | None = None
 
     def design(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> Any:
         if self.with_surprisal and surprisal is None:
             raise ValueError("this answerability head reads the request surprisal: compute the features with "
                              "prompt_features(..., surprisal=True)")
         return head_features(states, items, self.layer, self.with_overlap,
-                             surprisal=surprisal if self.with_surprisal else None)
+                             surprisal=surprisal if self.with_surprisal else None,
+                             lexical=self._lexical(items))
+
+    def _lexical(self, items: Sequence[dict[str, Any]]) -> Any:
+        if self.lexical is None:
+            return None
+        from helpers.evaluate.answerability_lexical import LexicalVocabulary, lexical_features
+
+        return lexical_features(items, LexicalVocabulary(**self.lexical))
 
     def scores(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[float]:
         return self.score(self.design(states, items, surprisal)).tolist()
@@ -323,10 +336,11 @@ def overlap_shares(items: Sequence[dict[str, Any]]) -> Any:
 
 
 def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with_overlap: bool,
-                  shares: Any = None, surprisal: Any = None) -> Any:
+                  shares: Any = None, surprisal: Any = None, lexical: Any = None) -> Any:
     """What a head of this layer reads: the state at ``layer``, the overlap share beside it if asked, then the
-    request surprisal (``prompt_features``) if given. ``shares``: ``overlap_shares(items)`` computed once by a
-    caller that reads many layers (it scans every document's words)."""
+    request surprisal (``prompt_features``) and the word-level summaries (``answerability_lexical``) if given.
+    ``shares``: ``overlap_shares(items)`` computed once by a caller that reads many layers (it scans every
+    document's words)."""
     import torch
 
     parts = [states[:, layer]]
@@ -334,6 +348,8 @@ def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with
         parts.append(overlap_shares(items) if shares is None else shares)
     if surprisal is not None:
         parts.append(surprisal.float())
+    if lexical is not None:
+        parts.append(lexical.float())
     return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
 
@@ -396,10 +412,12 @@ def out_of_fold_scores(x: Any, items: Sequence[dict[str, Any]], l2: float, k: in
 def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items: Sequence[dict[str, Any]],
                 dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS, *,
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
-                budget: float = 0.05) -> AnswerabilityHead:
+                budget: float = 0.05, lexical: bool = False) -> AnswerabilityHead:
     """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
-    overlap share + request surprisal, when the surprisal is given), ties to the lower layer, the smaller L2,
-    then fewer features. Its threshold (``threshold_rule``):
+    overlap share + request surprisal, when the surprisal is given | either of the last two + the word-level
+    summaries, when ``lexical``), ties to the lower layer, the smaller L2, then fewer features. The summaries read
+    a vocabulary fitted on the fit prompts (on fit + dev for the refit of the out-of-fold rules). Its threshold
+    (``threshold_rule``):
 
     * ``dev_largest_gap``: the largest refusal gap on the dev prompts (the head is the fit's);
     * ``out_of_fold_largest_gap`` / ``out_of_fold_budget``: the chosen family refitted on fit + dev, the cut
@@ -421,41 +439,57 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         raise ValueError("the answerability head needs answerable and unanswerable prompts in both the fit "
                          f"({int(y_fit.sum())} / {len(y_fit)} answerable) and the dev split "
                          f"({sum(y_dev)} / {len(y_dev)})")
-    kinds = [(False, False), (True, False)] + ([(True, True)] if fit_surprisal is not None else [])
+    from helpers.evaluate.answerability_lexical import LexicalVocabulary, lexical_features
+
+    surprisals = [False] + ([True] if fit_surprisal is not None else [])
+    kinds = [(False, False, False), *[(True, s, False) for s in surprisals]]
+    kinds += [(True, s, True) for s in surprisals] if lexical else []
     table: dict[str, float | None] = {}
     best: tuple | None = None
     fit_shares, dev_shares = overlap_shares(fit_items), overlap_shares(dev_items)
+    vocab = LexicalVocabulary.fit(fit_items) if lexical else None
+    fit_lex, dev_lex = (lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)) if vocab else (None, None)
 
-    def design(states, items, shares, sur, layer, with_overlap, with_surprisal):
-        return head_features(states, items, layer, with_overlap, shares, sur if with_surprisal else None)
+    def design(states, items, shares, sur, lex, layer, with_overlap, with_surprisal, with_lexical):
+        return head_features(states, items, layer, with_overlap, shares, sur if with_surprisal else None,
+                             lex if with_lexical else None)
 
-    def name(layer, with_overlap, with_surprisal, l2):
-        return f"{layer}/{'state' + ('+overlap' if with_overlap else '') + ('+surprisal' if with_surprisal else '')}/l2={l2}"
+    def name(layer, with_overlap, with_surprisal, with_lexical, l2):
+        kind = ("state" + ("+overlap" if with_overlap else "") + ("+surprisal" if with_surprisal else "")
+                + ("+lexical" if with_lexical else ""))
+        return f"{layer}/{kind}/l2={l2}"
 
     for layer in range(fit_states.shape[1]):
-        for with_overlap, with_surprisal in kinds:
+        for with_overlap, with_surprisal, with_lexical in kinds:
             for l2 in l2s:
-                score = fit_logistic(design(fit_states, fit_items, fit_shares, fit_surprisal, layer, with_overlap,
-                                            with_surprisal), y_fit, l2)
-                dev_scores = score(design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap,
-                                          with_surprisal)).tolist()
+                score = fit_logistic(design(fit_states, fit_items, fit_shares, fit_surprisal, fit_lex, layer,
+                                            with_overlap, with_surprisal, with_lexical), y_fit, l2)
+                dev_scores = score(design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer,
+                                          with_overlap, with_surprisal, with_lexical)).tolist()
                 value = label_auc(dev_scores, y_dev)
-                table[name(layer, with_overlap, with_surprisal, l2)] = value
-                rank = (value, -layer, -l2, not with_overlap, not with_surprisal)
+                table[name(layer, with_overlap, with_surprisal, with_lexical, l2)] = value
+                rank = (value, -layer, -l2, not with_overlap, not with_surprisal, not with_lexical)
                 if best is None or rank > best[0]:
-                    best = (rank, layer, with_overlap, with_surprisal, l2, score, dev_scores)
+                    best = (rank, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores)
     assert best is not None
-    _, layer, with_overlap, with_surprisal, l2, score, dev_scores = best
-    rule = ("highest dev AUC over layers x l2 x (state | state + overlap share"
-            + (" | state + overlap share + request surprisal" if fit_surprisal is not None else "") + "); ")
+    _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores = best
+    offered = ["state", "state + overlap share"]
+    offered += ["state + overlap share + request surprisal"] if fit_surprisal is not None else []
+    offered += [f"{k} + word-level summaries" for k in offered[1:]] if lexical else []
+    rule = f"highest dev AUC over layers x l2 x ({' | '.join(offered)}); "
     if threshold_rule == "dev_largest_gap":
         threshold, rates = youden_threshold(dev_scores, y_dev)
         rule += "refuse below the threshold with the largest dev refusal gap (unanswerable refused - answerable refused)"
     else:
         items = [*fit_items, *dev_items]
-        dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, layer, with_overlap, with_surprisal)
-        x = torch.cat([design(fit_states, fit_items, fit_shares, fit_surprisal, layer, with_overlap, with_surprisal),
-                       dev_x])
+        if with_lexical:  # the refit reads the vocabulary of its own prompts, fit + dev (the out-of-fold scores
+            # read it too: document frequencies, no labels, so a held fold's words weigh its own IDF a little)
+            vocab = LexicalVocabulary.fit(items)
+            fit_lex, dev_lex = lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)
+        dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer, with_overlap, with_surprisal,
+                       with_lexical)
+        x = torch.cat([design(fit_states, fit_items, fit_shares, fit_surprisal, fit_lex, layer, with_overlap,
+                              with_surprisal, with_lexical), dev_x])
         y_all = [bool(it["answerable"]) for it in items]
         oof = out_of_fold_scores(x, items, l2)
         score = fit_logistic(x, torch.tensor(y_all), l2)
@@ -473,11 +507,12 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         oof_rates = {k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()}
         rates = {**_rates_at(score(dev_x).tolist(), y_dev, threshold), **oof_rates}
     dev = {"rule": rule, "threshold_rule": threshold_rule,
-           "dev_auc": table[name(layer, with_overlap, with_surprisal, l2)],
+           "dev_auc": table[name(layer, with_overlap, with_surprisal, with_lexical, l2)],
            "fit": {"answerable": int(y_fit.sum()), "unanswerable": int((~y_fit).sum())},
            "dev": {"answerable": sum(y_dev), "unanswerable": len(y_dev) - sum(y_dev)},
            **rates, "dev_auc_by_candidate": table}
-    return AnswerabilityHead(layer, with_overlap, l2, score, threshold, model_id, dev, with_surprisal)
+    return AnswerabilityHead(layer, with_overlap, l2, score, threshold, model_id, dev, with_surprisal,
+                             dataclasses.asdict(vocab) if with_lexical and vocab is not None else None)
 
 
 def gate_answers(answers: Sequence[str], refuses: Sequence[bool]) -> list[str]:

@@ -71,9 +71,12 @@ def plot_head_choice(head: Any) -> Any:
     import matplotlib.pyplot as plt
 
     data = head if isinstance(head, dict) else {"layer": head.layer, "with_overlap": head.with_overlap,
-                                                 "with_surprisal": head.with_surprisal, "dev": head.dev}
+                                                 "with_surprisal": head.with_surprisal, "dev": head.dev,
+                                                 "with_lexical": head.lexical is not None}
     curves = (("state", "#1a73e8", "hidden state"), ("state+overlap", "#e37400", "hidden state + word-overlap share"),
-              ("state+overlap+surprisal", "#188038", "… + request surprisal"))
+              ("state+overlap+surprisal", "#188038", "… + request surprisal"),
+              ("state+overlap+lexical", "#a142f4", "… + word-level summaries"),
+              ("state+overlap+surprisal+lexical", "#d01884", "… + surprisal + word-level summaries"))
     best: dict[str, dict[int, float]] = {kind: {} for kind, _, _ in curves}
     for name, value in data["dev"].get("dev_auc_by_candidate", {}).items():
         layer, kind, _l2 = name.split("/")
@@ -84,8 +87,9 @@ def plot_head_choice(head: Any) -> Any:
         layers = sorted(best[kind])
         if layers:  # the surprisal curve only where the fit offered it
             ax.plot(layers, [best[kind][i] for i in layers], marker="o", ms=3, color=color, label=label)
-    chosen = ("state+overlap+surprisal" if data.get("with_surprisal") else
-              "state+overlap" if data["with_overlap"] else "state")
+    chosen = (("state+overlap" if data["with_overlap"] else "state") + ("+surprisal" if data.get("with_surprisal")
+                                                                        else "")
+              + ("+lexical" if data.get("with_lexical") else ""))
     ax.scatter([data["layer"]], [best[chosen].get(data["layer"], data["dev"].get("dev_auc", 0.0))], s=120,
                facecolors="none", edgecolors="black", zorder=5, label=f"chosen: layer {data['layer']}")
     ax.axhline(0.5, color="#9e9e9e", lw=0.8, ls="--")

@@ -53,13 +53,15 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
                                                     desc="head: dev prompts")
     head = choose_head(fit_items, fit_states, dev_items, dev_states, model_cfg.model_id,
                        fit_surprisal=fit_surprisal, dev_surprisal=dev_surprisal,
-                       threshold_rule=train_cfg.answerability_threshold, budget=train_cfg.answerability_budget)
+                       threshold_rule=train_cfg.answerability_threshold, budget=train_cfg.answerability_budget,
+                       lexical=train_cfg.answerability_lexical)
     head.dev["train_fingerprint"] = train_split_fingerprint(pairs_dir)
     if reviewed:
         head.dev["label_review"] = reviewed
     path = head.save(head_path())
     print(f"Answerability head: layer {head.layer}{' + overlap share' if head.with_overlap else ''}"
-          f"{' + request surprisal' if head.with_surprisal else ''}, "
+          f"{' + request surprisal' if head.with_surprisal else ''}"
+          f"{' + word-level summaries' if head.lexical is not None else ''}, "
           f"dev AUC {head.dev['dev_auc']}, refuses {head.dev['dev_unanswerable_refused']:.0%} of unanswerable and "
           f"{head.dev['dev_answerable_refused']:.0%} of answerable dev prompts → {path}", flush=True)
     return head

@@ -1,0 +1,157 @@
+"""Dev diagnostic: does the answerability head catch more when it also reads which request words the document holds?
+
+The ninth and tenth passes of issue 16 found the linear head's limit in what it reads: on five folds of the
+training documents it caught 80-85% of the unanswerable prompts when it may refuse 4-5% of the answerable ones,
+whatever the threshold or the labels. On the reviewed training prompts the word-overlap share alone scores an
+out-of-fold AUC of 0.971, the state of layer 10 beside it 0.972: the errors are lexical ones a single share cannot
+see. ``helpers.evaluate.answerability_lexical`` adds six word-level summaries (IDF-weighted, per sentence, as
+pairs, the request's specific words apart from instruction words); here every recipe runs through the package's
+own ``choose_head`` (family by dev AUC, then its threshold rule) on a pseudo-test:
+
+for each dev split (42, 7, 1234: the ``train.dev_seed`` of the recorded runs) and each of five folds of the
+training documents outside dev, the head is fitted on the other folds, chosen on dev, and scored on the held fold's
+prompts **whose label two blind readers confirmed** (``docs/label_review_training.md``), as the test split is now
+scored. Recipes (the flags of ``TrainConfig``):
+
+* ``eighth``: state + overlap share, largest dev gap (``configs/local_whole_clean_labels.json`` + head);
+* ``ninth``: + request surprisal, 4% out-of-fold budget (``configs/local_head_surprisal.json``);
+* ``lexical``: + word-level summaries, 4% out-of-fold budget;
+* ``lexical_dev_gap``: + word-level summaries, largest dev gap;
+* ``lexical_reviewed``: as ``lexical``, fitted and chosen on the reviewed training prompts only;
+* ``lexical_budget_6`` / ``_8``: as ``lexical`` at a 6% / 8% out-of-fold budget (added after the five above ran:
+  at 4% the lexical heads refused 2.4-4.5% of the answerable held prompts, inside the criterion's 5%).
+
+The criterion, fixed before this ran: the most unanswerable held prompts refused among the recipes that refuse at
+most 5% of the answerable ones (mean over the 15 dev split × fold cells), ties to fewer answerable refused. Reads
+the training split only, from the select stage's feature cache (states and surprisal of every training prompt).
+
+    python experiments/head_lexical.py --pairs outputs/whole_clean/pairs --out results/head_lexical.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CONFIG = REPO / "configs" / "local_head_surprisal.json"
+DEV_SEEDS = (42, 7, 1234)
+BUDGET = 0.04
+# name: (surprisal, lexical, threshold rule, out-of-fold budget, reviewed labels only)
+RECIPES = {
+    "eighth": (False, False, "dev_largest_gap", BUDGET, False),
+    "ninth": (True, False, "out_of_fold_budget", BUDGET, False),
+    "lexical": (True, True, "out_of_fold_budget", BUDGET, False),
+    "lexical_dev_gap": (True, True, "dev_largest_gap", BUDGET, False),
+    "lexical_reviewed": (True, True, "out_of_fold_budget", BUDGET, True),
+    # added after the five above had run: at 4% the lexical heads refused 2.4-4.5% of the answerable held prompts,
+    # below the criterion's 5%, so larger budgets were tried under the same criterion
+    "lexical_budget_6": (True, True, "out_of_fold_budget", 0.06, False),
+    "lexical_budget_8": (True, True, "out_of_fold_budget", 0.08, False),
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--pairs", default="outputs/whole_clean/pairs")
+    parser.add_argument("--recipes", nargs="*", default=list(RECIPES))
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    os.environ["GEMMA_FACTS_CONFIG"] = str(CONFIG)
+
+    import torch
+
+    from helpers.config import LABEL_REVIEW_TRAIN_FILE, ModelConfig, TrainConfig, config_for
+    from helpers.evaluate.answerability_head import choose_head, document_folds, label_auc, prompt_features
+    from helpers.evaluate.label_review import keep_confirmed, load_review
+    from helpers.evaluate.run import eval_items
+    from helpers.models import load_model_and_tokenizer
+    from helpers.train.dpo import dev_documents, dev_split, load_pairs
+    from helpers.train.report import code_revision
+
+    started = time.perf_counter()
+    model_cfg = config_for(ModelConfig, "local")
+    train_cfg = config_for(TrainConfig, "local")
+    rows = load_pairs(args.pairs)["train"]
+    everything = eval_items(list(rows), set_name="fit")
+    model, tokenizer = load_model_and_tokenizer(model_cfg)  # the features come from the cache when there
+    states, surprisal = prompt_features(model, tokenizer, everything, model_cfg, surprisal=True, desc="training prompts")
+    del model
+    review = load_review(LABEL_REVIEW_TRAIN_FILE)
+    confirmed = {(it["doc_id"], it["request"].strip(), it["answerable"])
+                 for it in keep_confirmed(everything, review, "training")[0]}
+    index = {(it["doc_id"], it["request"].strip(), it["answerable"]): i for i, it in enumerate(everything)}
+
+    def key(it):
+        return (it["doc_id"], it["request"].strip(), it["answerable"])
+
+    def pick(items):
+        idx = torch.tensor([index[key(it)] for it in items])
+        return states[idx], surprisal[idx]
+
+    record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                    "command": "python experiments/head_lexical.py " + " ".join(sys.argv[1:]),
+                    "code": code_revision(), "budget": BUDGET, "recipes": {}}
+    for name in args.recipes:
+        with_surprisal, lexical, rule, budget, reviewed_only = RECIPES[name]
+        cells, chosen, by_kind = [], [], {}
+        for dev_seed in DEV_SEEDS:
+            fit_rows, dev_rows = dev_split(rows, dev_documents(train_cfg), dev_seed)
+            fit_items, dev_items = eval_items(list(fit_rows), set_name="fit"), eval_items(list(dev_rows), set_name="dev")
+            if reviewed_only:
+                dev_items = [it for it in dev_items if key(it) in confirmed]
+            for held in document_folds(fit_items, 5, seed=0):
+                rest = [it for it in fit_items if it["doc_id"] not in held
+                        and (not reviewed_only or key(it) in confirmed)]
+                scored = [it for it in fit_items if it["doc_id"] in held and key(it) in confirmed]
+                (rs, rsur), (ds, dsur), (hs, hsur) = pick(rest), pick(dev_items), pick(scored)
+                head = choose_head(rest, rs, dev_items, ds, model_cfg.model_id,
+                                   fit_surprisal=rsur if with_surprisal else None,
+                                   dev_surprisal=dsur if with_surprisal else None,
+                                   threshold_rule=rule, budget=budget, lexical=lexical)
+                scores = head.scores(hs, scored, hsur)
+                refused = [s < head.threshold for s in scores]
+                ans = [r for r, it in zip(refused, scored, strict=True) if it["answerable"]]
+                una = [r for r, it in zip(refused, scored, strict=True) if not it["answerable"]]
+                cells.append({"dev_seed": dev_seed, "answerable_refused": round(sum(ans) / len(ans), 3),
+                              "unanswerable_refused": round(sum(una) / len(una), 3),
+                              "auc": label_auc(scores, [it["answerable"] for it in scored]),
+                              "prompts": [len(ans), len(una)]})
+                chosen.append(f"layer {head.layer}{' +surprisal' if head.with_surprisal else ''}"
+                              f"{' +lexical' if head.lexical is not None else ''}, l2 {head.l2}")
+                for r, it in zip(refused, scored, strict=True):
+                    if not it["answerable"]:
+                        count = by_kind.setdefault("+".join(it["source"]), [0, 0])
+                        count[0] += r
+                        count[1] += 1
+            print(name, dev_seed, cells[-5:], chosen[-5:], flush=True)
+        mean = {k: round(sum(c[k] for c in cells) / len(cells), 4) for k in ("answerable_refused",
+                                                                            "unanswerable_refused", "auc")}
+        per_split = {str(s): {k: round(sum(c[k] for c in cells if c["dev_seed"] == s) / 5, 4)
+                              for k in ("answerable_refused", "unanswerable_refused", "auc")} for s in DEV_SEEDS}
+        record["recipes"][name] = {"surprisal": with_surprisal, "lexical": lexical, "threshold_rule": rule,
+                                   "budget": budget,
+                                   "reviewed_only": reviewed_only, "mean": mean, "per_dev_split": per_split,
+                                   "unanswerable_refused_by_kind": by_kind, "cells": cells, "chosen": chosen}
+        print(name, mean, per_split, flush=True)
+    within = {n: r["mean"] for n, r in record["recipes"].items() if r["mean"]["answerable_refused"] <= 0.05}
+    record["criterion"] = ("the most unanswerable held prompts refused among the recipes that refuse at most 5% of "
+                           "the answerable ones (mean over dev split x fold), ties to fewer answerable refused")
+    record["chosen_recipe"] = max(within, key=lambda n: (within[n]["unanswerable_refused"],
+                                                         -within[n]["answerable_refused"])) if within else None
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    print("chosen:", record["chosen_recipe"])
+    if args.out:
+        Path(args.out).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,110 @@
+"""helpers.evaluate.answerability_lexical: the word-level summaries the answerability head may read, their
+vocabulary (fitted on the fit prompts, saved with the head), and the head's dev choice offering them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head
+from helpers.evaluate.answerability_lexical import (
+    LEXICAL_NAMES,
+    LexicalVocabulary,
+    lexical_features,
+    lexical_summary,
+)
+
+DOCS = [
+    "The Danube flows through Vienna. Its delta lies in Romania.\nBarges carry grain downstream.",
+    "Marie Curie won two Nobel prizes. She studied radium in Paris.",
+    "Vienna hosts the opera ball every winter. The river Danube freezes rarely.",
+    "Grain prices rose in Romania after the harvest failed.",
+]
+
+
+def _item(request, document, answerable=True):
+    return {"request": request, "document": document, "answerable": answerable}
+
+
+def _vocab() -> LexicalVocabulary:
+    requests = ["Summarize the text using bullet points.", "Summarize where the Danube flows.",
+                "Summarize Curie's prizes.", "Which city hosts the ball?"]
+    return LexicalVocabulary.fit([_item(r, d) for r, d in zip(requests, DOCS, strict=True)])
+
+
+def test_the_vocabulary_keeps_shared_words_and_the_instruction_words_of_requests():
+    vocab = _vocab()
+    assert "danube" in vocab.idf and "vienna" in vocab.idf and "romania" in vocab.idf  # in two documents
+    assert "curie" not in vocab.idf and vocab.weight("curie") == vocab.unseen_idf  # in one: the rare weight
+    assert vocab.weight("danube") < vocab.unseen_idf  # a word in more documents weighs less
+    assert "summarize" in vocab.generic  # in 3 of 4 requests: an instruction word, not a subject
+    assert json.loads(json.dumps(vocab.__dict__)) == vocab.__dict__  # plain types: saved in the head's JSON
+    with pytest.raises(ValueError, match="fit prompts"):
+        LexicalVocabulary.fit([])
+
+
+def test_a_swapped_subject_reads_as_missing_and_a_missing_instruction_word_does_not():
+    vocab = _vocab()
+    doc = DOCS[0]
+    answerable = dict(zip(LEXICAL_NAMES, lexical_summary("Summarize where the Danube flows through.", doc, vocab),
+                          strict=True))
+    near_miss = dict(zip(LEXICAL_NAMES, lexical_summary("Summarize where the Rhine flows through.", doc, vocab),
+                         strict=True))
+    # "summarize" is missing from the document in both; only the near miss lacks its subject
+    assert answerable["share"] < 1 and answerable["specific share"] == 1.0
+    assert near_miss["specific share"] < answerable["specific share"]
+    assert near_miss["specific idf missing"] > answerable["specific idf missing"] == 0.0
+    assert near_miss["idf missing"] > answerable["idf missing"]
+
+
+def test_the_best_sentence_and_the_pairs_see_where_the_words_sit():
+    vocab = _vocab()
+    together = "The Danube delta lies in Romania."
+    apart = "The Danube is long.\nA delta forms at sea.\nRomania is large."
+    request = "Where does the Danube delta lie in Romania?"
+    one, spread = (dict(zip(LEXICAL_NAMES, lexical_summary(request, d, vocab), strict=True)) for d in (together, apart))
+    assert one["share"] == spread["share"]  # the same words in both documents
+    assert one["best sentence"] > spread["best sentence"]
+    assert one["bigram share"] > spread["bigram share"]
+    empty = lexical_summary("the of and", DOCS[0], vocab)  # no content words at all: defined, not a crash
+    assert len(empty) == len(LEXICAL_NAMES)
+
+
+def test_the_head_chooses_the_word_summaries_when_they_carry_the_label_and_keeps_its_vocabulary(tmp_path):
+    """States that are noise and requests whose subject is in the document or not: only a candidate reading the
+    word summaries separates dev, and the saved head scores a prompt with the fit's vocabulary, never with the
+    prompts it is scoring (a prompt's score does not depend on its neighbours)."""
+    def word(prefix, i):  # a word of its own per prompt: no subject is common enough to count as generic
+        return prefix + "".join(chr(97 + int(c)) for c in str(i))
+
+    def items(n, seed):
+        gen = torch.Generator().manual_seed(seed)
+        out = []
+        for i in range(n):
+            answerable = bool(torch.rand(1, generator=gen) < 0.5)
+            subject, other = word("subj", seed * 1000 + i), word("absent", seed * 1000 + i)
+            doc = f"Notes on {subject} and more. They matter here."
+            # one of three content words in the document either way: the overlap share cannot tell them apart
+            request = f"Summarize {subject} in bullets." if answerable else f"Summarize {other} in notes."
+            out.append({"request": request, "document": doc, "answerable": answerable, "doc_id": f"d{i % 20}"})
+        return out
+
+    fit, dev = items(120, 1), items(60, 2)
+    gen = torch.Generator().manual_seed(3)
+    fit_x, dev_x = torch.randn(120, 3, 8, generator=gen), torch.randn(60, 3, 8, generator=gen)
+    plain = choose_head(fit, fit_x, dev, dev_x, model_id="m")
+    head = choose_head(fit, fit_x, dev, dev_x, model_id="m", lexical=True)
+    assert plain.dev["dev_auc"] < 0.8 and head.dev["dev_auc"] > 0.95
+    assert head.lexical is not None
+    assert any("+lexical" in k for k in head.dev["dev_auc_by_candidate"])
+    assert LexicalVocabulary(**head.lexical) == LexicalVocabulary.fit(fit)  # the fit's own vocabulary
+    refused = head.refuses(dev_x, dev)
+    assert [head.refuses(dev_x[i:i + 1], [it])[0] for i, it in enumerate(dev)] == refused
+    loaded = AnswerabilityHead.load(head.save(tmp_path / "head.json"))
+    assert loaded.lexical == head.lexical and loaded.refuses(dev_x, dev) == refused
+    # the out-of-fold rule refits on fit + dev, with their vocabulary
+    oof = choose_head(fit, fit_x, dev, dev_x, model_id="m", lexical=True, threshold_rule="out_of_fold_budget")
+    assert oof.lexical is not None and LexicalVocabulary(**oof.lexical) == LexicalVocabulary.fit([*fit, *dev])
+    assert lexical_features(dev[:3], LexicalVocabulary(**head.lexical)).shape == (3, len(LEXICAL_NAMES))
