@@ -108,3 +108,21 @@ def test_the_head_chooses_the_word_summaries_when_they_carry_the_label_and_keeps
     oof = choose_head(fit, fit_x, dev, dev_x, model_id="m", lexical=True, threshold_rule="out_of_fold_budget")
     assert oof.lexical is not None and LexicalVocabulary(**oof.lexical) == LexicalVocabulary.fit([*fit, *dev])
     assert lexical_features(dev[:3], LexicalVocabulary(**head.lexical)).shape == (3, len(LEXICAL_NAMES))
+
+
+def test_lexical_only_offers_no_candidate_without_the_word_summaries():
+    """Where the word summaries carry nothing (every request word in its document) and a state dimension carries the
+    label, the open choice takes the state alone; ``lexical_only`` still reads the summaries, beside that state."""
+    gen = torch.Generator().manual_seed(0)
+    fit = [_item("Danube flows", DOCS[0], bool(a)) | {"doc_id": f"d{i % 10}"}
+           for i, a in enumerate((torch.rand(80, generator=gen) < 0.5).tolist())]
+    dev = [dict(it, doc_id=f"v{i % 5}") for i, it in enumerate(fit[:40])]
+    x = torch.randn(80, 3, 4, generator=gen)
+    x[:, 1, 0] += torch.tensor([2.0 if it["answerable"] else -2.0 for it in fit])
+    open_choice = choose_head(fit, x, dev, x[:40], model_id="m", lexical=True)
+    only = choose_head(fit, x, dev, x[:40], model_id="m", lexical=True, lexical_only=True)
+    assert open_choice.lexical is None  # ties go to fewer features: the summaries are constant here
+    assert only.lexical is not None and only.layer == 1
+    assert all(k.endswith(("+lexical/l2=0.001", "+lexical/l2=0.01", "+lexical/l2=0.1"))
+               for k in only.dev["dev_auc_by_candidate"])
+    assert "word-level summaries" in only.dev["rule"] and "state |" not in only.dev["rule"]

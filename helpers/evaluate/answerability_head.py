@@ -412,10 +412,11 @@ def out_of_fold_scores(x: Any, items: Sequence[dict[str, Any]], l2: float, k: in
 def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items: Sequence[dict[str, Any]],
                 dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS, *,
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
-                budget: float = 0.05, lexical: bool = False) -> AnswerabilityHead:
+                budget: float = 0.05, lexical: bool = False, lexical_only: bool = False) -> AnswerabilityHead:
     """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
     overlap share + request surprisal, when the surprisal is given | either of the last two + the word-level
-    summaries, when ``lexical``), ties to the lower layer, the smaller L2, then fewer features. The summaries read
+    summaries, when ``lexical``; only the candidates with them, when ``lexical_only``), ties to the lower layer, the
+    smaller L2, then fewer features. The summaries read
     a vocabulary fitted on the fit prompts (on fit + dev for the refit of the out-of-fold rules). Its threshold
     (``threshold_rule``):
 
@@ -443,11 +444,13 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
 
     surprisals = [False] + ([True] if fit_surprisal is not None else [])
     kinds = [(False, False, False), *[(True, s, False) for s in surprisals]]
-    kinds += [(True, s, True) for s in surprisals] if lexical else []
+    kinds += [(True, s, True) for s in surprisals] if lexical or lexical_only else []
+    if lexical_only:
+        kinds = [k for k in kinds if k[2]]
     table: dict[str, float | None] = {}
     best: tuple | None = None
     fit_shares, dev_shares = overlap_shares(fit_items), overlap_shares(dev_items)
-    vocab = LexicalVocabulary.fit(fit_items) if lexical else None
+    vocab = LexicalVocabulary.fit(fit_items) if lexical or lexical_only else None
     fit_lex, dev_lex = (lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)) if vocab else (None, None)
 
     def design(states, items, shares, sur, lex, layer, with_overlap, with_surprisal, with_lexical):
@@ -475,7 +478,8 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores = best
     offered = ["state", "state + overlap share"]
     offered += ["state + overlap share + request surprisal"] if fit_surprisal is not None else []
-    offered += [f"{k} + word-level summaries" for k in offered[1:]] if lexical else []
+    offered += [f"{k} + word-level summaries" for k in offered[1:]] if lexical or lexical_only else []
+    offered = [k for k in offered if k.endswith("summaries")] if lexical_only else offered
     rule = f"highest dev AUC over layers x l2 x ({' | '.join(offered)}); "
     if threshold_rule == "dev_largest_gap":
         threshold, rates = youden_threshold(dev_scores, y_dev)
