@@ -30,7 +30,10 @@ FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap"
             "trained-on-reviewed": ("tenth pass: the eighth pass's family and rule fitted and chosen on the reviewed "
                                     "training prompts (configs/local_head_reviewed.json), its own record", None),
             "lexical": ("eleventh pass: + word-level summaries of which request words the document holds, "
-                        "registered before its read (configs/local_head_lexical.json), its own record", None)}
+                        "registered before its read (configs/local_head_lexical.json), its own record", None),
+            "words": ("eleventh pass, second recipe: the word-level summaries without the request surprisal, registered "
+                      "after the lexical heads' reads and before its own (configs/local_head_words.json), its own "
+                      "record", None)}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 

@@ -102,6 +102,11 @@ def test_the_head_chooses_the_word_summaries_when_they_carry_the_label_and_keeps
     assert LexicalVocabulary(**head.lexical) == LexicalVocabulary.fit(fit)  # the fit's own vocabulary
     refused = head.refuses(dev_x, dev)
     assert [head.refuses(dev_x[i:i + 1], [it])[0] for i, it in enumerate(dev)] == refused
+    from helpers.evaluate.plots import plot_head_choice
+
+    ax = plot_head_choice(head).axes[0]
+    assert "… + word-level summaries" in [line.get_label() for line in ax.get_lines()]  # its own curve, marked
+    assert tuple(ax.collections[0].get_offsets()[0]) == (head.layer, pytest.approx(head.dev["dev_auc"]))
     loaded = AnswerabilityHead.load(head.save(tmp_path / "head.json"))
     assert loaded.lexical == head.lexical and loaded.refuses(dev_x, dev) == refused
     # the out-of-fold rule refits on fit + dev, with their vocabulary

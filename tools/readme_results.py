@@ -646,7 +646,9 @@ REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal"
                      "trained-on-reviewed": "the eighth pass's recipe fitted and chosen on the reviewed training "
                                             "prompts (`configs/local_head_reviewed.json`, registered before its read)",
                      "lexical": "the heads that also read which request words the document holds "
-                                "(`configs/local_head_lexical.json`, registered before its read)"}
+                                "(`configs/local_head_lexical.json`, registered before its read)",
+                     "words": "the same without the request surprisal (`configs/local_head_words.json`, registered "
+                              "after the reads above and before its own)"}
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:
