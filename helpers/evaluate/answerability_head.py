@@ -416,9 +416,8 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
     overlap share + request surprisal, when the surprisal is given | either of the last two + the word-level
     summaries, when ``lexical``; only the candidates with them, when ``lexical_only``), ties to the lower layer, the
-    smaller L2, then fewer features. The summaries read
-    a vocabulary fitted on the fit prompts (on fit + dev for the refit of the out-of-fold rules). Its threshold
-    (``threshold_rule``):
+    smaller L2, then fewer features. The summaries read a vocabulary fitted on the fit prompts (on fit + dev for the
+    refit of the out-of-fold rules). Its threshold (``threshold_rule``):
 
     * ``dev_largest_gap``: the largest refusal gap on the dev prompts (the head is the fit's);
     * ``out_of_fold_largest_gap`` / ``out_of_fold_budget``: the chosen family refitted on fit + dev, the cut
@@ -442,15 +441,16 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                          f"({sum(y_dev)} / {len(y_dev)})")
     from helpers.evaluate.answerability_lexical import LexicalVocabulary, lexical_features
 
+    lexical = lexical or lexical_only
     surprisals = [False] + ([True] if fit_surprisal is not None else [])
     kinds = [(False, False, False), *[(True, s, False) for s in surprisals]]
-    kinds += [(True, s, True) for s in surprisals] if lexical or lexical_only else []
+    kinds += [(True, s, True) for s in surprisals] if lexical else []
     if lexical_only:
         kinds = [k for k in kinds if k[2]]
     table: dict[str, float | None] = {}
     best: tuple | None = None
     fit_shares, dev_shares = overlap_shares(fit_items), overlap_shares(dev_items)
-    vocab = LexicalVocabulary.fit(fit_items) if lexical or lexical_only else None
+    vocab = LexicalVocabulary.fit(fit_items) if lexical else None
     fit_lex, dev_lex = (lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)) if vocab else (None, None)
 
     def design(states, items, shares, sur, lex, layer, with_overlap, with_surprisal, with_lexical):
@@ -478,7 +478,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores = best
     offered = ["state", "state + overlap share"]
     offered += ["state + overlap share + request surprisal"] if fit_surprisal is not None else []
-    offered += [f"{k} + word-level summaries" for k in offered[1:]] if lexical or lexical_only else []
+    offered += [f"{k} + word-level summaries" for k in offered[1:]] if lexical else []
     offered = [k for k in offered if k.endswith("summaries")] if lexical_only else offered
     rule = f"highest dev AUC over layers x l2 x ({' | '.join(offered)}); "
     if threshold_rule == "dev_largest_gap":
