@@ -96,13 +96,12 @@ def main() -> int:
     model, tokenizer = load_model_and_tokenizer(model_cfg)  # the features come from the cache when there
     states, surprisal = prompt_features(model, tokenizer, everything, model_cfg, surprisal=True, desc="training prompts")
     del model
-    review = load_review(LABEL_REVIEW_TRAIN_FILE)
-    confirmed = {(it["doc_id"], it["request"].strip(), it["answerable"])
-                 for it in keep_confirmed(everything, review, "training")[0]}
-    index = {(it["doc_id"], it["request"].strip(), it["answerable"]): i for i, it in enumerate(everything)}
 
     def key(it):
         return (it["doc_id"], it["request"].strip(), it["answerable"])
+
+    confirmed = {key(it) for it in keep_confirmed(everything, load_review(LABEL_REVIEW_TRAIN_FILE), "training")[0]}
+    index = {key(it): i for i, it in enumerate(everything)}
 
     def pick(items):
         idx = torch.tensor([index[key(it)] for it in items])

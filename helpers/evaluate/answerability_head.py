@@ -42,7 +42,9 @@ __all__ = [
     "AnswerabilityHead",
     "auc",
     "budget_threshold",
+    "candidate_kind",
     "choose_head",
+    "describe_head",
     "document_folds",
     "fit_logistic",
     "gate_answers",
@@ -64,6 +66,19 @@ HEAD_FILE = "answerability_head.json"
 L2_STRENGTHS = (1e-3, 1e-2, 1e-1)
 SURPRISAL_NAMES = ("mean surprisal", "max surprisal", "top-3 surprisal", "mean PMI", "min PMI", "share PMI > 0")
 OOF_FOLDS = 5
+
+
+def candidate_kind(with_overlap: bool, with_surprisal: bool = False, with_lexical: bool = False) -> str:
+    """What a candidate reads, as ``head.dev["dev_auc_by_candidate"]`` names it ("state+overlap+surprisal")."""
+    return ("state" + ("+overlap" if with_overlap else "") + ("+surprisal" if with_surprisal else "")
+            + ("+lexical" if with_lexical else ""))
+
+
+def describe_head(head: dict[str, Any]) -> str:
+    """"layer 10 + word-overlap share + …" from a head's ``summary()`` (or its entry in metrics.json)."""
+    return (f"layer {head['layer']}" + (" + word-overlap share" if head.get("with_overlap") else "")
+            + (" + request surprisal" if head.get("with_surprisal") else "")
+            + (" + word-level summaries" if head.get("with_lexical") else ""))
 
 
 def head_path() -> Path:
@@ -301,6 +316,12 @@ class AnswerabilityHead:
 
         return lexical_features(items, LexicalVocabulary(**self.lexical))
 
+    def summary(self) -> dict[str, Any]:
+        """The head as metrics.json and the figures show it: every field but the weights and the word vocabulary,
+        and whether it reads the word summaries."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("score", "lexical")} | {
+            "with_lexical": self.lexical is not None}
+
     def scores(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[float]:
         return self.score(self.design(states, items, surprisal)).tolist()
 
@@ -458,9 +479,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                              lex if with_lexical else None)
 
     def name(layer, with_overlap, with_surprisal, with_lexical, l2):
-        kind = ("state" + ("+overlap" if with_overlap else "") + ("+surprisal" if with_surprisal else "")
-                + ("+lexical" if with_lexical else ""))
-        return f"{layer}/{kind}/l2={l2}"
+        return f"{layer}/{candidate_kind(with_overlap, with_surprisal, with_lexical)}/l2={l2}"
 
     for layer in range(fit_states.shape[1]):
         for with_overlap, with_surprisal, with_lexical in kinds:

@@ -71,9 +71,8 @@ def lexical_summary(request: str, document: str, vocab: LexicalVocabulary) -> li
     """The six numbers of ``LEXICAL_NAMES`` for one prompt (see the module docstring)."""
     from helpers.data.excerpts import content_words
 
-    asked = content_words(request)
-    words = set(asked)
-    held = set(content_words(document))
+    asked, doc_words = content_words(request), content_words(document)
+    words, held = set(asked), set(doc_words)
     generic = set(vocab.generic)
     specific = {w for w in words if w not in generic} or words
 
@@ -88,7 +87,6 @@ def lexical_summary(request: str, document: str, vocab: LexicalVocabulary) -> li
     specific_share, specific_missing = shares(specific)
     best = max((len(words & set(content_words(s))) / len(words) for s in _SENTENCE_END.split(document) if s.strip()),
                default=0.0) if words else 0.0
-    doc_words = content_words(document)
     doc_pairs = set(zip(doc_words, doc_words[1:], strict=False))
     pairs = list(zip(asked, asked[1:], strict=False))
     bigram = sum(p in doc_pairs for p in pairs) / len(pairs) if pairs else 0.0

@@ -70,9 +70,9 @@ def plot_head_choice(head: Any) -> Any:
     (layer 0 + overlap is close to the overlap share by itself) is seen at a glance."""
     import matplotlib.pyplot as plt
 
-    data = head if isinstance(head, dict) else {"layer": head.layer, "with_overlap": head.with_overlap,
-                                                 "with_surprisal": head.with_surprisal, "dev": head.dev,
-                                                 "with_lexical": head.lexical is not None}
+    from helpers.evaluate.answerability_head import candidate_kind
+
+    data = head if isinstance(head, dict) else head.summary()
     curves = (("state", "#1a73e8", "hidden state"), ("state+overlap", "#e37400", "hidden state + word-overlap share"),
               ("state+overlap+surprisal", "#188038", "… + request surprisal"),
               ("state+overlap+lexical", "#a142f4", "… + word-level summaries"),
@@ -87,9 +87,7 @@ def plot_head_choice(head: Any) -> Any:
         layers = sorted(best[kind])
         if layers:  # the surprisal curve only where the fit offered it
             ax.plot(layers, [best[kind][i] for i in layers], marker="o", ms=3, color=color, label=label)
-    chosen = (("state+overlap" if data["with_overlap"] else "state") + ("+surprisal" if data.get("with_surprisal")
-                                                                        else "")
-              + ("+lexical" if data.get("with_lexical") else ""))
+    chosen = candidate_kind(data["with_overlap"], data.get("with_surprisal", False), data.get("with_lexical", False))
     ax.scatter([data["layer"]], [best[chosen].get(data["layer"], data["dev"].get("dev_auc", 0.0))], s=120,
                facecolors="none", edgecolors="black", zorder=5, label=f"chosen: layer {data['layer']}")
     ax.axhline(0.5, color="#9e9e9e", lw=0.8, ls="--")

@@ -540,9 +540,7 @@ def _answerability_head_results(model: Any, tokenizer: Any, items: list[dict[str
     gated_probes = [{**p, "answer": a, "passed": probe_passes(by_name[p["name"]], a)} for p, a in
                     zip(probes["base"], gate_answers([p["answer"] for p in probes["base"]], probe_refuses),
                         strict=True)]
-    result = {"head": {k: v for k, v in dataclasses.asdict(head).items() if k not in ("score", "lexical")} | {
-                  "with_lexical": head.lexical is not None,
-                  "dev": {k: v for k, v in head.dev.items() if k != "dev_auc_by_candidate"}},
+    result = {"head": head.summary() | {"dev": {k: v for k, v in head.dev.items() if k != "dev_auc_by_candidate"}},
               "judge": "offline", "base_with_head": summary["aligned"],
               "relative_hallucination_reduction": summary["relative_hallucination_reduction"],
               "breakdowns": summary["breakdowns"]["aligned"], "refused_by_head": refused,

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from helpers.evaluate.answerability_head import describe_head
+
 __all__ = [
     "IMPACT_ROWS",
     "banana_table",
@@ -151,10 +153,8 @@ def head_table(metrics: dict[str, Any]) -> str:
                      f"{format_rate(metrics['aligned'].get(key))} |")
     cut = result.get("relative_hallucination_reduction")
     banana = result["banana"]
-    lines += ["", f"*The base's own answers, replaced by the refusal where the head (layer {head['layer']}"
-                  f"{' + word-overlap share' if head['with_overlap'] else ''}"
-                  f"{' + request surprisal' if head.get('with_surprisal') else ''}"
-                  f"{' + word-level summaries' if head.get('with_lexical') else ''}, dev AUC {head['dev'].get('dev_auc')}) "
+    lines += ["", f"*The base's own answers, replaced by the refusal where the head ({describe_head(head)}, dev AUC "
+                  f"{head['dev'].get('dev_auc')}) "
                   f"says the document lacks the answer: {result['refused_by_head']} of "
                   f"{metrics.get('n_answerable', 0) + metrics.get('n_unanswerable', 0)} refused"
                   + (f", hallucination cut {100 * cut:.0f}% relative to the base" if cut is not None else "")

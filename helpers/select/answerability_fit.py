@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head, head_path, prompt_features
+from helpers.evaluate.answerability_head import (
+    AnswerabilityHead,
+    choose_head,
+    describe_head,
+    head_path,
+    prompt_features,
+)
 
 __all__ = ["fit_answerability_head"]
 
@@ -59,9 +65,6 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     if reviewed:
         head.dev["label_review"] = reviewed
     path = head.save(head_path())
-    print(f"Answerability head: layer {head.layer}{' + overlap share' if head.with_overlap else ''}"
-          f"{' + request surprisal' if head.with_surprisal else ''}"
-          f"{' + word-level summaries' if head.lexical is not None else ''}, "
-          f"dev AUC {head.dev['dev_auc']}, refuses {head.dev['dev_unanswerable_refused']:.0%} of unanswerable and "
+    print(f"Answerability head: {describe_head(head.summary())}, dev AUC {head.dev['dev_auc']}, refuses {head.dev['dev_unanswerable_refused']:.0%} of unanswerable and "
           f"{head.dev['dev_answerable_refused']:.0%} of answerable dev prompts → {path}", flush=True)
     return head
