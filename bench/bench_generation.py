@@ -1,10 +1,15 @@
 """Benchmark: batched (left-padded) vs one-prompt-at-a-time greedy generation on the same prompts.
 
 Uses the evaluation's own generation path (``helpers.generation``) and model loader, checks that both
-ways produce the same tokens, and prints one JSON object with the throughput ratio.
+ways produce the same tokens, and prints one JSON object with the throughput ratio. The batched path
+is also timed with its whole prefill in one forward pass (``prefill_tokens=None``), the way it ran
+before long prompts were read a few rows at a time.
 
     python bench/bench_generation.py [--profile smoke|local|colab] [--prompts 16] [--batch-size N]
-                                     [--max-new-tokens N]
+                                     [--max-new-tokens N] [--long]
+
+``--long``: whole real FACTS documents (530-842 words, as in the test split) instead of 120-word
+excerpts; evaluation's prompts are that long.
 
 Defaults: the smoke profile (tiny random Gemma 2); batch size and answer length from ``EvalConfig``.
 """
@@ -23,10 +28,11 @@ sys.path.insert(0, str(REPO))
 
 from helpers.config import EvalConfig, ModelConfig, config_for  # noqa: E402
 from helpers.evaluate.probes import PROBES  # noqa: E402
-from helpers.generation import generate_token_ids  # noqa: E402
-from helpers.prompts import build_messages  # noqa: E402
+from helpers.generation import PREFILL_TOKENS, generate_token_ids  # noqa: E402
+from helpers.prompts import build_messages, render_prompt  # noqa: E402
 
 SAMPLE = REPO / "helpers" / "resources" / "facts_sample.jsonl"
+LONG = REPO / "helpers" / "resources" / "facts_grounding" / "facts_grounding_more.jsonl"
 
 
 def bench_prompts(n: int, words: int = 120) -> list[list[dict[str, str]]]:
@@ -42,7 +48,14 @@ def bench_prompts(n: int, words: int = 120) -> list[list[dict[str, str]]]:
     return (prompts * (n // len(prompts) + 1))[:n]
 
 
-def timed(model, tokenizer, prompts, fmt: str, max_new: int, batch_size: int) -> tuple[float, list[list[int]]]:
+def long_prompts(n: int) -> list[list[dict[str, str]]]:
+    """``n`` prompts: the first bundled real FACTS rows with their whole documents."""
+    rows = [json.loads(line) for line in LONG.read_text(encoding="utf-8").splitlines() if line.strip()][:n]
+    return [build_messages(row["context_document"], row["user_request"]) for row in rows]
+
+
+def timed(model, tokenizer, prompts, fmt: str, max_new: int, batch_size: int,
+          **options) -> tuple[float, list[list[int]]]:
     """Seconds and token ids for one pass over the prompts."""
     import torch
 
@@ -50,7 +63,7 @@ def timed(model, tokenizer, prompts, fmt: str, max_new: int, batch_size: int) ->
         torch.cuda.synchronize()
     start = time.perf_counter()
     ids = generate_token_ids(model, tokenizer, prompts, prompt_format=fmt, max_new_tokens=max_new,
-                             batch_size=batch_size, progress=False)
+                             batch_size=batch_size, progress=False, **options)
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter() - start, ids
@@ -62,6 +75,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16)
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=None)
+    parser.add_argument("--long", action="store_true", help="whole real FACTS documents instead of excerpts")
     args = parser.parse_args()
     from helpers.models import load_model_and_tokenizer
 
@@ -70,18 +84,24 @@ def main() -> None:
     batch_size = args.batch_size or eval_cfg.batch_size
     max_new = args.max_new_tokens or eval_cfg.max_new_tokens
     model, tokenizer = load_model_and_tokenizer(model_cfg)
-    prompts = bench_prompts(args.prompts)
+    prompts = long_prompts(args.prompts) if args.long else bench_prompts(args.prompts)
     timed(model, tokenizer, prompts[:2], model_cfg.prompt_format, 2, 2)  # warm-up
     batched_s, batched_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size)
+    one_pass_s, one_pass_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size,
+                                     prefill_tokens=None)
     single_s, single_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, 1)
     tokens = sum(len(r) for r in batched_ids)
     print(json.dumps({
-        "profile": args.profile, "model": model_cfg.model_id, "load_in_4bit": model_cfg.load_in_4bit,
+        "profile": args.profile, "prompts_kind": "whole FACTS documents" if args.long else "120-word excerpts",
+        "prompt_tokens_max": max(len(tokenizer(render_prompt(m, model_cfg.prompt_format, tokenizer))["input_ids"])
+                                 for m in prompts),
+        "model": model_cfg.model_id, "load_in_4bit": model_cfg.load_in_4bit,
         "prompt_format": model_cfg.prompt_format, "prompts": len(prompts), "batch_size": batch_size,
         "max_new_tokens": max_new, "new_tokens": tokens,
         "batched_s": round(batched_s, 3), "per_example_s": round(single_s, 3),
+        "batched_one_pass_prefill_s": round(one_pass_s, 3), "prefill_tokens": PREFILL_TOKENS,
         "batched_tokens_per_s": round(tokens / batched_s, 2), "per_example_tokens_per_s": round(tokens / single_s, 2),
-        "speedup": round(single_s / batched_s, 2), "identical_tokens": batched_ids == single_ids,
+        "speedup": round(single_s / batched_s, 2), "identical_tokens": batched_ids == single_ids == one_pass_ids,
         "device": "cuda" if str(model.device).startswith("cuda") else "cpu", "machine": platform.machine(),
     }, indent=2))
 

@@ -47,6 +47,7 @@ def main() -> int:
     runs = {
         "teacher_concurrency": ["bench/bench_teacher_concurrency.py", "--items", "24", "--latency", "0.2"],
         "generation": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16"],
+        "generation_long": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16", "--long"],
         "train_config": ["bench/bench_train_config.py", "--profile", args.profile, "--steps", str(args.train_steps),
                          "--pairs", "16", "--variants", "ours", "ours_two_rows", "trl_defaults",
                          "trl_defaults_fp32",
@@ -121,6 +122,13 @@ def summary_rows(raw: dict) -> list[dict]:
     if gen:
         rows.append({"name": f"evaluation generation, batched vs per-example ({gen.get('model', '')})",
                      "figure": _ratio(gen.get("speedup")), "target": "≥ 4×"})
+    long = (raw.get("generation_long") or {}).get("output")
+    if long:
+        rows.append({"name": "the same on whole FACTS documents (test-split length)",
+                     "figure": _ratio(long.get("speedup")), "target": ""})
+        if long.get("batched_one_pass_prefill_s"):
+            rows.append({"name": "whole documents: prefill a few rows at a time, speed vs one pass",
+                         "figure": _ratio(long["batched_one_pass_prefill_s"] / long["batched_s"]), "target": "> 1×"})
     train = (raw.get("train_config") or {}).get("output")
     if train:
         rows += train_rows(train)

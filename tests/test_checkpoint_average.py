@@ -52,7 +52,7 @@ def test_saved_adapter_is_the_mean_of_the_later_checkpoints():
 
     pairs = DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),
                          "test": Dataset.from_list(city_rows(CITIES[4:]))})
-    train_cfg = config_for(TrainConfig, "smoke", max_steps=4, save_steps=1, save_total_limit=10, eval_steps=10,
+    train_cfg = config_for(TrainConfig, "smoke", max_steps=4, save_steps=1, save_total_limit=10, eval_steps=4,
                            measure_16bit_footprint=False, learning_rate=5e-3, average_checkpoints_from=0.5)
     run = run_dpo(config_for(ModelConfig, "smoke"), train_cfg, pairs)
     report = json.loads((output_root() / "train_report.json").read_text())
@@ -66,3 +66,6 @@ def test_saved_adapter_is_the_mean_of_the_later_checkpoints():
     for name, value in saved.items():
         torch.testing.assert_close(value, sum(m[name] for m in members) / 3)
     assert run.averaged["steps"] == [2, 3, 4]
+    # the step-4 eval scored the last weights, so the averaged adapter is evaluated again
+    step4 = [e["eval_loss"] for e in report["log_history"] if e.get("step") == 4 and "eval_loss" in e]
+    assert len(step4) == 2 and report["final_eval"]["loss"] == step4[1]

@@ -13,7 +13,7 @@ from helpers.generation import (
     stop_string_criteria,
     stop_token_ids,
 )
-from helpers.prompts import build_messages
+from helpers.prompts import build_messages, render_prompt
 
 # Different document lengths so that left padding really happens inside a batch.
 PROMPTS = [
@@ -100,10 +100,12 @@ class _ScriptedModel:
         self.calls = []
 
     def generate(self, input_ids, attention_mask, **kwargs):
+        from types import SimpleNamespace
+
         self.calls.append(kwargs)
         new = torch.tensor(self.continuations[: input_ids.shape[0]])
         self.continuations = self.continuations[input_ids.shape[0]:]
-        return torch.cat([input_ids, new], dim=1)
+        return SimpleNamespace(sequences=torch.cat([input_ids, new], dim=1), cache=None)
 
 
 def test_continuations_are_trimmed_at_eos_end_of_turn_and_pad(smoke_model):
@@ -121,6 +123,98 @@ def test_continuations_are_trimmed_at_eos_end_of_turn_and_pad(smoke_model):
     (crit,) = call["stopping_criteria"]  # plain format stops early at a new prompt section
     assert "USER REQUEST:" in crit.stop_strings
     assert crit is stop_string_criteria(tok)  # built once per tokenizer, reused by every batch
+
+
+@pytest.mark.parametrize("prompt_format", ["chat", "plain"])
+def test_prefill_in_slices_and_ended_rows_leaving_change_no_row(smoke_model, prompt_format):
+    """Reading the prompts a few rows at a time, and dropping rows that ended, give the same tokens.
+
+    The random tiny model rarely emits EOS, so a copy of its tokenizer names as EOS a token the model
+    writes often: rows then end at different steps, some on the first token, some inside a call and
+    some on its last step. Every row must equal the one-pass, one-call and one-prompt-at-a-time result.
+    """
+    import copy
+    from collections import Counter
+
+    model, tokenizer = smoke_model
+    prompts = PROMPTS + [build_messages("A much longer document. " * 6, "Why is it longer?")]
+    kwargs = dict(prompt_format=prompt_format, max_new_tokens=12, progress=False)
+    whole = dict(batch_size=len(prompts), continue_every=None, prefill_tokens=None)
+    free = generate_token_ids(model, tokenizer, prompts, **whole, **kwargs)
+    counts = Counter(t for row in free for t in row[1:])
+    tok = copy.deepcopy(tokenizer)
+    tok.eos_token = tokenizer.convert_ids_to_tokens(counts.most_common(1)[0][0])
+    one_call = generate_token_ids(model, tok, prompts, **whole, **kwargs)
+    lengths = sorted(len(row) for row in one_call)
+    assert lengths[0] < lengths[-1] and lengths[0] < 12, f"rows should end at different steps: {lengths}"
+    prompt_len = encode_prompts([render_prompt(m, prompt_format, tok) for m in prompts], prompt_format,
+                                tok)["input_ids"].shape[1]
+    for every, prefill in ((1, None), (3, None), (5, None), (None, prompt_len), (None, 2 * prompt_len),
+                           (4, 3 * prompt_len)):
+        got = generate_token_ids(model, tok, prompts, batch_size=len(prompts), continue_every=every,
+                                 prefill_tokens=prefill, **kwargs)
+        assert got == one_call, (every, prefill)
+    assert generate_token_ids(model, tok, prompts, batch_size=1, **kwargs) == one_call
+
+
+def test_caches_without_keys_cannot_be_joined():
+    from types import SimpleNamespace
+
+    from helpers.generation import join_kv_caches
+
+    odd = SimpleNamespace(layers=[SimpleNamespace(keys=None, values=None)])
+    with pytest.raises(TypeError, match="prefill_tokens=None"):
+        join_kv_caches([odd, odd])
+
+
+class _ScriptedContinuation:
+    """A model whose greedy continuation of each prompt is a script; each call writes the next tokens.
+
+    Like ``generate`` with a stopping criterion applied by the caller only after the call: a row whose
+    text reaches a stop string on the call's last step has no pad after it in this call.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, scripts, prompt_len, pad):
+        self.scripts, self.prompt_len, self.pad = scripts, prompt_len, pad
+        self.rows_per_call = []
+
+    def generate(self, input_ids, attention_mask, max_new_tokens, **kwargs):
+        from types import SimpleNamespace
+
+        self.rows_per_call.append(input_ids.shape[0])
+        new = []
+        for row in input_ids.tolist():
+            script = self.scripts[tuple(row[:self.prompt_len])]
+            done = len(row) - self.prompt_len
+            chunk = script[done:done + max_new_tokens]
+            new.append(chunk + [self.pad] * (max_new_tokens - len(chunk)))
+        return SimpleNamespace(sequences=torch.cat([input_ids, torch.tensor(new)], dim=1), cache=_Cache())
+
+
+class _Cache:
+    def batch_select_indices(self, indices):
+        self.kept = indices
+
+
+def test_a_row_that_reaches_a_stop_string_on_a_calls_last_step_ends_there(smoke_model):
+    from helpers.generation import encode_prompts as encode
+
+    _, tok = smoke_model
+    prompts = [build_messages("Apples are red.", q) for q in ("Are bananas blue?", "Are pears blue?")]
+    texts = [render_prompt(m, "plain", tok) for m in prompts]
+    enc = encode(texts, "plain", tok)
+    ends_at_marker = tok.encode(" Yes.\n\nUSER REQUEST:", add_special_tokens=False)
+    more = tok.encode(" and then some more words", add_special_tokens=False)
+    longer = tok.encode(" No, pears are green, and they are sweet and ripe in autumn", add_special_tokens=False)
+    scripts = {tuple(enc["input_ids"][0].tolist()): ends_at_marker + more,
+               tuple(enc["input_ids"][1].tolist()): longer}
+    model = _ScriptedContinuation(scripts, enc["input_ids"].shape[1], tok.pad_token_id)
+    ids = generate_token_ids(model, tok, prompts, prompt_format="plain", max_new_tokens=len(longer),
+                             batch_size=2, progress=False, continue_every=len(ends_at_marker))
+    assert ids == [ends_at_marker, longer]  # the first row stopped where its marker ends
+    assert model.rows_per_call[0] == 2 and set(model.rows_per_call[1:]) == {1}
 
 
 def test_batch_size_must_be_positive(smoke_model):

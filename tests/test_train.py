@@ -271,6 +271,9 @@ def test_smoke_run_saves_an_adapter_that_reloads_to_the_same_logits(pairs):
     report = json.loads((output_root() / "train_report.json").read_text())
     assert report["steps"] == 2 and report["model_id"] == "tiny-random:gemma2"
     assert set(report["final_eval"]) >= {"loss", "rewards/margins", "rewards/accuracies"}
+    final_step_evals = [e for e in report["log_history"] if e.get("step") == 2 and "eval_loss" in e]
+    assert len(final_step_evals) == 1  # the step-2 eval is the final one, not run twice
+    assert report["final_eval"]["loss"] == final_step_evals[0]["eval_loss"]
     assert report["peak_memory"]["bytes"] > 0 and report["weight_footprint"]["4bit_bytes"] > 0
     assert report["seconds_per_step"] > 0 and report["tokens_per_second"] > 0
     assert (Path(report["merged_dir"]) / "config.json").exists()  # merge_and_save_16bit=True
