@@ -128,15 +128,21 @@ def _row_ends(new_ids: list[int], ends: set[int]) -> list[int]:
 
 
 def join_kv_caches(caches: list[Any]) -> Any:
-    """One KV cache holding the rows of several caches of the same length, in their order."""
+    """One KV cache holding the rows of several caches of the same length, in their order.
+
+    Only dynamic layers (full or sliding-window) grow with each call; a static layer is sized for the call
+    that made it (the slice's one new token) and could not go on, so it is refused. ``generate`` builds
+    dynamic ones for Gemma 2 and 3 (transformers 5 maps their Hub configs' "hybrid" cache to dynamic).
+    """
     import torch
+    from transformers.cache_utils import DynamicLayer
 
     merged = caches[0]
     for i, layer in enumerate(merged.layers):
         parts = [c.layers[i] for c in caches]
-        if not all(getattr(part, "keys", None) is not None for part in parts):
-            raise TypeError(f"cannot join the prefill's KV caches: layer {i} is a {type(layer).__name__} "
-                            "without keys; pass prefill_tokens=None")
+        if not all(isinstance(part, DynamicLayer) and part.keys is not None for part in parts):
+            raise TypeError(f"cannot join the prefill's KV caches: layer {i} is a {type(layer).__name__}, "
+                            "not a filled dynamic layer; pass prefill_tokens=None")
         layer.keys = torch.cat([part.keys for part in parts])
         layer.values = torch.cat([part.values for part in parts])
     return merged

@@ -157,14 +157,18 @@ def test_prefill_in_slices_and_ended_rows_leaving_change_no_row(smoke_model, pro
     assert generate_token_ids(model, tok, prompts, batch_size=1, **kwargs) == one_call
 
 
-def test_caches_without_keys_cannot_be_joined():
+def test_only_filled_dynamic_caches_are_joined():
     from types import SimpleNamespace
+
+    from transformers.cache_utils import StaticLayer
 
     from helpers.generation import join_kv_caches
 
-    odd = SimpleNamespace(layers=[SimpleNamespace(keys=None, values=None)])
-    with pytest.raises(TypeError, match="prefill_tokens=None"):
-        join_kv_caches([odd, odd])
+    odd = SimpleNamespace(layers=[SimpleNamespace(keys=torch.zeros(1, 1, 2, 2), values=torch.zeros(1, 1, 2, 2))])
+    static = SimpleNamespace(layers=[StaticLayer(max_cache_len=4)])  # sized for its own call: cannot go on
+    for cache in (odd, static):
+        with pytest.raises(TypeError, match="prefill_tokens=None"):
+            join_kv_caches([cache, cache])
 
 
 class _ScriptedContinuation:
