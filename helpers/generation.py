@@ -30,9 +30,9 @@ from typing import Any
 from helpers.prompts import render_prompt
 
 __all__ = [
-    "PREFILL_TOKENS",
     "CHAT_STOP_MARKERS",
     "PLAIN_STOP_MARKERS",
+    "PREFILL_TOKENS",
     "cut_answer",
     "encode_prompts",
     "generate_answers",
@@ -243,8 +243,10 @@ def generate_token_ids(model: Any, tokenizer: Any, messages_list: Sequence[list[
     """
     from tqdm.auto import tqdm
 
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    for name, value in (("batch_size", batch_size), ("continue_every", continue_every or 1),
+                        ("prefill_tokens", prefill_tokens or 1)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1 (or None where allowed), got {value}")
     texts = [render_prompt(m, prompt_format, tokenizer) for m in messages_list]
     lengths = [len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
     order = sorted(range(len(texts)), key=lambda i: (-lengths[i], i))

@@ -225,6 +225,9 @@ def test_batch_size_must_be_positive(smoke_model):
     model, tokenizer = smoke_model
     with pytest.raises(ValueError, match="batch_size"):
         generate_token_ids(model, tokenizer, PROMPTS, prompt_format="chat", max_new_tokens=2, batch_size=0)
+    for bad in (dict(continue_every=-1), dict(prefill_tokens=-5)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            generate_token_ids(model, tokenizer, PROMPTS, prompt_format="chat", max_new_tokens=2, **bad)
 
 
 def test_sdpa_gives_gemma3_the_same_greedy_tokens_as_eager(smoke_model):
