@@ -34,6 +34,27 @@ L2S = (1e-3, 1e-2, 1e-1)
 DEV_SEEDS = (42, 7, 1234)
 
 
+def prompt_key(item: dict) -> tuple:
+    """A training prompt across dev splits: its ids change with the split, its document, text and label do not."""
+    return (item["doc_id"], item["request"].strip(), item["answerable"])
+
+
+def training_prompt_features(pairs: str, model_cfg) -> tuple:
+    """``(rows, items, states, surprisal)`` of the training split: its pair rows, their prompts as evaluation
+    items, and each prompt's states and request surprisal (``prompt_features``: from the select stage's cache
+    when it holds them; the model is loaded to fill it and freed on return)."""
+    from helpers.evaluate.answerability_head import prompt_features
+    from helpers.evaluate.run import eval_items
+    from helpers.models import load_model_and_tokenizer
+    from helpers.train.dpo import load_pairs
+
+    rows = load_pairs(pairs)["train"]
+    items = eval_items(list(rows), set_name="fit")
+    model, tokenizer = load_model_and_tokenizer(model_cfg)
+    states, surprisal = prompt_features(model, tokenizer, items, model_cfg, surprisal=True, desc="training prompts")
+    return rows, items, states, surprisal
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", default="outputs/whole_clean/pairs")
@@ -52,26 +73,21 @@ def main() -> int:
         label_auc,
         out_of_fold_scores,
         overlap_shares,
-        prompt_features,
         refused_shares,
     )
     from helpers.evaluate.run import eval_items
-    from helpers.models import load_model_and_tokenizer
-    from helpers.train.dpo import dev_documents, dev_split, load_pairs
+    from helpers.train.dpo import dev_documents, dev_split
     from helpers.train.report import code_revision
 
     started = time.perf_counter()
     model_cfg = config_for(ModelConfig, "local")
     train_cfg = config_for(TrainConfig, "local")
-    rows = load_pairs(args.pairs)["train"]
-    everything = eval_items(list(rows), set_name="fit")
-    model, tokenizer = load_model_and_tokenizer(model_cfg)  # the features come from the cache when there
-    states, surprisal = prompt_features(model, tokenizer, everything, model_cfg, surprisal=True, desc="training prompts")
+    rows, everything, states, surprisal = training_prompt_features(args.pairs, model_cfg)
     shares = overlap_shares(everything)
-    index = {(it["doc_id"], it["request"].strip(), it["answerable"]): i for i, it in enumerate(everything)}
+    index = {prompt_key(it): i for i, it in enumerate(everything)}
 
     def rows_of(items):
-        return torch.tensor([index[(it["doc_id"], it["request"].strip(), it["answerable"])] for it in items])
+        return torch.tensor([index[prompt_key(it)] for it in items])
 
     def design(idx, items, layer, with_surprisal):
         return head_features(states[idx], items, layer, True, shares[idx], surprisal[idx] if with_surprisal else None)

@@ -80,31 +80,23 @@ def main() -> int:
 
     import torch
 
+    from experiments.head_family_choice import prompt_key, training_prompt_features
     from helpers.config import LABEL_REVIEW_TRAIN_FILE, ModelConfig, TrainConfig, config_for
-    from helpers.evaluate.answerability_head import choose_head, document_folds, label_auc, prompt_features
+    from helpers.evaluate.answerability_head import choose_head, document_folds, label_auc
     from helpers.evaluate.label_review import keep_confirmed, load_review
     from helpers.evaluate.run import eval_items
-    from helpers.models import load_model_and_tokenizer
-    from helpers.train.dpo import dev_documents, dev_split, load_pairs
+    from helpers.train.dpo import dev_documents, dev_split
     from helpers.train.report import code_revision
 
     started = time.perf_counter()
     model_cfg = config_for(ModelConfig, "local")
     train_cfg = config_for(TrainConfig, "local")
-    rows = load_pairs(args.pairs)["train"]
-    everything = eval_items(list(rows), set_name="fit")
-    model, tokenizer = load_model_and_tokenizer(model_cfg)  # the features come from the cache when there
-    states, surprisal = prompt_features(model, tokenizer, everything, model_cfg, surprisal=True, desc="training prompts")
-    del model
-
-    def key(it):
-        return (it["doc_id"], it["request"].strip(), it["answerable"])
-
-    confirmed = {key(it) for it in keep_confirmed(everything, load_review(LABEL_REVIEW_TRAIN_FILE), "training")[0]}
-    index = {key(it): i for i, it in enumerate(everything)}
+    rows, everything, states, surprisal = training_prompt_features(args.pairs, model_cfg)
+    confirmed = {prompt_key(it) for it in keep_confirmed(everything, load_review(LABEL_REVIEW_TRAIN_FILE), "training")[0]}
+    index = {prompt_key(it): i for i, it in enumerate(everything)}
 
     def pick(items):
-        idx = torch.tensor([index[key(it)] for it in items])
+        idx = torch.tensor([index[prompt_key(it)] for it in items])
         return states[idx], surprisal[idx]
 
     record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -117,11 +109,11 @@ def main() -> int:
             fit_rows, dev_rows = dev_split(rows, dev_documents(train_cfg), dev_seed)
             fit_items, dev_items = eval_items(list(fit_rows), set_name="fit"), eval_items(list(dev_rows), set_name="dev")
             if reviewed_only:
-                dev_items = [it for it in dev_items if key(it) in confirmed]
+                dev_items = [it for it in dev_items if prompt_key(it) in confirmed]
             for held in document_folds(fit_items, 5, seed=0):
                 rest = [it for it in fit_items if it["doc_id"] not in held
-                        and (not reviewed_only or key(it) in confirmed)]
-                scored = [it for it in fit_items if it["doc_id"] in held and key(it) in confirmed]
+                        and (not reviewed_only or prompt_key(it) in confirmed)]
+                scored = [it for it in fit_items if it["doc_id"] in held and prompt_key(it) in confirmed]
                 (rs, rsur), (ds, dsur), (hs, hsur) = pick(rest), pick(dev_items), pick(scored)
                 head = choose_head(rest, rs, dev_items, ds, model_cfg.model_id,
                                    fit_surprisal=rsur if with_surprisal else None,
