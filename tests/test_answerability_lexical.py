@@ -131,3 +131,7 @@ def test_lexical_only_offers_no_candidate_without_the_word_summaries():
     assert all(k.endswith(("+lexical/l2=0.001", "+lexical/l2=0.01", "+lexical/l2=0.1"))
                for k in only.dev["dev_auc_by_candidate"])
     assert "word-level summaries" in only.dev["rule"] and "state |" not in only.dev["rule"]
+    offered = "highest dev AUC over layers x l2 x ({}); "
+    assert open_choice.dev["rule"].startswith(offered.format(
+        "state | state + overlap share | state + overlap share + word-level summaries"))
+    assert only.dev["rule"].startswith(offered.format("state + overlap share + word-level summaries"))

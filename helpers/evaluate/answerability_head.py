@@ -495,10 +495,12 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                     best = (rank, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores)
     assert best is not None
     _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores = best
-    offered = ["state", "state + overlap share"]
-    offered += ["state + overlap share + request surprisal"] if fit_surprisal is not None else []
-    offered += [f"{k} + word-level summaries" for k in offered[1:]] if lexical else []
-    offered = [k for k in offered if k.endswith("summaries")] if lexical_only else offered
+    def spelled(with_overlap, with_surprisal, with_lexical):  # a candidate kind as the rule text names it
+        parts = ("state", "overlap share" if with_overlap else "", "request surprisal" if with_surprisal else "",
+                 "word-level summaries" if with_lexical else "")
+        return " + ".join(part for part in parts if part)
+
+    offered = [spelled(*kind) for kind in kinds]
     rule = f"highest dev AUC over layers x l2 x ({' | '.join(offered)}); "
     if threshold_rule == "dev_largest_gap":
         threshold, rates = youden_threshold(dev_scores, y_dev)
