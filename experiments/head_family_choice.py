@@ -39,10 +39,11 @@ def prompt_key(item: dict) -> tuple:
     return (item["doc_id"], item["request"].strip(), item["answerable"])
 
 
-def training_prompt_features(pairs: str, model_cfg) -> tuple:
+def training_prompt_features(pairs: str, model_cfg, surprisal: bool = True) -> tuple:
     """``(rows, items, states, surprisal)`` of the training split: its pair rows, their prompts as evaluation
     items, and each prompt's states and request surprisal (``prompt_features``: from the select stage's cache
-    when it holds them; the model is loaded to fill it and freed on return)."""
+    when it holds them; the model is loaded to fill it and freed on return). ``surprisal=False``: None for it, and
+    no pass for it (a recipe without the surprisal needs only the states the select stage caches)."""
     from helpers.evaluate.answerability_head import prompt_features
     from helpers.evaluate.run import eval_items
     from helpers.models import load_model_and_tokenizer
@@ -51,8 +52,8 @@ def training_prompt_features(pairs: str, model_cfg) -> tuple:
     rows = load_pairs(pairs)["train"]
     items = eval_items(list(rows), set_name="fit")
     model, tokenizer = load_model_and_tokenizer(model_cfg)
-    states, surprisal = prompt_features(model, tokenizer, items, model_cfg, surprisal=True, desc="training prompts")
-    return rows, items, states, surprisal
+    states, summaries = prompt_features(model, tokenizer, items, model_cfg, surprisal=surprisal, desc="training prompts")
+    return rows, items, states, summaries
 
 
 def main() -> int:

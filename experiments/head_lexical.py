@@ -24,6 +24,8 @@ scored. Recipes (the flags of ``TrainConfig``):
   test reads: see ``RECIPES``).
 * ``lexical_only_budget_6`` / ``lexical_only_no_surprisal_budget_6``: the two above offering only the candidates
   with the word summaries (``TrainConfig.answerability_lexical_only``; added after the test reads, as above).
+* ``names_no_surprisal_budget_6`` / ``names_only_no_surprisal_budget_6`` (thirteenth pass): the two without the
+  surprisal, their word summaries with the missing-name flag (``TrainConfig.answerability_names``).
 
 The criterion, fixed before this ran: the most unanswerable held prompts refused among the recipes that refuse at
 most 5% of the answerable ones (mean over the 15 dev split × fold cells), ties to fewer answerable refused, then to the recipe listed first. Reads
@@ -67,6 +69,11 @@ RECIPES = {
     # chose a family without them, the weakest head out of fold and on test)
     "lexical_only_budget_6": (True, "only", "out_of_fold_budget", 0.06, False),
     "lexical_only_no_surprisal_budget_6": (False, "only", "out_of_fold_budget", 0.06, False),
+    # thirteenth pass, added before any of them ran: the chosen recipe with the missing-name flag among the word
+    # summaries (TrainConfig.answerability_names): half of the unanswerable prompts its summaries let through out of
+    # fold were near misses whose swapped-in name the document lacks; open choice and summaries only
+    "names_no_surprisal_budget_6": (False, "names", "out_of_fold_budget", 0.06, False),
+    "names_only_no_surprisal_budget_6": (False, "names_only", "out_of_fold_budget", 0.06, False),
 }
 
 
@@ -91,13 +98,14 @@ def main() -> int:
     started = time.perf_counter()
     model_cfg = config_for(ModelConfig, "local")
     train_cfg = config_for(TrainConfig, "local")
-    rows, everything, states, surprisal = training_prompt_features(args.pairs, model_cfg)
+    rows, everything, states, surprisal = training_prompt_features(
+        args.pairs, model_cfg, surprisal=any(RECIPES[name][0] for name in args.recipes))
     confirmed = {prompt_key(it) for it in keep_confirmed(everything, load_review(LABEL_REVIEW_TRAIN_FILE), "training")[0]}
     index = {prompt_key(it): i for i, it in enumerate(everything)}
 
     def pick(items):
         idx = torch.tensor([index[prompt_key(it)] for it in items])
-        return states[idx], surprisal[idx]
+        return states[idx], (surprisal[idx] if surprisal is not None else None)
 
     record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "command": "python experiments/head_lexical.py " + " ".join(sys.argv[1:]),
@@ -119,7 +127,8 @@ def main() -> int:
                                    fit_surprisal=rsur if with_surprisal else None,
                                    dev_surprisal=dsur if with_surprisal else None,
                                    threshold_rule=rule, budget=budget, lexical=bool(lexical),
-                                   lexical_only=lexical == "only")
+                                   lexical_only=lexical in ("only", "names_only"),
+                                   lexical_names=lexical in ("names", "names_only"))
                 scores = head.scores(hs, scored, hsur)
                 refused = [s < head.threshold for s in scores]
                 ans = [r for r, it in zip(refused, scored, strict=True) if it["answerable"]]
@@ -129,7 +138,8 @@ def main() -> int:
                               "auc": label_auc(scores, [it["answerable"] for it in scored]),
                               "prompts": [len(ans), len(una)]})
                 chosen.append(f"layer {head.layer}{' +surprisal' if head.with_surprisal else ''}"
-                              f"{' +lexical' if head.lexical is not None else ''}, l2 {head.l2}")
+                              f"{' +lexical' if head.lexical is not None else ''}"
+                              f"{' +names' if head.summary()['with_names'] else ''}, l2 {head.l2}")
                 for r, it in zip(refused, scored, strict=True):
                     if not it["answerable"]:
                         count = by_kind.setdefault("+".join(it["source"]), [0, 0])

@@ -332,6 +332,9 @@ class TrainConfig:
     # ... and offer only the candidates that read them (the dev AUC of one split may otherwise prefer a family
     # without them that is weaker out of fold: the eleventh pass's dev split 1234, docs/local_results.md)
     answerability_lexical_only: bool = False
+    # ... and among the word summaries, a flag for a request that names something the document never mentions (a near
+    # miss's swapped-in subject; helpers.evaluate.answerability_lexical.missing_names). Implies answerability_lexical.
+    answerability_names: bool = False
     # Its threshold: "dev_largest_gap" (the dev split's largest refusal gap), or the chosen family refitted on fit +
     # dev and cut on out-of-fold scores over both: "out_of_fold_largest_gap", or "out_of_fold_budget" (refuse at
     # most answerability_budget of the answerable prompts). helpers.evaluate.answerability_head.choose_head.

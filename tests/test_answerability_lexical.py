@@ -11,9 +11,12 @@ import torch
 from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head
 from helpers.evaluate.answerability_lexical import (
     LEXICAL_NAMES,
+    NAME_SUMMARY,
     LexicalVocabulary,
     lexical_features,
     lexical_summary,
+    missing_names,
+    request_names,
 )
 
 DOCS = [
@@ -135,3 +138,65 @@ def test_lexical_only_offers_no_candidate_without_the_word_summaries():
     assert open_choice.dev["rule"].startswith(offered.format(
         "state | state + overlap share | state + overlap share + word-level summaries"))
     assert only.dev["rule"].startswith(offered.format("state + overlap share + word-level summaries"))
+
+
+def test_request_names_are_capitalised_words_a_clause_cannot_start_with():
+    assert request_names("What are the most impactful 2023 developments for TikTok?") == ["TikTok"]
+    # a clause's first word, a contraction and an instruction word are not names; a possessive is cut off
+    assert request_names("Based on the text above, My teen and I'm sure Please tell NetChoice's plans to OPM.",
+                         generic=["please"]) == ["NetChoice", "OPM"]
+    assert request_names("Question about the document: Does Bacillus support big families?") == ["Bacillus"]
+    assert request_names("what does the document say?") == []
+
+
+def test_a_missing_name_is_one_the_document_never_mentions_in_any_case_or_number():
+    doc = "Disney's theme parks charge fees. Cola prices rose; COLA adjustments follow the CPI."
+    assert missing_names("How much has Neoantigens collected in fees from Disney since 2014?", doc) == ["Neoantigens"]
+    assert missing_names("Explain how COLAs and the CPI are linked.", doc) == []  # plural and case do not matter
+    assert missing_names("How do Theme Parks charge?", doc) == []
+
+
+def test_the_missing_name_flag_is_a_seventh_summary_only_when_asked_and_old_vocabularies_load_without_it():
+    vocab = _vocab()
+    named = LexicalVocabulary.fit([_item(r, d) for r, d in zip(["Summarize the text.", "Summarize the Danube.",
+                                                                "Summarize Curie's prizes.", "Which city?"],
+                                                               DOCS, strict=True)], names=True)
+    assert named.summary_names == (*LEXICAL_NAMES, NAME_SUMMARY) and vocab.summary_names == LEXICAL_NAMES
+    saved = {k: v for k, v in vars(vocab).items() if k != "names"}  # a head's JSON from before the flag
+    assert LexicalVocabulary(**saved).names is False
+    # a long request whose one swapped subject is diluted in the shares, flagged whole by the name
+    long = "Summarize where the Rhine flows through Vienna and Romania, and what barges carry downstream."
+    held = long.replace("Rhine", "Danube")
+    flags = [dict(zip(named.summary_names, lexical_summary(r, DOCS[0], named), strict=True)) for r in (long, held)]
+    assert flags[0][NAME_SUMMARY] == 1.0 and flags[1][NAME_SUMMARY] == 0.0
+    assert flags[0]["share"] > 0.75  # the shares barely move: 1 of 7 specific words
+    assert lexical_features([_item(long, DOCS[0])], named).shape == (1, len(LEXICAL_NAMES) + 1)
+
+
+def test_the_head_offers_the_flag_when_asked_and_says_so():
+    """Requests that miss one word of their document in the same place, a name when unanswerable and a plain word
+    when answerable: the six summaries are equal on both sides, so only a head reading the flag separates dev; with
+    ``lexical_names`` the choice reads it, and its rule text and summary say so."""
+    gen = torch.Generator().manual_seed(5)
+
+    def items(n, offset):
+        out = []
+        for i in range(n):
+            answerable = i % 2 == 0
+            word = "".join(chr(97 + int(c)) for c in str(1000 * offset + i))  # unseen, never generic
+            cargo = "cargo" + word if answerable else "Cargo" + word
+            request = f"Explain how barges carry {cargo} downstream to Vienna."
+            out.append(_item(request, DOCS[0], answerable) | {"doc_id": f"d{(i + offset) % 10}"})
+        return out
+
+    fit, dev = items(60, 1), items(30, 2)
+    x_fit, x_dev = torch.randn(60, 2, 4, generator=gen), torch.randn(30, 2, 4, generator=gen)
+    plain = choose_head(fit, x_fit, dev, x_dev, model_id="m", lexical=True)
+    head = choose_head(fit, x_fit, dev, x_dev, model_id="m", lexical_names=True)
+    assert plain.dev["dev_auc"] < 0.8 and head.dev["dev_auc"] == 1.0
+    assert head.lexical is not None and head.lexical["names"] is True
+    assert head.summary()["with_names"] is True and "missing-name flag" in head.dev["rule"]
+    from helpers.evaluate.answerability_head import describe_head
+
+    assert describe_head(head.summary()).endswith("word-level summaries + missing-name flag")
+    assert head.refuses(x_dev, dev) == [not it["answerable"] for it in dev]

@@ -78,7 +78,8 @@ def describe_head(head: dict[str, Any]) -> str:
     """"layer 10 + word-overlap share + …" from a head's ``summary()`` (or its entry in metrics.json)."""
     return (f"layer {head['layer']}" + (" + word-overlap share" if head.get("with_overlap") else "")
             + (" + request surprisal" if head.get("with_surprisal") else "")
-            + (" + word-level summaries" if head.get("with_lexical") else ""))
+            + (" + word-level summaries" if head.get("with_lexical") else "")
+            + (" + missing-name flag" if head.get("with_names") else ""))
 
 
 def head_path() -> Path:
@@ -320,7 +321,7 @@ class AnswerabilityHead:
         """The head as metrics.json and the figures show it: every field but the weights and the word vocabulary,
         and whether it reads the word summaries."""
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("score", "lexical")} | {
-            "with_lexical": self.lexical is not None}
+            "with_lexical": self.lexical is not None, "with_names": bool((self.lexical or {}).get("names"))}
 
     def scores(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[float]:
         return self.score(self.design(states, items, surprisal)).tolist()
@@ -433,10 +434,12 @@ def out_of_fold_scores(x: Any, items: Sequence[dict[str, Any]], l2: float, k: in
 def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items: Sequence[dict[str, Any]],
                 dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS, *,
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
-                budget: float = 0.05, lexical: bool = False, lexical_only: bool = False) -> AnswerabilityHead:
+                budget: float = 0.05, lexical: bool = False, lexical_only: bool = False,
+                lexical_names: bool = False) -> AnswerabilityHead:
     """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
     overlap share + request surprisal, when the surprisal is given | either of the last two + the word-level
-    summaries, when ``lexical``; only the candidates with them, when ``lexical_only``), ties to the lower layer, the
+    summaries, when ``lexical``, with the missing-name flag among them when ``lexical_names``; only the candidates
+    with them, when ``lexical_only``), ties to the lower layer, the
     smaller L2, then fewer features. The summaries read a vocabulary fitted on the fit prompts (on fit + dev for the
     refit of the out-of-fold rules). Its threshold (``threshold_rule``):
 
@@ -462,7 +465,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                          f"({sum(y_dev)} / {len(y_dev)})")
     from helpers.evaluate.answerability_lexical import LexicalVocabulary, lexical_features
 
-    lexical = lexical or lexical_only
+    lexical = lexical or lexical_only or lexical_names
     surprisals = [False] + ([True] if fit_surprisal is not None else [])
     kinds = [(False, False, False), *[(True, s, False) for s in surprisals]]
     kinds += [(True, s, True) for s in surprisals] if lexical else []
@@ -471,7 +474,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     table: dict[str, float | None] = {}
     best: tuple | None = None
     fit_shares, dev_shares = overlap_shares(fit_items), overlap_shares(dev_items)
-    vocab = LexicalVocabulary.fit(fit_items) if lexical else None
+    vocab = LexicalVocabulary.fit(fit_items, names=lexical_names) if lexical else None
     fit_lex, dev_lex = (lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)) if vocab else (None, None)
 
     def design(states, items, shares, sur, lex, layer, with_overlap, with_surprisal, with_lexical):
@@ -497,7 +500,8 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores = best
     def spelled(with_overlap, with_surprisal, with_lexical):  # a candidate kind as the rule text names it
         parts = ("state", "overlap share" if with_overlap else "", "request surprisal" if with_surprisal else "",
-                 "word-level summaries" if with_lexical else "")
+                 ("word-level summaries" + (" with the missing-name flag" if lexical_names else "")) if with_lexical
+                 else "")
         return " + ".join(part for part in parts if part)
 
     offered = [spelled(*kind) for kind in kinds]
@@ -509,7 +513,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         items = [*fit_items, *dev_items]
         if with_lexical:  # the refit reads the vocabulary of its own prompts, fit + dev (the out-of-fold scores
             # read it too: document frequencies, no labels, so a held fold's words weigh its own IDF a little)
-            vocab = LexicalVocabulary.fit(items)
+            vocab = LexicalVocabulary.fit(items, names=lexical_names)
             fit_lex, dev_lex = lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)
         dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer, with_overlap, with_surprisal,
                        with_lexical)
