@@ -26,6 +26,8 @@ scored. Recipes (the flags of ``TrainConfig``):
   with the word summaries (``TrainConfig.answerability_lexical_only``; added after the test reads, as above).
 * ``names_no_surprisal_budget_6`` / ``names_only_no_surprisal_budget_6`` (thirteenth pass): the two without the
   surprisal, their word summaries with the missing-name flag (``TrainConfig.answerability_names``).
+* ``stacked_no_surprisal_budget_6`` (thirteenth pass, after the two above): ``lexical_no_surprisal_budget_6`` with
+  the state read as its own fit's score (``TrainConfig.answerability_stacked``).
 
 The criterion, fixed before this ran: the most unanswerable held prompts refused among the recipes that refuse at
 most 5% of the answerable ones (mean over the 15 dev split × fold cells), ties to fewer answerable refused, then to the recipe listed first. Reads
@@ -74,6 +76,11 @@ RECIPES = {
     # fold were near misses whose swapped-in name the document lacks; open choice and summaries only
     "names_no_surprisal_budget_6": (False, "names", "out_of_fold_budget", 0.06, False),
     "names_only_no_surprisal_budget_6": (False, "names_only", "out_of_fold_budget", 0.06, False),
+    # thirteenth pass, after the two above ran (neither within the criterion): the chosen recipe with the state read
+    # as one column, its own fit's score, beside the summaries in a second fit (TrainConfig.answerability_stacked).
+    # Out of fold on the reviewed training prompts (no dev choice), that caught 93-95% of the unanswerable prompts
+    # at 5% answerable refused for layers 7-12, against 90-94% for the joint fit
+    "stacked_no_surprisal_budget_6": (False, True, "out_of_fold_budget", 0.06, False, {"stacked": True}),
 }
 
 
@@ -111,7 +118,8 @@ def main() -> int:
                     "command": "python experiments/head_lexical.py " + " ".join(sys.argv[1:]),
                     "code": code_revision(), "budget": BUDGET, "recipes": {}}
     for name in args.recipes:
-        with_surprisal, lexical, rule, budget, reviewed_only = RECIPES[name]
+        with_surprisal, lexical, rule, budget, reviewed_only, *more = RECIPES[name]
+        options = more[0] if more else {}
         cells, chosen, by_kind = [], [], {}
         for dev_seed in DEV_SEEDS:
             fit_rows, dev_rows = dev_split(rows, dev_documents(train_cfg), dev_seed)
@@ -128,7 +136,7 @@ def main() -> int:
                                    dev_surprisal=dsur if with_surprisal else None,
                                    threshold_rule=rule, budget=budget, lexical=bool(lexical),
                                    lexical_only=lexical in ("only", "names_only"),
-                                   lexical_names=lexical in ("names", "names_only"))
+                                   lexical_names=lexical in ("names", "names_only"), **options)
                 scores = head.scores(hs, scored, hsur)
                 refused = [s < head.threshold for s in scores]
                 ans = [r for r, it in zip(refused, scored, strict=True) if it["answerable"]]
@@ -137,7 +145,8 @@ def main() -> int:
                               "unanswerable_refused": round(sum(una) / len(una), 3),
                               "auc": label_auc(scores, [it["answerable"] for it in scored]),
                               "prompts": [len(ans), len(una)]})
-                chosen.append(f"layer {head.layer}{' +surprisal' if head.with_surprisal else ''}"
+                chosen.append(f"layer {head.layer}{' stacked' if head.state_score is not None else ''}"
+                              f"{' +surprisal' if head.with_surprisal else ''}"
                               f"{' +lexical' if head.lexical is not None else ''}"
                               f"{' +names' if head.summary()['with_names'] else ''}, l2 {head.l2}")
                 for r, it in zip(refused, scored, strict=True):
@@ -152,7 +161,7 @@ def main() -> int:
                               for k in ("answerable_refused", "unanswerable_refused", "auc")} for s in DEV_SEEDS}
         record["recipes"][name] = {"surprisal": with_surprisal, "lexical": lexical, "threshold_rule": rule,
                                    "budget": budget,
-                                   "reviewed_only": reviewed_only, "mean": mean, "per_dev_split": per_split,
+                                   "reviewed_only": reviewed_only, **options, "mean": mean, "per_dev_split": per_split,
                                    "unanswerable_refused_by_kind": by_kind, "cells": cells, "chosen": chosen}
         print(name, mean, per_split, flush=True)
     within = {n: r["mean"] for n, r in record["recipes"].items() if r["mean"]["answerable_refused"] <= 0.05}

@@ -335,6 +335,9 @@ class TrainConfig:
     # ... and among the word summaries, a flag for a request that names something the document never mentions (a near
     # miss's swapped-in subject; helpers.evaluate.answerability_lexical.missing_names). Implies answerability_lexical.
     answerability_names: bool = False
+    # ... and read the state as one column, the score of a fit of the state alone, beside the other features in a
+    # second fit (helpers.evaluate.answerability_head.choose_head(stacked=True)).
+    answerability_stacked: bool = False
     # Its threshold: "dev_largest_gap" (the dev split's largest refusal gap), or the chosen family refitted on fit +
     # dev and cut on out-of-fold scores over both: "out_of_fold_largest_gap", or "out_of_fold_budget" (refuse at
     # most answerability_budget of the answerable prompts). helpers.evaluate.answerability_head.choose_head.

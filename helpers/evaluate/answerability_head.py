@@ -39,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "HEAD_FILE",
+    "STACK_L2",
     "AnswerabilityHead",
     "auc",
     "budget_threshold",
@@ -66,6 +67,8 @@ HEAD_FILE = "answerability_head.json"
 L2_STRENGTHS = (1e-3, 1e-2, 1e-1)
 SURPRISAL_NAMES = ("mean surprisal", "max surprisal", "top-3 surprisal", "mean PMI", "min PMI", "share PMI > 0")
 OOF_FOLDS = 5
+#: the L2 of the second fit of a stacked head (a handful of columns: the state's score, the shares, the summaries)
+STACK_L2 = 1e-2
 
 
 def candidate_kind(with_overlap: bool, with_surprisal: bool = False, with_lexical: bool = False) -> str:
@@ -76,7 +79,8 @@ def candidate_kind(with_overlap: bool, with_surprisal: bool = False, with_lexica
 
 def describe_head(head: dict[str, Any]) -> str:
     """"layer 10 + word-overlap share + …" from a head's ``summary()`` (or its entry in metrics.json)."""
-    return (f"layer {head['layer']}" + (" + word-overlap share" if head.get("with_overlap") else "")
+    return (f"layer {head['layer']}" + (" (as its own score)" if head.get("stacked") else "")
+            + (" + word-overlap share" if head.get("with_overlap") else "")
             + (" + request surprisal" if head.get("with_surprisal") else "")
             + (" + word-level summaries" if head.get("with_lexical") else "")
             + (" + missing-name flag" if head.get("with_names") else ""))
@@ -301,14 +305,17 @@ class AnswerabilityHead:
     with_surprisal: bool = False  # after the others: heads saved before it load unchanged
     # the word-level summaries (helpers.evaluate.answerability_lexical) and the fit vocabulary they are read with
     lexical: dict[str, Any] | None = None
+    # a stacked head (choose_head(stacked=True)) reads the state through this fit of the state alone: one column
+    state_score: LinearScore | None = None
 
     def design(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> Any:
         if self.with_surprisal and surprisal is None:
             raise ValueError("this answerability head reads the request surprisal: compute the features with "
                              "prompt_features(..., surprisal=True)")
+        state = None if self.state_score is None else self.state_score(states[:, self.layer]).reshape(-1, 1)
         return head_features(states, items, self.layer, self.with_overlap,
                              surprisal=surprisal if self.with_surprisal else None,
-                             lexical=self._lexical(items))
+                             lexical=self._lexical(items), state=state)
 
     def _lexical(self, items: Sequence[dict[str, Any]]) -> Any:
         if self.lexical is None:
@@ -320,8 +327,9 @@ class AnswerabilityHead:
     def summary(self) -> dict[str, Any]:
         """The head as metrics.json and the figures show it: every field but the weights and the word vocabulary,
         and whether it reads the word summaries."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("score", "lexical")} | {
-            "with_lexical": self.lexical is not None, "with_names": bool((self.lexical or {}).get("names"))}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("score", "lexical", "state_score")} | {
+            "with_lexical": self.lexical is not None, "with_names": bool((self.lexical or {}).get("names")),
+            "stacked": self.state_score is not None}
 
     def scores(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[float]:
         return self.score(self.design(states, items, surprisal)).tolist()
@@ -347,7 +355,9 @@ class AnswerabilityHead:
     @classmethod
     def load(cls, path: str | Path) -> AnswerabilityHead:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
-        return cls(**{**data, "score": LinearScore(**data["score"])})
+        state_score = data.get("state_score")
+        return cls(**{**data, "score": LinearScore(**data["score"]),
+                      "state_score": LinearScore(**state_score) if state_score else None})
 
 
 def overlap_shares(items: Sequence[dict[str, Any]]) -> Any:
@@ -358,14 +368,14 @@ def overlap_shares(items: Sequence[dict[str, Any]]) -> Any:
 
 
 def head_features(states: Any, items: Sequence[dict[str, Any]], layer: int, with_overlap: bool,
-                  shares: Any = None, surprisal: Any = None, lexical: Any = None) -> Any:
-    """What a head of this layer reads: the state at ``layer``, the overlap share beside it if asked, then the
-    request surprisal (``prompt_features``) and the word-level summaries (``answerability_lexical``) if given.
-    ``shares``: ``overlap_shares(items)`` computed once by a caller that reads many layers (it scans every
-    document's words)."""
+                  shares: Any = None, surprisal: Any = None, lexical: Any = None, state: Any = None) -> Any:
+    """What a head of this layer reads: the state at ``layer`` (or ``state`` in its place: a stacked head's one
+    column), the overlap share beside it if asked, then the request surprisal (``prompt_features``) and the
+    word-level summaries (``answerability_lexical``) if given. ``shares``: ``overlap_shares(items)`` computed once
+    by a caller that reads many layers (it scans every document's words)."""
     import torch
 
-    parts = [states[:, layer]]
+    parts = [states[:, layer] if state is None else state]
     if with_overlap:
         parts.append(overlap_shares(items) if shares is None else shares)
     if surprisal is not None:
@@ -435,12 +445,16 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                 dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS, *,
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
                 budget: float = 0.05, lexical: bool = False, lexical_only: bool = False,
-                lexical_names: bool = False) -> AnswerabilityHead:
+                lexical_names: bool = False, stacked: bool = False) -> AnswerabilityHead:
     """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
     overlap share + request surprisal, when the surprisal is given | either of the last two + the word-level
     summaries, when ``lexical``, with the missing-name flag among them when ``lexical_names``; only the candidates
     with them, when ``lexical_only``), ties to the lower layer, the
-    smaller L2, then fewer features. The summaries read a vocabulary fitted on the fit prompts (on fit + dev for the
+    smaller L2, then fewer features. ``stacked``: every candidate reads the state as one column, the score of a fit
+    of the state alone (with the candidate's L2; out of fold on the prompts the second fit learns from, so their
+    column is what an unseen prompt's would be), beside the other features in a second fit (``STACK_L2``): the
+    state's 640 weights then cannot crowd out a handful of word summaries, and the choice of layer matters less
+    (thirteenth pass, docs/local_results.md). The summaries read a vocabulary fitted on the fit prompts (on fit + dev for the
     refit of the out-of-fold rules). Its threshold (``threshold_rule``):
 
     * ``dev_largest_gap``: the largest refusal gap on the dev prompts (the head is the fit's);
@@ -477,27 +491,38 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     vocab = LexicalVocabulary.fit(fit_items, names=lexical_names) if lexical else None
     fit_lex, dev_lex = (lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)) if vocab else (None, None)
 
-    def design(states, items, shares, sur, lex, layer, with_overlap, with_surprisal, with_lexical):
+    def design(states, items, shares, sur, lex, layer, with_overlap, with_surprisal, with_lexical, state=None):
         return head_features(states, items, layer, with_overlap, shares, sur if with_surprisal else None,
-                             lex if with_lexical else None)
+                             lex if with_lexical else None, state=state)
+
+    def state_columns(states, items, layer, l2):  # a stacked head's state fit, and its out-of-fold column
+        inner = fit_logistic(states[:, layer], torch.tensor([bool(it["answerable"]) for it in items]), l2)
+        return inner, torch.tensor(out_of_fold_scores(states[:, layer], items, l2)).reshape(-1, 1)
+
+    def outer_l2(l2):  # the L2 of the fit that reads the candidate's features (the state's own fit takes ``l2``)
+        return STACK_L2 if stacked else l2
 
     def name(layer, with_overlap, with_surprisal, with_lexical, l2):
         return f"{layer}/{candidate_kind(with_overlap, with_surprisal, with_lexical)}/l2={l2}"
 
     for layer in range(fit_states.shape[1]):
-        for with_overlap, with_surprisal, with_lexical in kinds:
-            for l2 in l2s:
+        for l2 in l2s:
+            inner, fit_col, dev_col = None, None, None
+            if stacked:
+                inner, fit_col = state_columns(fit_states, fit_items, layer, l2)
+                dev_col = inner(dev_states[:, layer]).reshape(-1, 1)
+            for with_overlap, with_surprisal, with_lexical in kinds:
                 score = fit_logistic(design(fit_states, fit_items, fit_shares, fit_surprisal, fit_lex, layer,
-                                            with_overlap, with_surprisal, with_lexical), y_fit, l2)
+                                            with_overlap, with_surprisal, with_lexical, fit_col), y_fit, outer_l2(l2))
                 dev_scores = score(design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer,
-                                          with_overlap, with_surprisal, with_lexical)).tolist()
+                                          with_overlap, with_surprisal, with_lexical, dev_col)).tolist()
                 value = label_auc(dev_scores, y_dev)
                 table[name(layer, with_overlap, with_surprisal, with_lexical, l2)] = value
                 rank = (value, -layer, -l2, not with_overlap, not with_surprisal, not with_lexical)
                 if best is None or rank > best[0]:
-                    best = (rank, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores)
+                    best = (rank, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores, inner)
     assert best is not None
-    _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores = best
+    _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores, inner = best
     def spelled(with_overlap, with_surprisal, with_lexical):  # a candidate kind as the rule text names it
         parts = ("state", "overlap share" if with_overlap else "", "request surprisal" if with_surprisal else "",
                  ("word-level summaries" + (" with the missing-name flag" if lexical_names else "")) if with_lexical
@@ -506,6 +531,9 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
 
     offered = [spelled(*kind) for kind in kinds]
     rule = f"highest dev AUC over layers x l2 x ({' | '.join(offered)}); "
+    if stacked:
+        rule += (f"the state read as the score of its own fit (with that l2; out of fold on the prompts of the "
+                 f"second fit) beside the other features in a second fit (l2 {STACK_L2}); ")
     if threshold_rule == "dev_largest_gap":
         threshold, rates = youden_threshold(dev_scores, y_dev)
         rule += "refuse below the threshold with the largest dev refusal gap (unanswerable refused - answerable refused)"
@@ -515,13 +543,21 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
             # read it too: document frequencies, no labels, so a held fold's words weigh its own IDF a little)
             vocab = LexicalVocabulary.fit(items, names=lexical_names)
             fit_lex, dev_lex = lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)
+        fit_col, dev_col, head_dev_col = None, None, None
+        if stacked:  # the state fit again on fit + dev, its column out of fold over them
+            inner, column = state_columns(torch.cat([fit_states, dev_states]), items, layer, l2)
+            fit_col, dev_col = column[:len(fit_items)], column[len(fit_items):]
+            head_dev_col = inner(dev_states[:, layer]).reshape(-1, 1)
         dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer, with_overlap, with_surprisal,
-                       with_lexical)
+                       with_lexical, dev_col)
         x = torch.cat([design(fit_states, fit_items, fit_shares, fit_surprisal, fit_lex, layer, with_overlap,
-                              with_surprisal, with_lexical), dev_x])
+                              with_surprisal, with_lexical, fit_col), dev_x])
         y_all = [bool(it["answerable"]) for it in items]
-        oof = out_of_fold_scores(x, items, l2)
-        score = fit_logistic(x, torch.tensor(y_all), l2)
+        oof = out_of_fold_scores(x, items, outer_l2(l2))
+        score = fit_logistic(x, torch.tensor(y_all), outer_l2(l2))
+        if stacked:  # the dev rates below read dev as the head will: through the refitted state fit
+            dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer, with_overlap,
+                           with_surprisal, with_lexical, head_dev_col)
         if threshold_rule == "out_of_fold_largest_gap":
             threshold, rates = youden_threshold(oof, y_all)
             rule += ("the chosen family refitted on fit + dev; refuse below the largest refusal gap of its "
@@ -541,7 +577,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
            "dev": {"answerable": sum(y_dev), "unanswerable": len(y_dev) - sum(y_dev)},
            **rates, "dev_auc_by_candidate": table}
     return AnswerabilityHead(layer, with_overlap, l2, score, threshold, model_id, dev, with_surprisal,
-                             dataclasses.asdict(vocab) if with_lexical and vocab is not None else None)
+                             dataclasses.asdict(vocab) if with_lexical and vocab is not None else None, inner)
 
 
 def gate_answers(answers: Sequence[str], refuses: Sequence[bool]) -> list[str]:
