@@ -346,3 +346,32 @@ def test_the_stage_fits_a_surprisal_head_and_evaluation_reads_the_surprisal(smok
     expected = sum(v > cut for v in mean_surprisal)
     assert 0 < expected < len(items)  # the check can fail both ways
     assert metrics["answerability_head"]["refused_by_head"] == expected
+
+
+def test_a_stacked_head_reads_the_state_as_one_out_of_fold_column_and_round_trips(tmp_path):
+    """``stacked``: the second fit reads one state column (+ the overlap share) whatever the state's width; the
+    fit prompts' column comes out of fold, so a fit prompt's own label cannot move its own column; the head keeps
+    the state fit, saves and loads it, and scores dev through it. Both threshold rules."""
+    from helpers.evaluate.answerability_head import describe_head, out_of_fold_scores, overlap_shares
+
+    fit, dev = _with_docs(_items(150, 21), 25), [dict(it, doc_id=f"v{i % 8}") for i, it in enumerate(_items(60, 22))]
+    fit_x, dev_x = _states(fit, 23, dims=16), _states(dev, 24, dims=16)
+    plain = choose_head(fit, fit_x, dev, dev_x, model_id="m")
+    for rule in ("dev_largest_gap", "out_of_fold_budget"):
+        head = choose_head(fit, fit_x, dev, dev_x, model_id="m", stacked=True, threshold_rule=rule)
+        assert head.layer == plain.layer == 2 and head.dev["dev_auc"] > 0.9  # the same signal found
+        assert head.state_score is not None and len(head.state_score.weight) == 16
+        assert len(head.score.weight) == (2 if head.with_overlap else 1)  # one column for the state
+        assert "the state read as the score of its own fit" in head.dev["rule"]
+        assert head.summary()["stacked"] is True and "(as its own score)" in describe_head(head.summary())
+        column = head.state_score(dev_x[:, head.layer]).reshape(-1, 1)
+        direct = head.score(torch.cat([column, overlap_shares(dev) if head.with_overlap else column[:, :0]], 1))
+        assert head.scores(dev_x, dev) == pytest.approx(direct.tolist(), abs=1e-5)
+        loaded = AnswerabilityHead.load(head.save(tmp_path / f"{rule}.json"))
+        assert loaded.state_score == head.state_score and loaded.refuses(dev_x, dev) == head.refuses(dev_x, dev)
+    assert plain.state_score is None and plain.summary()["stacked"] is False
+    flipped = [dict(it) for it in fit]
+    flipped[0]["answerable"] = not flipped[0]["answerable"]
+    before, after = (out_of_fold_scores(fit_x[:, 2], items, 0.1) for items in (fit, flipped))
+    assert after[0] == pytest.approx(before[0], abs=1e-6)  # its own label did not reach its own column
+    assert after != pytest.approx(before, abs=1e-6)  # ... but it did reach the other folds' columns

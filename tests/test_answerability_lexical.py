@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head
+from helpers.evaluate.answerability_head import AnswerabilityHead, choose_head, label_auc
 from helpers.evaluate.answerability_lexical import (
     LEXICAL_NAMES,
     NAME_SUMMARY,
@@ -200,3 +200,30 @@ def test_the_head_offers_the_flag_when_asked_and_says_so():
 
     assert describe_head(head.summary()).endswith("word-level summaries + missing-name flag")
     assert head.refuses(x_dev, dev) == [not it["answerable"] for it in dev]
+
+
+def test_a_stacked_head_learns_from_out_of_fold_state_scores_so_noise_cannot_pose_as_signal():
+    """States of pure noise, wider than the fit is long (a fit of them alone separates its own prompts perfectly),
+    and word summaries that carry the label: the second fit of a stacked head sees the state column out of fold,
+    where it is noise, so it leans on the summaries. Fed the in-sample column, it would lean on the state."""
+    from helpers.evaluate.answerability_head import fit_logistic
+
+    def items(n, seed):
+        out = []
+        for i in range(n):
+            answerable = i % 2 == 0
+            word = "".join(chr(97 + int(c)) for c in str(1000 * seed + i))
+            request = f"Summarize subj{word} in notes." if answerable else f"Summarize absent{word} in notes."
+            out.append(_item(request, f"Notes on subj{word} and more.", answerable) | {"doc_id": f"d{i % 20}"})
+        return out
+
+    fit, dev = items(80, 1), items(40, 2)
+    gen = torch.Generator().manual_seed(4)
+    fit_x, dev_x = torch.randn(80, 1, 200, generator=gen), torch.randn(40, 1, 200, generator=gen)
+    head = choose_head(fit, fit_x, dev, dev_x, model_id="m", lexical_only=True, stacked=True)
+    assert head.state_score is not None and head.dev["dev_auc"] > 0.95
+    state_weight, *other_weights = head.score.weight
+    assert abs(state_weight) < 0.5 * max(abs(w) for w in other_weights)
+    in_sample = fit_logistic(fit_x[:, 0], torch.tensor([it["answerable"] for it in fit]), head.l2)
+    column = in_sample(fit_x[:, 0]).reshape(-1, 1)
+    assert label_auc(column.flatten().tolist(), [it["answerable"] for it in fit]) == 1.0  # what a leak would look like
