@@ -6,10 +6,14 @@ is also timed with its whole prefill in one forward pass (``prefill_tokens=None`
 before long prompts were read a few rows at a time.
 
     python bench/bench_generation.py [--profile smoke|local|colab] [--prompts 16] [--batch-size N]
-                                     [--max-new-tokens N] [--long]
+                                     [--max-new-tokens N] [--long] [--continue-every N [N ...]]
 
 ``--long``: whole real FACTS documents (530-842 words, as in the test split) instead of 120-word
 excerpts; evaluation's prompts are that long.
+
+``--continue-every``: also time the batched path with rows that ended leaving the batch every N new tokens
+(``generate_token_ids(continue_every=N)``, off in evaluation), one figure per N, and the first row length at which
+each prompt ended (so the figures can be read against how unequal the rows are).
 
 Defaults: the smoke profile (tiny random Gemma 2); batch size and answer length from ``EvalConfig``.
 """
@@ -76,6 +80,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--long", action="store_true", help="whole real FACTS documents instead of excerpts")
+    parser.add_argument("--continue-every", type=int, nargs="*", default=[],
+                        help="also time the batched path with ended rows leaving every N new tokens")
     args = parser.parse_args()
     from helpers.models import load_model_and_tokenizer
 
@@ -93,6 +99,8 @@ def main() -> None:
     one_pass_s, one_pass_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size,
                                      prefill_tokens=None)
     single_s, single_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, 1)
+    continued = {n: timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size, continue_every=n)
+                 for n in args.continue_every}
     tokens = sum(len(r) for r in batched_ids)
     print(json.dumps({
         "profile": args.profile, "prompts_kind": "whole FACTS documents" if args.long else "120-word excerpts",
@@ -104,7 +112,11 @@ def main() -> None:
         "batched_s": round(batched_s, 3), "per_example_s": round(single_s, 3),
         "batched_one_pass_prefill_s": round(one_pass_s, 3), "prefill_tokens": PREFILL_TOKENS,
         "batched_tokens_per_s": round(tokens / batched_s, 2), "per_example_tokens_per_s": round(tokens / single_s, 2),
-        "speedup": round(single_s / batched_s, 2), "identical_tokens": batched_ids == single_ids == one_pass_ids,
+        "speedup": round(single_s / batched_s, 2),
+        "identical_tokens": batched_ids == single_ids == one_pass_ids and all(ids == batched_ids
+                                                                               for _, ids in continued.values()),
+        **({"row_lengths": sorted(len(r) for r in batched_ids),
+            "batched_continue_every_s": {str(n): round(s, 3) for n, (s, _) in continued.items()}} if continued else {}),
         "device": "cuda" if str(model.device).startswith("cuda") else "cpu", "machine": platform.machine(),
     }, indent=2))
 
