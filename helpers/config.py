@@ -343,6 +343,9 @@ class TrainConfig:
     # most answerability_budget of the answerable prompts). helpers.evaluate.answerability_head.choose_head.
     answerability_threshold: str = "dev_largest_gap"
     answerability_budget: float = 0.05
+    # The L2 strengths the dev choice offers (None: helpers.evaluate.answerability_head.L2_STRENGTHS, 0.001-0.1); a
+    # stacked head applies them to the state's own fit.
+    answerability_l2s: list[float] | None = None
     # Fit and choose the head only on the training prompts whose label two blind readers confirmed ("bundled": the
     # review of the bundled FACTS training split, docs/label_review_training.md; "": every prompt as built).
     answerability_label_review: str = ""
@@ -392,6 +395,10 @@ class TrainConfig:
                              f"got {self.answerability_threshold!r}")
         if not 0 <= self.answerability_budget < 1:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
+        if self.answerability_l2s is not None and (not self.answerability_l2s
+                                                   or any(not v > 0 for v in self.answerability_l2s)):
+            raise ValueError("TrainConfig.answerability_l2s lists L2 strengths > 0 (or is None for the default), "
+                             f"got {self.answerability_l2s}")
         if self.answerability_label_review == BUNDLED_SAMPLE:
             self.answerability_label_review = str(LABEL_REVIEW_TRAIN_FILE)
         if self.select_dev_documents < 0:

@@ -300,6 +300,11 @@ def test_the_out_of_fold_rule_refits_on_fit_and_dev_and_cuts_within_the_budget()
         choose_head(fit, fit_x, dev, dev_x, model_id="m", threshold_rule="largest")
     with pytest.raises(ValueError, match="answerability_threshold"):
         config_for(TrainConfig, "smoke", answerability_threshold="largest")
+    for bad in ([], [0.1, 0.0]):
+        with pytest.raises(ValueError, match="answerability_l2s"):
+            config_for(TrainConfig, "smoke", answerability_l2s=bad)
+    wide = choose_head(fit, fit_x, dev, dev_x, model_id="m", l2s=(1.0, 10.0))
+    assert {k.rsplit("=", 1)[1] for k in wide.dev["dev_auc_by_candidate"]} == {"1.0", "10.0"} and wide.l2 in (1.0, 10.0)
 
 
 def test_the_stage_fits_a_surprisal_head_and_evaluation_reads_the_surprisal(smoke_model, tmp_path, monkeypatch):

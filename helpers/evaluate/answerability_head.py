@@ -39,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "HEAD_FILE",
+    "L2_STRENGTHS",
     "STACK_L2",
     "AnswerabilityHead",
     "auc",

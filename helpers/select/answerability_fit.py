@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from helpers.evaluate.answerability_head import (
+    L2_STRENGTHS,
     AnswerabilityHead,
     choose_head,
     describe_head,
@@ -58,6 +59,7 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
         dev_states, dev_surprisal = prompt_features(model, tokenizer, dev_items, model_cfg, surprisal=surprisal,
                                                     desc="head: dev prompts")
     head = choose_head(fit_items, fit_states, dev_items, dev_states, model_cfg.model_id,
+                       l2s=tuple(train_cfg.answerability_l2s or L2_STRENGTHS),
                        fit_surprisal=fit_surprisal, dev_surprisal=dev_surprisal,
                        threshold_rule=train_cfg.answerability_threshold, budget=train_cfg.answerability_budget,
                        lexical=train_cfg.answerability_lexical, lexical_only=train_cfg.answerability_lexical_only,
