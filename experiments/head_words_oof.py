@@ -50,8 +50,8 @@ def main() -> int:
         document_folds,
         fit_logistic,
         label_auc,
-        out_of_fold_scores,
         overlap_shares,
+        state_score_column,
     )
     from helpers.evaluate.answerability_lexical import LexicalVocabulary, lexical_features, missing_names
     from helpers.evaluate.label_review import keep_confirmed, load_review
@@ -97,11 +97,12 @@ def main() -> int:
 
             if not stacked:
                 return (torch.cat([states[idx, layer], rest(idx)], 1) for idx in (train, test))
-            inner = fit_logistic(states[train, layer], y[train], 1.0)
-            column = torch.tensor(out_of_fold_scores(states[train, layer], [items[i] for i in train], 1.0))
-            return (torch.cat([column.reshape(-1, 1), rest(train)], 1),
+            inner, column = state_score_column(states[train, layer], [items[i] for i in train], 1.0)
+            return (torch.cat([column, rest(train)], 1),
                     torch.cat([inner(states[test, layer]).reshape(-1, 1), rest(test)], 1))
         return design
+
+    generic = LexicalVocabulary.fit(items).generic  # the instruction words of all the prompts' requests
 
     def listed(scores, want_answerable: bool, n: int) -> list[dict]:
         order = sorted((i for i in range(len(items)) if answerable[i] == want_answerable),
@@ -112,8 +113,7 @@ def main() -> int:
             out.append({"score": round(scores[i], 2), "source": "+".join(items[i]["source"]),
                         "request": items[i]["request"][:160],
                         "missing_words": [w for w in dict.fromkeys(content_words(items[i]["request"])) if w not in held][:10],
-                        "missing_names": missing_names(items[i]["request"], items[i]["document"],
-                                                       LexicalVocabulary.fit(items).generic)})
+                        "missing_names": missing_names(items[i]["request"], items[i]["document"], generic)})
         return out
 
     record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -123,7 +123,6 @@ def main() -> int:
     plain = out_of_fold(words(False), 0.01)
     record["words"] = rates(plain)
     record["words_and_names"] = {f"l2 {l2}": rates(out_of_fold(words(True), l2)) for l2 in (0.01, 0.1)}
-    generic = LexicalVocabulary.fit(items).generic
     fires = [bool(missing_names(it["request"], it["document"], generic)) for it in items]
     record["name_flag_fires"] = {"answerable": sum(f for f, a in zip(fires, answerable, strict=True) if a),
                                  "unanswerable": sum(f for f, a in zip(fires, answerable, strict=True) if not a)}

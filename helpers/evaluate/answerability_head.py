@@ -59,6 +59,7 @@ __all__ = [
     "prompt_features",
     "prompt_states",
     "refused_shares",
+    "state_score_column",
     "request_token_logps",
     "surprisal_summary",
     "youden_threshold",
@@ -442,6 +443,16 @@ def out_of_fold_scores(x: Any, items: Sequence[dict[str, Any]], l2: float, k: in
     return scores
 
 
+def state_score_column(x: Any, items: Sequence[dict[str, Any]], l2: float) -> tuple[LinearScore, Any]:
+    """A stacked head's state: the fit of the state ``x`` (one layer's) alone on ``items``, and the ``(items, 1)``
+    column a second fit learns from, each item's score out of fold (``out_of_fold_scores``): the in-sample scores of
+    hundreds of dimensions separate their own prompts, noise or not."""
+    import torch
+
+    inner = fit_logistic(x, torch.tensor([bool(it["answerable"]) for it in items]), l2)
+    return inner, torch.tensor(out_of_fold_scores(x, items, l2)).reshape(-1, 1)
+
+
 def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items: Sequence[dict[str, Any]],
                 dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS, *,
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
@@ -499,10 +510,6 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         return head_features(states, items, layer, with_overlap, shares, sur if with_surprisal else None,
                              lex if with_lexical else None, state=state)
 
-    def state_columns(states, items, layer, l2):  # a stacked head's state fit, and its out-of-fold column
-        inner = fit_logistic(states[:, layer], torch.tensor([bool(it["answerable"]) for it in items]), l2)
-        return inner, torch.tensor(out_of_fold_scores(states[:, layer], items, l2)).reshape(-1, 1)
-
     def outer_l2(l2):  # the L2 of the fit that reads the candidate's features (the state's own fit takes ``l2``)
         return STACK_L2 if stacked else l2
 
@@ -513,7 +520,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         for l2 in l2s:
             inner, fit_col, dev_col = None, None, None
             if stacked:
-                inner, fit_col = state_columns(fit_states, fit_items, layer, l2)
+                inner, fit_col = state_score_column(fit_states[:, layer], fit_items, l2)
                 dev_col = inner(dev_states[:, layer]).reshape(-1, 1)
             for with_overlap, with_surprisal, with_lexical in kinds:
                 score = fit_logistic(design(fit_states, fit_items, fit_shares, fit_surprisal, fit_lex, layer,
@@ -549,7 +556,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
             fit_lex, dev_lex = lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)
         fit_col, dev_col, head_dev_col = None, None, None
         if stacked:  # the state fit again on fit + dev, its column out of fold over them
-            inner, column = state_columns(torch.cat([fit_states, dev_states]), items, layer, l2)
+            inner, column = state_score_column(torch.cat([fit_states, dev_states])[:, layer], items, l2)
             fit_col, dev_col = column[:len(fit_items)], column[len(fit_items):]
             head_dev_col = inner(dev_states[:, layer]).reshape(-1, 1)
         dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer, with_overlap, with_surprisal,

@@ -14,8 +14,9 @@ often misses common instruction words ("summarize", "bullet", "using"). Six summ
   those outside the vocabulary of requests in general (words in at least ``GENERIC_SHARE`` of the fit requests);
 * ``missing name`` (only for a vocabulary fitted with ``names=True``): 1 when the request names something the
   document never mentions (``missing_names``). The shares above dilute one missing subject in a long request; on
-  the out-of-fold training prompts, half of the unanswerable prompts the six summaries let through were near misses
-  whose swapped-in name ("Nanopore", "Neoantigens", "Hasbro") the document lacks (docs/local_results.md).
+  the out-of-fold training prompts, 15 of the 20 unanswerable prompts the six summaries scored most answerable were
+  near misses whose swapped-in name ("Nanopore", "Neoantigens") the document lacks (experiments/head_words_oof.py).
+  On the pseudo-test it did not help (docs/local_results.md, thirteenth pass).
 
 The IDF table and the generic words come from the fit prompts only (``LexicalVocabulary.fit``) and are saved in the
 head's JSON, so evaluation scores a test prompt with the statistics of the training documents, never its own.
