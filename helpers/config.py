@@ -49,6 +49,8 @@ CONFIG_ENV = "GEMMA_FACTS_CONFIG"
 REFUSAL = "The provided document does not contain this information."
 # Where the answerability head cuts (TrainConfig.answerability_threshold; helpers.evaluate.answerability_head.choose_head)
 ANSWERABILITY_THRESHOLD_RULES = ("dev_largest_gap", "out_of_fold_largest_gap", "out_of_fold_budget")
+# How the answerability head's family is chosen (TrainConfig.answerability_choice; choose_head(choice=...))
+ANSWERABILITY_CHOICES = ("dev_auc", "out_of_fold_auc", "out_of_fold_catch")
 
 #: Model ids that are built or converted offline instead of being fetched from a hub.
 EMBEDDED_GEMMA3 = "embedded:gemma3-270m"
@@ -346,6 +348,11 @@ class TrainConfig:
     # The L2 strengths the dev choice offers (None: helpers.evaluate.answerability_head.L2_STRENGTHS, 0.001-0.1); a
     # stacked head applies them to the state's own fit.
     answerability_l2s: list[float] | None = None
+    # How the head's family (layer x L2 x features) is chosen: "dev_auc" (the dev split's AUC), or on out-of-fold
+    # scores over fit + dev, in document folds drawn with dev_seed: "out_of_fold_auc" (their AUC) or
+    # "out_of_fold_catch" (the unanswerable share they refuse at answerability_budget; AUC breaks ties). The
+    # out-of-fold choices need an out-of-fold threshold rule and no stacked head.
+    answerability_choice: str = "dev_auc"
     # Fit and choose the head only on the training prompts whose label two blind readers confirmed ("bundled": the
     # review of the bundled FACTS training split, docs/label_review_training.md; "": every prompt as built).
     answerability_label_review: str = ""
@@ -395,6 +402,12 @@ class TrainConfig:
                              f"got {self.answerability_threshold!r}")
         if not 0 <= self.answerability_budget < 1:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
+        _choice(self, "answerability_choice", ANSWERABILITY_CHOICES)
+        if self.answerability_choice != "dev_auc" and (self.answerability_threshold == "dev_largest_gap"
+                                                       or self.answerability_stacked):
+            raise ValueError(f"TrainConfig.answerability_choice={self.answerability_choice!r} chooses on out-of-fold "
+                             "scores over fit + dev: it needs an out-of-fold answerability_threshold "
+                             f"(got {self.answerability_threshold!r}) and answerability_stacked false")
         if self.answerability_l2s is not None and (not self.answerability_l2s
                                                    or any(not v > 0 for v in self.answerability_l2s)):
             raise ValueError("TrainConfig.answerability_l2s lists L2 strengths > 0 (or is None for the default), "
