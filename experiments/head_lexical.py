@@ -31,7 +31,8 @@ scored. Recipes (the flags of ``TrainConfig``):
   (after it): the same offering L2 0.1, 1 and 10 (``TrainConfig.answerability_l2s``).
 * ``oof_auc_choice_no_surprisal_budget_6`` / ``oof_catch_choice_no_surprisal_budget_6`` (fourteenth pass):
   ``lexical_no_surprisal_budget_6`` with the family chosen on out-of-fold scores over fit + dev, by their AUC or by
-  their catch at the budget (``TrainConfig.answerability_choice``; the folds drawn with the dev seed).
+  their catch at the budget (``TrainConfig.answerability_choice``; the folds drawn with the dev seed); after they
+  ran, the same two at a 5% budget (``..._budget_5``).
 
 The criterion, fixed before this ran: the most unanswerable held prompts refused among the recipes that refuse at
 most 5% of the answerable ones (mean over the 15 dev split × fold cells), ties to fewer answerable refused, then to the recipe listed first. Reads
@@ -97,6 +98,13 @@ RECIPES = {
     "oof_auc_choice_no_surprisal_budget_6": (False, True, "out_of_fold_budget", 0.06, False,
                                              {"choice": "out_of_fold_auc"}),
     "oof_catch_choice_no_surprisal_budget_6": (False, True, "out_of_fold_budget", 0.06, False,
+                                               {"choice": "out_of_fold_catch"}),
+    # ... after both ran (5.2% / 93.4% and 5.4% / 93.5%, AUC 0.981 and 0.984: more caught than the chosen recipe's
+    # 92.8%, but over the criterion's 5% of the answerable refused; the out-of-fold scores the cut is set on now come
+    # from the family the choice scored, so the cut keeps closer to its budget): the same two at a 5% budget
+    "oof_auc_choice_no_surprisal_budget_5": (False, True, "out_of_fold_budget", 0.05, False,
+                                             {"choice": "out_of_fold_auc"}),
+    "oof_catch_choice_no_surprisal_budget_5": (False, True, "out_of_fold_budget", 0.05, False,
                                                {"choice": "out_of_fold_catch"}),
 }
 

@@ -380,3 +380,89 @@ def test_a_stacked_head_reads_the_state_as_one_out_of_fold_column_and_round_trip
     before, after = (out_of_fold_scores(fit_x[:, 2], items, 0.1) for items in (fit, flipped))
     assert after[0] == pytest.approx(before[0], abs=1e-6)  # its own label did not reach its own column
     assert after != pytest.approx(before, abs=1e-6)  # ... but it did reach the other folds' columns
+
+
+def test_the_out_of_fold_choice_reads_fit_and_dev_alike_so_the_dev_split_cannot_move_it(tmp_path):
+    """``choice="out_of_fold_auc"`` / ``"out_of_fold_catch"``: every candidate is scored out of fold over fit + dev,
+    so moving documents between fit and dev (another dev seed's split of the same prompts) leaves the head as it
+    was, while the dev-AUC choice reads a different dev split. The recorded AUC is the chosen candidate's
+    out-of-fold AUC, the catch choice takes the candidate that refuses the most unanswerable prompts at the budget,
+    the cut keeps the budget, and the rule says what it did."""
+    from helpers.evaluate.answerability_head import (
+        budget_threshold,
+        head_features,
+        label_auc,
+        out_of_fold_scores,
+        overlap_shares,
+        refused_shares,
+    )
+
+    prompts = _with_docs(_items(200, 31), 40)
+    x = _states(prompts, 32)
+    x[:, 2, 0] *= 0.4  # a weaker signal, so candidates differ and a fold's draw matters
+    x[:, 3, 0] += torch.tensor([0.8 if it["answerable"] else -0.8 for it in prompts])
+    splits = []
+    for dev_docs in ({"d0", "d1", "d2", "d3", "d4", "d5"}, {"d30", "d31", "d32", "d33", "d34", "d35"}):
+        dev_idx = [i for i, it in enumerate(prompts) if it["doc_id"] in dev_docs]
+        fit_idx = [i for i, it in enumerate(prompts) if it["doc_id"] not in dev_docs]
+        splits.append(([prompts[i] for i in fit_idx], x[fit_idx], [prompts[i] for i in dev_idx], x[dev_idx]))
+    for choice in ("out_of_fold_auc", "out_of_fold_catch"):
+        a, b = (choose_head(*split, model_id="m", threshold_rule="out_of_fold_budget", budget=0.06, choice=choice,
+                            fold_seed=7) for split in splits)
+        assert (a.layer, a.l2, a.with_overlap) == (b.layer, b.l2, b.with_overlap)
+        # the same prompts in another row order: only float32 sums in the fits differ, which can move an AUC
+        # (kept to 3 decimals) across a rounding boundary: one unit of its third decimal
+        assert a.threshold == pytest.approx(b.threshold, abs=1e-3)
+        assert a.dev["dev_auc_by_candidate"] == pytest.approx(b.dev["dev_auc_by_candidate"], abs=1.5e-3)
+        assert a.dev["choice"] == choice and a.dev["fold_seed"] == 7 and a.dev["out_of_fold_answerable_refused"] <= 0.06
+        assert a.dev["rule"].startswith(f"highest out-of-fold {'AUC' if choice == 'out_of_fold_auc' else 'share'}")
+        items = [*splits[0][0], *splits[0][2]]
+        union = torch.cat([splits[0][1], splits[0][3]])
+        y = [it["answerable"] for it in items]
+
+        def oof(layer, l2, with_overlap, items=items, union=union):
+            return out_of_fold_scores(head_features(union, items, layer, with_overlap, overlap_shares(items)),
+                                      items, l2, seed=7)
+
+        chosen = oof(a.layer, a.l2, a.with_overlap)
+        assert a.dev["dev_auc"] == pytest.approx(label_auc(chosen, y), abs=1e-9)
+        if choice == "out_of_fold_auc":
+            assert a.dev["dev_auc"] == max(a.dev["dev_auc_by_candidate"].values())
+        else:
+            def catch(scores, y=y):
+                return refused_shares(scores, y, budget_threshold(scores, y, 0.06)[0])[1]
+
+            best = catch(chosen)
+            assert all(catch(oof(layer, l2, ov)) <= best + 1e-9
+                       for layer in range(4) for l2 in (1e-3, 1e-2, 1e-1) for ov in (False, True))
+    dev_choices = {choose_head(*split, model_id="m", threshold_rule="out_of_fold_budget").dev["dev_auc"]
+                   for split in splits}
+    assert len(dev_choices) == 2  # the dev-AUC choice does read which documents are dev
+    for bad in ({"threshold_rule": "dev_largest_gap"}, {"threshold_rule": "out_of_fold_budget", "stacked": True}):
+        with pytest.raises(ValueError, match="out-of-fold"):
+            choose_head(*splits[0], model_id="m", choice="out_of_fold_auc", **bad)
+    with pytest.raises(ValueError, match="choice"):
+        choose_head(*splits[0], model_id="m", choice="largest")
+    with pytest.raises(ValueError, match="answerability_choice"):
+        config_for(TrainConfig, "smoke", answerability_choice="out_of_fold_auc")  # the default cut is dev's
+    with pytest.raises(ValueError, match="answerability_choice"):
+        config_for(TrainConfig, "smoke", answerability_choice="dev", answerability_threshold="out_of_fold_budget")
+    assert config_for(TrainConfig, "smoke", answerability_choice="out_of_fold_catch",
+                      answerability_threshold="out_of_fold_budget").answerability_choice == "out_of_fold_catch"
+
+
+def test_the_stage_draws_the_out_of_fold_choices_folds_with_the_dev_seed(smoke_model, tmp_path, monkeypatch):
+    """``train.answerability_choice`` through the select stage: the head records the choice and folds drawn with
+    ``train.dev_seed``, so each recorded run's folds are its own draw."""
+    import helpers.config
+    from helpers.select.answerability_fit import fit_answerability_head
+
+    monkeypatch.setattr(helpers.config, "cache_root", lambda: tmp_path / "cache")
+    model, tokenizer = smoke_model
+    train_cfg = config_for(TrainConfig, "smoke", answerability_choice="out_of_fold_auc", dev_seed=5,
+                           answerability_threshold="out_of_fold_budget")
+    DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),
+                 "test": Dataset.from_list(city_rows(CITIES[4:]))}).save_to_disk(train_cfg.pairs_dir)
+    head = fit_answerability_head(config_for(ModelConfig, "smoke"), train_cfg, model, tokenizer)
+    assert head.dev["choice"] == "out_of_fold_auc" and head.dev["fold_seed"] == 5
+    assert "(seed 5)" in head.dev["rule"] and head.dev["dev_auc"] == max(head.dev["dev_auc_by_candidate"].values())
