@@ -486,7 +486,9 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     ("out_of_fold_auc") or by the unanswerable share they refuse at ``budget`` ("out_of_fold_catch", AUC breaking
     ties): ``choose_out_of_fold``. Why: the dev choice hinges on one dev split's few dozen prompts (the eleventh
     pass's 15 pseudo-test cells chose layers 5 to 14, L2 0.001 to 0.1), and on the test split the three recorded
-    runs' cuts spread 79-91% with their layers.
+    runs' cuts spread 79-91% with their layers. On the fourteenth pass's pseudo-test its cells spread less (lowest
+    85-88% of the unanswerable held prompts against 80%) but caught no more at the same share of answerable ones
+    refused (docs/local_results.md).
 
     ``head.dev`` records every candidate's dev AUC and the rates at the threshold (out-of-fold for the
     out-of-fold rules)."""
