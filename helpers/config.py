@@ -353,6 +353,9 @@ class TrainConfig:
     # "out_of_fold_catch" (the unanswerable share they refuse at answerability_budget; AUC breaks ties). The
     # out-of-fold choices need an out-of-fold threshold rule and no stacked head.
     answerability_choice: str = "dev_auc"
+    # Read the state of each layer averaged with this many layers on each side (0: the layer alone;
+    # helpers.evaluate.answerability_head.layer_window_mean).
+    answerability_layer_window: int = 0
     # Fit and choose the head only on the training prompts whose label two blind readers confirmed ("bundled": the
     # review of the bundled FACTS training split, docs/label_review_training.md; "": every prompt as built).
     answerability_label_review: str = ""
@@ -403,6 +406,9 @@ class TrainConfig:
         if not 0 <= self.answerability_budget < 1:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
         _choice(self, "answerability_choice", ANSWERABILITY_CHOICES)
+        if self.answerability_layer_window < 0:
+            raise ValueError("TrainConfig.answerability_layer_window is a number of layers on each side: >= 0, got "
+                             f"{self.answerability_layer_window}")
         if self.answerability_choice != "dev_auc" and (self.answerability_threshold == "dev_largest_gap"
                                                        or self.answerability_stacked):
             raise ValueError(f"TrainConfig.answerability_choice={self.answerability_choice!r} chooses on out-of-fold "

@@ -466,3 +466,34 @@ def test_the_stage_draws_the_out_of_fold_choices_folds_with_the_dev_seed(smoke_m
     head = fit_answerability_head(config_for(ModelConfig, "smoke"), train_cfg, model, tokenizer)
     assert head.dev["choice"] == "out_of_fold_auc" and head.dev["fold_seed"] == 5
     assert "(seed 5)" in head.dev["rule"] and head.dev["dev_auc"] == max(head.dev["dev_auc_by_candidate"].values())
+
+
+def test_a_windowed_head_reads_each_layer_averaged_with_its_neighbours_and_keeps_the_window(tmp_path):
+    """``layer_window``: a label carried weakly by three neighbouring layers, each under its own noise, is read
+    better from their mean than from any one of them; the head keeps the window, averages the states it scores the
+    same way (also after a save and load), and says so."""
+    from helpers.evaluate.answerability_head import describe_head, layer_window_mean
+
+    fit, dev = _with_docs(_items(160, 41), 32), [dict(it, doc_id=f"v{i % 10}") for i, it in enumerate(_items(80, 42))]
+
+    def states(items, seed):
+        x = _states(items, seed, layers=6, signal_layer=0)
+        x[:, 0, 0] -= torch.tensor([2.0 if it["answerable"] else -2.0 for it in items])  # no signal at layer 0
+        x[:, 2:5, 0] += torch.tensor([0.7 if it["answerable"] else -0.7 for it in items]).reshape(-1, 1)
+        return x
+
+    fit_x, dev_x = states(fit, 43), states(dev, 44)
+    single = choose_head(fit, fit_x, dev, dev_x, model_id="m")
+    windowed = choose_head(fit, fit_x, dev, dev_x, model_id="m", layer_window=1)
+    assert windowed.layer == 3 and windowed.layer_window == 1  # the middle of the three, reading all three
+    assert windowed.dev["dev_auc"] > single.dev["dev_auc"]
+    assert windowed.dev["rule"].startswith("the state of each layer averaged with the 1 layers on each side")
+    assert "(mean of layers ±1)" in describe_head(windowed.summary())
+    plain = dataclasses.replace(windowed, layer_window=0)
+    assert windowed.scores(dev_x, dev) == pytest.approx(plain.scores(layer_window_mean(dev_x, 1), dev), abs=1e-6)
+    loaded = AnswerabilityHead.load(windowed.save(tmp_path / "head.json"))
+    assert loaded.layer_window == 1 and loaded.refuses(dev_x, dev) == windowed.refuses(dev_x, dev)
+    with pytest.raises(ValueError, match="layer_window"):
+        choose_head(fit, fit_x, dev, dev_x, model_id="m", layer_window=-1)
+    with pytest.raises(ValueError, match="answerability_layer_window"):
+        config_for(TrainConfig, "smoke", answerability_layer_window=-1)

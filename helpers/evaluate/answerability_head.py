@@ -54,6 +54,7 @@ __all__ = [
     "head_features",
     "head_path",
     "label_auc",
+    "layer_window_mean",
     "out_of_fold_scores",
     "overlap",
     "overlap_shares",
@@ -82,7 +83,8 @@ def candidate_kind(with_overlap: bool, with_surprisal: bool = False, with_lexica
 
 def describe_head(head: dict[str, Any]) -> str:
     """"layer 10 + word-overlap share + …" from a head's ``summary()`` (or its entry in metrics.json)."""
-    return (f"layer {head['layer']}" + (" (as its own score)" if head.get("stacked") else "")
+    return (f"layer {head['layer']}" + (f" (mean of layers ±{head['layer_window']})" if head.get("layer_window") else "")
+            + (" (as its own score)" if head.get("stacked") else "")
             + (" + word-overlap share" if head.get("with_overlap") else "")
             + (" + request surprisal" if head.get("with_surprisal") else "")
             + (" + word-level summaries" if head.get("with_lexical") else "")
@@ -310,11 +312,15 @@ class AnswerabilityHead:
     lexical: dict[str, Any] | None = None
     # a stacked head (choose_head(stacked=True)) reads the state through this fit of the state alone: one column
     state_score: LinearScore | None = None
+    # the state at each layer averaged with this many layers on each side (choose_head(layer_window=...))
+    layer_window: int = 0
 
     def design(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> Any:
         if self.with_surprisal and surprisal is None:
             raise ValueError("this answerability head reads the request surprisal: compute the features with "
                              "prompt_features(..., surprisal=True)")
+        if self.layer_window:
+            states = layer_window_mean(states, self.layer_window)
         state = None if self.state_score is None else self.state_score(states[:, self.layer]).reshape(-1, 1)
         return head_features(states, items, self.layer, self.with_overlap,
                              surprisal=surprisal if self.with_surprisal else None,
@@ -361,6 +367,16 @@ class AnswerabilityHead:
         state_score = data.get("state_score")
         return cls(**{**data, "score": LinearScore(**data["score"]),
                       "state_score": LinearScore(**state_score) if state_score else None})
+
+
+def layer_window_mean(states: Any, window: int) -> Any:
+    """``(items, layers, hidden)`` states with each layer's replaced by the mean of the layers within ``window`` of
+    it (fewer at the ends): a head that reads one layer then reads its neighbours too, so a dev choice between
+    neighbouring layers matters less."""
+    import torch
+
+    layers = states.shape[1]
+    return torch.stack([states[:, max(0, i - window):min(layers, i + window + 1)].mean(1) for i in range(layers)], 1)
 
 
 def overlap_shares(items: Sequence[dict[str, Any]]) -> Any:
@@ -460,7 +476,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
                 budget: float = 0.05, lexical: bool = False, lexical_only: bool = False,
                 lexical_names: bool = False, stacked: bool = False, choice: str = "dev_auc",
-                fold_seed: int = 1) -> AnswerabilityHead:
+                fold_seed: int = 1, layer_window: int = 0) -> AnswerabilityHead:
     """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
     overlap share + request surprisal, when the surprisal is given | either of the last two + the word-level
     summaries, when ``lexical``, with the missing-name flag among them when ``lexical_names``; only the candidates
@@ -490,6 +506,9 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     85-88% of the unanswerable held prompts against 80%) but caught no more at the same share of answerable ones
     refused (docs/local_results.md).
 
+    ``layer_window``: every candidate reads the state of its layer averaged with the ``layer_window`` layers on each
+    side (``layer_window_mean``; the head keeps the window and averages the states it scores alike).
+
     ``head.dev`` records every candidate's dev AUC and the rates at the threshold (out-of-fold for the
     out-of-fold rules)."""
     import torch
@@ -498,6 +517,18 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
 
     if threshold_rule not in ANSWERABILITY_THRESHOLD_RULES:
         raise ValueError(f"threshold_rule must be one of {ANSWERABILITY_THRESHOLD_RULES}, got {threshold_rule!r}")
+    if layer_window < 0:
+        raise ValueError(f"layer_window must be >= 0, got {layer_window}")
+    if layer_window:
+        head = choose_head(fit_items, layer_window_mean(fit_states, layer_window), dev_items,
+                           layer_window_mean(dev_states, layer_window), model_id, l2s, fit_surprisal=fit_surprisal,
+                           dev_surprisal=dev_surprisal, threshold_rule=threshold_rule, budget=budget, lexical=lexical,
+                           lexical_only=lexical_only, lexical_names=lexical_names, stacked=stacked, choice=choice,
+                           fold_seed=fold_seed)
+        head.layer_window = layer_window
+        head.dev["rule"] = (f"the state of each layer averaged with the {layer_window} layers on each side; "
+                            + head.dev["rule"])
+        return head
     y_fit = torch.tensor([bool(it["answerable"]) for it in fit_items])
     y_dev = [bool(it["answerable"]) for it in dev_items]
     if y_fit.all() or not y_fit.any() or all(y_dev) or not any(y_dev):

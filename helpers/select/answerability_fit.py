@@ -64,7 +64,8 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
                        threshold_rule=train_cfg.answerability_threshold, budget=train_cfg.answerability_budget,
                        lexical=train_cfg.answerability_lexical, lexical_only=train_cfg.answerability_lexical_only,
                        lexical_names=train_cfg.answerability_names, stacked=train_cfg.answerability_stacked,
-                       choice=train_cfg.answerability_choice, fold_seed=train_cfg.dev_seed)
+                       choice=train_cfg.answerability_choice, fold_seed=train_cfg.dev_seed,
+                       layer_window=train_cfg.answerability_layer_window)
     head.dev["train_fingerprint"] = train_split_fingerprint(pairs_dir)
     if reviewed:
         head.dev["label_review"] = reviewed
