@@ -33,7 +33,9 @@ FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap"
                         "registered before its read (configs/local_head_lexical.json), its own record", None),
             "words": ("eleventh pass, second recipe: the word-level summaries without the request surprisal, registered "
                       "after the lexical heads' reads and before its own (configs/local_head_words.json), its own "
-                      "record", None)}
+                      "record", None),
+            "window": ("fourteenth pass: the words recipe reading each layer's state averaged with one layer on each "
+                       "side, registered before its read (configs/local_head_window.json), its own record", None)}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 

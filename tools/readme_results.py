@@ -648,7 +648,9 @@ REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal"
                      "lexical": "the heads that also read which request words the document holds "
                                 "(`configs/local_head_lexical.json`, registered before its read)",
                      "words": "the same without the request surprisal (`configs/local_head_words.json`, registered "
-                              "after the reads above and before its own)"}
+                              "after the reads above and before its own)",
+                     "window": "the same reading each layer's state averaged with one layer on each side "
+                               "(`configs/local_head_window.json`, registered after the reads above and before its own)"}
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:
