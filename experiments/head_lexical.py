@@ -165,12 +165,11 @@ def main() -> int:
                         and (not reviewed_only or prompt_key(it) in confirmed)]
                 scored = [it for it in fit_items if it["doc_id"] in held and prompt_key(it) in confirmed]
                 (rs, rsur), (ds, dsur), (hs, hsur) = pick(rest), pick(dev_items), pick(scored)
-                folds = {"fold_seed": dev_seed} if options.get("choice", "dev_auc") != "dev_auc" else {}
                 head = choose_head(rest, rs, dev_items, ds, model_cfg.model_id,
                                    fit_surprisal=rsur if with_surprisal else None,
                                    dev_surprisal=dsur if with_surprisal else None,
                                    threshold_rule=rule, budget=budget, lexical=bool(lexical),
-                                   lexical_only=lexical == "only", **options, **folds)
+                                   lexical_only=lexical == "only", fold_seed=dev_seed, **options)
                 scores = head.scores(hs, scored, hsur)
                 refused = [s < head.threshold for s in scores]
                 ans = [r for r, it in zip(refused, scored, strict=True) if it["answerable"]]

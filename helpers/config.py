@@ -27,6 +27,7 @@ __all__ = [
     "EvalConfig",
     "ModelConfig",
     "TrainConfig",
+    "check_answerability_choice",
     "config_for",
     "cuda_available",
     "detect_profile",
@@ -51,6 +52,17 @@ REFUSAL = "The provided document does not contain this information."
 ANSWERABILITY_THRESHOLD_RULES = ("dev_largest_gap", "out_of_fold_largest_gap", "out_of_fold_budget")
 # How the answerability head's family is chosen (TrainConfig.answerability_choice; choose_head(choice=...))
 ANSWERABILITY_CHOICES = ("dev_auc", "out_of_fold_auc", "out_of_fold_catch")
+
+
+def check_answerability_choice(choice: str, threshold_rule: str, stacked: bool, name: str = "choice") -> None:
+    """An out-of-fold choice scores every candidate over fit + dev and the cut is set on those scores: it needs an
+    out-of-fold threshold rule, and no stacked head. One check for ``TrainConfig`` (when the config is read, before
+    any feature is computed) and ``choose_head``; ``name`` is how the caller spells the option."""
+    if choice not in ANSWERABILITY_CHOICES:
+        raise ValueError(f"{name} must be one of {ANSWERABILITY_CHOICES}, got {choice!r}")
+    if choice != "dev_auc" and (threshold_rule == "dev_largest_gap" or stacked):
+        raise ValueError(f"{name}={choice!r} chooses on out-of-fold scores over fit + dev: it needs an out-of-fold "
+                         f"threshold rule (got {threshold_rule!r}) and no stacked head")
 
 #: Model ids that are built or converted offline instead of being fetched from a hub.
 EMBEDDED_GEMMA3 = "embedded:gemma3-270m"
@@ -405,15 +417,11 @@ class TrainConfig:
                              f"got {self.answerability_threshold!r}")
         if not 0 <= self.answerability_budget < 1:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
-        _choice(self, "answerability_choice", ANSWERABILITY_CHOICES)
+        check_answerability_choice(self.answerability_choice, self.answerability_threshold, self.answerability_stacked,
+                                   "TrainConfig.answerability_choice")
         if self.answerability_layer_window < 0:
             raise ValueError("TrainConfig.answerability_layer_window is a number of layers on each side: >= 0, got "
                              f"{self.answerability_layer_window}")
-        if self.answerability_choice != "dev_auc" and (self.answerability_threshold == "dev_largest_gap"
-                                                       or self.answerability_stacked):
-            raise ValueError(f"TrainConfig.answerability_choice={self.answerability_choice!r} chooses on out-of-fold "
-                             "scores over fit + dev: it needs an out-of-fold answerability_threshold "
-                             f"(got {self.answerability_threshold!r}) and answerability_stacked false")
         if self.answerability_l2s is not None and (not self.answerability_l2s
                                                    or any(not v > 0 for v in self.answerability_l2s)):
             raise ValueError("TrainConfig.answerability_l2s lists L2 strengths > 0 (or is None for the default), "

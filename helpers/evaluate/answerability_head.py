@@ -471,6 +471,39 @@ def state_score_column(x: Any, items: Sequence[dict[str, Any]], l2: float) -> tu
     return inner, torch.tensor(out_of_fold_scores(x, items, l2)).reshape(-1, 1)
 
 
+def _candidate_name(layer: int, with_overlap: bool, with_surprisal: bool, with_lexical: bool, l2: float) -> str:
+    return f"{layer}/{candidate_kind(with_overlap, with_surprisal, with_lexical)}/l2={l2}"
+
+
+def _ties(layer: int, l2: float, with_overlap: bool, with_surprisal: bool, with_lexical: bool) -> tuple:
+    """How a choice ranks candidates of equal merit: the lower layer, the smaller L2, then fewer features."""
+    return (-layer, -l2, not with_overlap, not with_surprisal, not with_lexical)
+
+
+def _spelled(with_overlap: bool, with_surprisal: bool, with_lexical: bool, lexical_names: bool) -> str:
+    """A candidate kind as the rule text names it."""
+    parts = ("state", "overlap share" if with_overlap else "", "request surprisal" if with_surprisal else "",
+             ("word-level summaries" + (" with the missing-name flag" if lexical_names else "")) if with_lexical
+             else "")
+    return " + ".join(part for part in parts if part)
+
+
+def _out_of_fold_cut(oof: Sequence[float], answerable: Sequence[bool], threshold_rule: str,
+                     budget: float) -> tuple[float, dict[str, float], str]:
+    """The cut an out-of-fold rule sets on the chosen family's out-of-fold scores over fit + dev, their rates at it
+    (named ``out_of_fold_*``), and the rule's words."""
+    if threshold_rule == "out_of_fold_largest_gap":
+        threshold, rates = youden_threshold(oof, answerable)
+        words = ("the chosen family refitted on fit + dev; refuse below the largest refusal gap of its "
+                 f"out-of-fold scores over fit + dev ({OOF_FOLDS} document folds)")
+    else:
+        threshold, rates = budget_threshold(oof, answerable, budget)
+        words = ("the chosen family refitted on fit + dev; refuse below the highest cut that refuses at most "
+                 f"{budget:.0%} of the answerable prompts by their out-of-fold scores over fit + dev "
+                 f"({OOF_FOLDS} document folds)")
+    return threshold, {k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()}, words
+
+
 def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items: Sequence[dict[str, Any]],
                 dev_states: Any, model_id: str, l2s: Sequence[float] = L2_STRENGTHS, *,
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
@@ -513,7 +546,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     out-of-fold rules)."""
     import torch
 
-    from helpers.config import ANSWERABILITY_CHOICES, ANSWERABILITY_THRESHOLD_RULES
+    from helpers.config import ANSWERABILITY_THRESHOLD_RULES, check_answerability_choice
 
     if threshold_rule not in ANSWERABILITY_THRESHOLD_RULES:
         raise ValueError(f"threshold_rule must be one of {ANSWERABILITY_THRESHOLD_RULES}, got {threshold_rule!r}")
@@ -543,12 +576,8 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     kinds += [(True, s, True) for s in surprisals] if lexical else []
     if lexical_only:
         kinds = [k for k in kinds if k[2]]
-    if choice not in ANSWERABILITY_CHOICES:
-        raise ValueError(f"choice must be one of {ANSWERABILITY_CHOICES}, got {choice!r}")
+    check_answerability_choice(choice, threshold_rule, stacked)
     if choice != "dev_auc":
-        if threshold_rule == "dev_largest_gap" or stacked:
-            raise ValueError(f"choice={choice!r} chooses on out-of-fold scores over fit + dev: it needs an "
-                             "out-of-fold threshold_rule and stacked=False")
         return choose_out_of_fold(fit_items, fit_states, dev_items, dev_states, model_id, l2s, kinds,
                                   fit_surprisal=fit_surprisal, dev_surprisal=dev_surprisal,
                                   threshold_rule=threshold_rule, budget=budget, lexical_names=lexical_names,
@@ -566,9 +595,6 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     def outer_l2(l2):  # the L2 of the fit that reads the candidate's features (the state's own fit takes ``l2``)
         return STACK_L2 if stacked else l2
 
-    def name(layer, with_overlap, with_surprisal, with_lexical, l2):
-        return f"{layer}/{candidate_kind(with_overlap, with_surprisal, with_lexical)}/l2={l2}"
-
     for layer in range(fit_states.shape[1]):
         for l2 in l2s:
             inner, fit_col, dev_col = None, None, None
@@ -581,19 +607,13 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                 dev_scores = score(design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer,
                                           with_overlap, with_surprisal, with_lexical, dev_col)).tolist()
                 value = label_auc(dev_scores, y_dev)
-                table[name(layer, with_overlap, with_surprisal, with_lexical, l2)] = value
-                rank = (value, -layer, -l2, not with_overlap, not with_surprisal, not with_lexical)
+                table[_candidate_name(layer, with_overlap, with_surprisal, with_lexical, l2)] = value
+                rank = (value, *_ties(layer, l2, with_overlap, with_surprisal, with_lexical))
                 if best is None or rank > best[0]:
                     best = (rank, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores, inner)
     assert best is not None
     _, layer, with_overlap, with_surprisal, with_lexical, l2, score, dev_scores, inner = best
-    def spelled(with_overlap, with_surprisal, with_lexical):  # a candidate kind as the rule text names it
-        parts = ("state", "overlap share" if with_overlap else "", "request surprisal" if with_surprisal else "",
-                 ("word-level summaries" + (" with the missing-name flag" if lexical_names else "")) if with_lexical
-                 else "")
-        return " + ".join(part for part in parts if part)
-
-    offered = [spelled(*kind) for kind in kinds]
+    offered = [_spelled(*kind, lexical_names) for kind in kinds]
     rule = f"highest dev AUC over layers x l2 x ({' | '.join(offered)}); "
     if stacked:
         rule += (f"the state read as the score of its own fit (with that l2; out of fold on the prompts of the "
@@ -622,21 +642,13 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         if stacked:  # the dev rates below read dev as the head will: through the refitted state fit
             dev_x = design(dev_states, dev_items, dev_shares, dev_surprisal, dev_lex, layer, with_overlap,
                            with_surprisal, with_lexical, head_dev_col)
-        if threshold_rule == "out_of_fold_largest_gap":
-            threshold, rates = youden_threshold(oof, y_all)
-            rule += ("the chosen family refitted on fit + dev; refuse below the largest refusal gap of its "
-                     f"out-of-fold scores over fit + dev ({OOF_FOLDS} document folds)")
-        else:
-            threshold, rates = budget_threshold(oof, y_all, budget)
-            rule += ("the chosen family refitted on fit + dev; refuse below the highest cut that refuses at most "
-                     f"{budget:.0%} of the answerable prompts by their out-of-fold scores over fit + dev "
-                     f"({OOF_FOLDS} document folds)")
+        threshold, oof_rates, words = _out_of_fold_cut(oof, y_all, threshold_rule, budget)
+        rule += words
         # the dev split's rates under the refitted head (in sample now: dev is part of its fit), beside the
         # out-of-fold rates that set the cut
-        oof_rates = {k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()}
         rates = {**_rates_at(score(dev_x).tolist(), y_dev, threshold), **oof_rates}
     dev = {"rule": rule, "threshold_rule": threshold_rule,
-           "dev_auc": table[name(layer, with_overlap, with_surprisal, with_lexical, l2)],
+           "dev_auc": table[_candidate_name(layer, with_overlap, with_surprisal, with_lexical, l2)],
            "fit": {"answerable": int(y_fit.sum()), "unanswerable": int((~y_fit).sum())},
            "dev": {"answerable": sum(y_dev), "unanswerable": len(y_dev) - sum(y_dev)},
            **rates, "dev_auc_by_candidate": table}
@@ -674,27 +686,21 @@ def choose_out_of_fold(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev
                                   lex if with_lexical else None)
                 oof = out_of_fold_scores(x, items, l2, seed=fold_seed)
                 value = label_auc(oof, y)
-                table[f"{layer}/{candidate_kind(with_overlap, with_surprisal, with_lexical)}/l2={l2}"] = value
+                table[_candidate_name(layer, with_overlap, with_surprisal, with_lexical, l2)] = value
                 merit = (refused_shares(oof, y, budget_threshold(oof, y, budget)[0])[1], value) \
                     if choice == "out_of_fold_catch" else (value,)
-                rank = (*merit, -layer, -l2, not with_overlap, not with_surprisal, not with_lexical)
+                rank = (*merit, *_ties(layer, l2, with_overlap, with_surprisal, with_lexical))
                 if best is None or rank > best[0]:
                     best = (rank, layer, with_overlap, with_surprisal, with_lexical, l2, x, oof, value)
     assert best is not None
     _, layer, with_overlap, with_surprisal, with_lexical, l2, x, oof, value = best
     score = fit_logistic(x, torch.tensor(y), l2)
-    offered = " | ".join(candidate_kind(*kind) for kind in kinds)
+    offered = " | ".join(_spelled(*kind, lexical_names) for kind in kinds)
     merit_text = ("AUC" if choice == "out_of_fold_auc"
                   else f"share of the unanswerable prompts refused at the {budget:.0%} budget (then AUC)")
-    rule = (f"highest out-of-fold {merit_text} over layers x l2 x ({offered}), scored on fit + dev in "
-            f"{OOF_FOLDS} document folds (seed {fold_seed}); the chosen family refitted on fit + dev; ")
-    if threshold_rule == "out_of_fold_largest_gap":
-        threshold, rates = youden_threshold(oof, y)
-        rule += "refuse below the largest refusal gap of its out-of-fold scores"
-    else:
-        threshold, rates = budget_threshold(oof, y, budget)
-        rule += f"refuse below the highest cut that refuses at most {budget:.0%} of the answerable prompts by them"
-    oof_rates = {k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()}
+    threshold, oof_rates, words = _out_of_fold_cut(oof, y, threshold_rule, budget)
+    rule = (f"highest out-of-fold {merit_text} over layers x l2 x ({offered}), its document folds drawn at random "
+            f"(seed {fold_seed}); {words}")
     rates = {**_rates_at(score(x[len(fit_items):]).tolist(), y_dev, threshold), **oof_rates}
     dev = {"rule": rule, "threshold_rule": threshold_rule, "choice": choice, "fold_seed": fold_seed,
            "dev_auc": value, "fit": {"answerable": sum(y_fit), "unanswerable": len(y_fit) - sum(y_fit)},
