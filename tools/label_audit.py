@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,13 +148,27 @@ def review_kind(sources: list[str]) -> str:
     return "paraphrase" if any(s.startswith("paraphrase") for s in sources) else "refusal"
 
 
+def carried_readings(records: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """Earlier review records' entries by their match key (``label_review.item_key``: the request and the text
+    shown), so a rebuilt split's prompts that readers already read, word for word, keep those readings."""
+    carried: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for entry in json.loads(Path(record).read_text(encoding="utf-8"))["items"]:
+            carried.setdefault(entry["key"], {**entry, "record": Path(record).name})
+    return carried
+
+
 def draw_review(pairs_dir: str, sheets: Path, max_examples: int | None, waves: tuple[str, ...] = ("A", "B"),
                 skip_ids: frozenset[str] | set[str] = frozenset(), split: str = "test",
-                n_sheets: int = REVIEW_SHEETS) -> dict[str, str]:
+                n_sheets: int = REVIEW_SHEETS, skip_keys: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
     """The blind reading sheets of two ``waves`` (each item once per wave, in another reader's sheet) over the
-    evaluation items of ``split`` not in ``skip_ids`` (those an earlier round read), and the key map (sheet key ->
-    item id), added to ``sheets/map.json``; returns the whole map."""
-    items = [it for it in review_items(pairs_dir, max_examples, split) if it["id"] not in skip_ids]
+    evaluation items of ``split`` not in ``skip_ids`` (those an earlier round read) nor ``skip_keys`` (read word for
+    word in an earlier record: ``carried_readings``), and the key map (sheet key -> item id), added to
+    ``sheets/map.json``; returns the whole map."""
+    from helpers.evaluate.label_review import item_key
+
+    items = [it for it in review_items(pairs_dir, max_examples, split)
+             if it["id"] not in skip_ids and item_key(it["request"], it["document"]) not in skip_keys]
     sheets.mkdir(parents=True, exist_ok=True)
     map_path = sheets / "map.json"
     mapping: dict[str, str] = json.loads(map_path.read_text(encoding="utf-8")) if map_path.exists() else {}
@@ -173,9 +188,11 @@ def draw_review(pairs_dir: str, sheets: Path, max_examples: int | None, waves: t
     return mapping
 
 
-def merge_review(pairs_dir: str, sheets: Path, split: str = "test") -> dict[str, Any]:
+def merge_review(pairs_dir: str, sheets: Path, split: str = "test",
+                 carried: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The review record: every item of ``split`` that the drawn sheets gave to readers, with its two readings
-    (reader = sheet name), from the sheets' verdicts, in evaluation order."""
+    (reader = sheet name), from the sheets' verdicts, in evaluation order. With ``carried`` (``carried_readings``),
+    an item no sheet held keeps the readings of the earlier entry with its key, named ``record:id`` as reader."""
     from datasets import load_from_disk
 
     from helpers.evaluate.label_review import item_key
@@ -196,10 +213,19 @@ def merge_review(pairs_dir: str, sheets: Path, split: str = "test") -> dict[str,
                 raise ValueError(f"{v['key']}: verdict {v['verdict']!r} is not one of {VERDICTS}")
             readings[mapping[v["key"]]].append({"reader": name, "verdict": v["verdict"],
                                                 "reason": " ".join(v["reason"].split())})
+    for it in items:
+        earlier = (carried or {}).get(item_key(it["request"], it["document"]))
+        if not readings[it["id"]] and earlier is not None:
+            readings[it["id"]] = [{**r, "reader": f"{earlier['record']}:{earlier['id']}:{r['reader']}"}
+                                  for r in earlier["readings"]]
     readers = ("round 1 the 179 prompts evaluation asks by default, round 2 the rest of the split" if split == "test"
                else "one round over the whole split")
+    if carried is not None:
+        readers = ("one round over the prompts no earlier review read word for word; the others keep the two "
+                   "readings of the earlier entry with the same request and text (reader named record:id:sheet)")
     return {"about": f"every evaluation prompt of the bundled FACTS {split} split read by two blind readers "
                      "(tools/label_audit.py --side review; docs/label_review.md)",
+            **({"carried_from": sorted({e["record"] for e in carried.values()})} if carried is not None else {}),
             f"{split}_fingerprint": pairs_digest(load_from_disk(pairs_dir)[split]), "rule": REVIEW_RULE,
             "readers": f"reading agents of the dev session, one per sheet of ~30 prompts ({readers}), each seeing "
                        "only the request and the text the model sees, shuffled, never the label or the kind; "
@@ -228,9 +254,10 @@ def review_summary(review: dict[str, Any]) -> dict[str, Any]:
                          "readers_agree": sum(e["readings"][0]["verdict"] == e["readings"][1]["verdict"]
                                               for e in entries)}
     kept = {e["id"] for e in review["items"] if label_holds(e)}
-    third = {}
+    third: dict[str, Any] = {}
     root = Path(__file__).resolve().parents[1]
-    for name, record, want in (("answerable", AUDIT_JSON, "answerable"),
+    # the sampled audits name prompts by the bundled split's ids, which a rebuilt split's record reuses for others
+    for name, record, want in () if "carried_from" in review else (("answerable", AUDIT_JSON, "answerable"),
                                ("unanswerable", UNANSWERABLE_JSON, "unanswerable")):
         path = root / record
         if path.exists():
@@ -438,6 +465,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--round", type=int, choices=(1, 2), default=1,
                         help="review: 1 reads the evaluated prompts (--max-examples 96), 2 the rest of the split")
     parser.add_argument("--render", action="store_true", help="only render the page (the default without --draw)")
+    parser.add_argument("--carry", nargs="+", default=None, metavar="RECORD",
+                        help="review of a rebuilt split: prompts these records read word for word keep their readings, "
+                             "only the others go on sheets (one round over the whole split)")
+    parser.add_argument("--record", default=None, help="review: the record to write (default: the bundled one)")
+    parser.add_argument("--page", default=None, help="review: the page to write (default: docs/label_review.md)")
     args = parser.parse_args(argv)
     from helpers.config import repo_root
 
@@ -447,6 +479,17 @@ def main(argv: list[str] | None = None) -> int:
 
         record_path, page = (LABEL_REVIEW_FILE, REVIEW_MD) if args.split == "test" else (LABEL_REVIEW_TRAIN_FILE,
                                                                                     TRAIN_REVIEW_MD)
+        record_path, page = Path(args.record or record_path), Path(args.page or page)
+        carried = carried_readings([Path(r) for r in args.carry]) if args.carry else None
+        if args.draw and carried is not None:
+            from helpers.evaluate.label_review import item_key
+
+            n = sum(item_key(it["request"], it["document"]) not in carried
+                    for it in review_items(args.draw, None, args.split))
+            mapping = draw_review(args.draw, Path(args.sheets), None, REVIEW_ROUNDS[0], split=args.split,
+                                  n_sheets=max(1, -(-n // REVIEW_SHEET_SIZE)), skip_keys=frozenset(carried))
+            print(f"{n} prompts to read, {len(mapping)} sheet entries in {args.sheets}")
+            return 0
         if args.draw and args.split == "train":
             n = len(review_items(args.draw, None, "train"))
             mapping = draw_review(args.draw, Path(args.sheets), None, TRAIN_REVIEW_WAVES, split="train",
@@ -460,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(mapping)} sheet entries in {args.sheets}")
             return 0
         if args.merge:
-            merged = merge_review(args.merge, Path(args.sheets), args.split)
+            merged = merge_review(args.merge, Path(args.sheets), args.split, carried)
             record_path.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         review = json.loads(record_path.read_text(encoding="utf-8"))
         (root / page).write_text(render_review(review), encoding="utf-8")
