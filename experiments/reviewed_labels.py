@@ -8,6 +8,9 @@ on all prompts and on the reviewed ones, and per head family the mean / min / ma
 It reads the metrics files only; the test split was read by the evaluations that wrote them.
 
     python experiments/reviewed_labels.py [--runs results/reviewed-labels] [--out results/reviewed_labels.json]
+
+A family's runs are the folders ``<prefix>-dev-seed-*`` of ``--runs``; the 104-document split's runs live in their own
+folder (``results/reviewed-labels-104-test-docs``), since their reviewed prompts are another set.
 """
 
 from __future__ import annotations
@@ -35,7 +38,11 @@ FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap"
                       "after the lexical heads' reads and before its own (configs/local_head_words.json), its own "
                       "record", None),
             "window": ("fourteenth pass: the words recipe reading each layer's state averaged with one layer on each "
-                       "side, registered before its read (configs/local_head_window.json), its own record", None)}
+                       "side, registered before its read (configs/local_head_window.json), its own record", None),
+            "window-104-test-docs": ("fifteenth pass: the window recipe unchanged on a test split of 104 documents "
+                                     "(16 moved from training, so that at least 80 reviewed answerable prompts are "
+                                     "scored), registered before its read (configs/local_head_window_104_test_docs.json)"
+                                     ", its own record", None)}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 
