@@ -10,7 +10,15 @@ import pytest
 from helpers.config import LABEL_REVIEW_FILE, EvalConfig, config_for, repo_root
 from helpers.evaluate.label_review import confirmed_ids, item_key, label_holds, load_review
 from helpers.evaluate.run import reviewed_rates
-from tools.label_audit import REVIEW_MD, REVIEW_ROUNDS, REVIEW_SHEETS, draw_review, merge_review, render_review
+from tools.label_audit import (
+    REVIEW_MD,
+    REVIEW_ROUNDS,
+    REVIEW_SHEETS,
+    carried_readings,
+    draw_review,
+    merge_review,
+    render_review,
+)
 
 
 def _item(id_, answerable, kind, request="What is it?", document="It is a cat."):
@@ -139,6 +147,58 @@ def test_the_tool_merges_blind_sheets_of_two_rounds_into_a_review_that_evaluatio
     (sheets / "verdicts_C1.json").write_text("[]", encoding="utf-8")  # a reader who skipped the sheet
     with pytest.raises(ValueError, match="verdicts_C1.json"):
         merge_review(str(pairs), sheets)
+
+
+def test_a_rebuilt_split_reads_only_the_prompts_no_earlier_review_read_word_for_word(tmp_path, contract_pairs):
+    """``--carry``: a prompt whose request and text an earlier record holds keeps that record's two readings (named
+    record:id:sheet), whatever id the rebuilt split gives it; a prompt whose text changed by one word goes on the
+    sheets again, so a verdict is never carried to a text its readers did not see."""
+    from datasets import Dataset, DatasetDict
+
+    from helpers.evaluate.run import eval_items
+
+    pairs = tmp_path / "pairs"
+    DatasetDict({"train": Dataset.from_list(contract_pairs[:3]), "test": Dataset.from_list(contract_pairs[3:])}
+                ).save_to_disk(str(pairs))
+    items = eval_items(list(Dataset.from_list(contract_pairs[3:])), None, 42)
+    by_id = {it["id"]: it for it in items}
+    old, changed = items[0], items[1]
+    earlier = {"items": [_entry({**old, "id": "test-0099"}, "answerable", "partly"),
+                         _entry({**changed, "document": changed["document"] + " More."}, "answerable", "answerable")]}
+    record = tmp_path / "earlier_review.json"
+    record.write_text(json.dumps(earlier), encoding="utf-8")
+    carried = carried_readings([record])
+    sheets = tmp_path / "sheets"
+    mapping = draw_review(str(pairs), sheets, None, REVIEW_ROUNDS[0], n_sheets=REVIEW_SHEETS,
+                          skip_keys=frozenset(carried))
+    assert old["id"] not in mapping.values() and changed["id"] in mapping.values()
+    assert sorted(mapping.values()) == sorted([it["id"] for it in items[1:]] * 2)
+    _answer_sheets(sheets, REVIEW_ROUNDS[0], mapping, by_id)
+    review = merge_review(str(pairs), sheets, carried=carried)
+    entries = {e["id"]: e for e in review["items"]}
+    assert len(entries) == len(items) and review["carried_from"] == ["earlier_review.json"]
+    assert [r["verdict"] for r in entries[old["id"]]["readings"]] == ["answerable", "partly"]
+    assert all(r["reader"].startswith("earlier_review.json:test-0099:") for r in entries[old["id"]]["readings"])
+    assert not label_holds(entries[old["id"]])  # the carried "partly" still leaves it out
+    assert {r["reader"][0] for r in entries[changed["id"]]["readings"]} == set(REVIEW_ROUNDS[0])
+
+
+def test_the_104_document_review_covers_its_split_and_its_page_is_what_it_renders():
+    """The review of configs/local_head_window_104_test_docs.json's split: every prompt read twice, carried or new,
+    and at least 80 answerable prompts kept (the reason the split is that size)."""
+    from helpers.config import config_sections
+
+    path = repo_root() / config_sections(repo_root() / "configs" / "local_head_window_104_test_docs.json"
+                                         )["eval"]["label_review"]
+    review = load_review(path)
+    assert len({e["doc_id"] for e in review["items"]}) == 104
+    for entry in review["items"]:
+        readers = [r["reader"] for r in entry["readings"]]
+        assert len(readers) == 2 and len(set(readers)) == 2, entry["id"]
+    kept = [e for e in review["items"] if label_holds(e)]
+    assert sum(bool(e["answerable"]) for e in kept) >= 80
+    page = repo_root() / "docs" / "label_review_104_test_docs.md"
+    assert page.read_text(encoding="utf-8") == render_review(review)
 
 
 def test_the_bundled_review_reads_every_prompt_twice_and_its_page_is_what_it_renders():

@@ -420,8 +420,9 @@ def test_the_surprisal_heads_sentence_names_the_budget_from_the_record(tmp_path)
 
 
 def test_the_reviewed_heads_sentence_prefers_the_whole_split_and_reads_each_family(tmp_path):
-    """The reviewed-labels sentence reads ``experiments/reviewed_labels.py``'s record: the whole split's when it
-    exists, else the evaluated prompts'; nothing without a record."""
+    """The reviewed-labels sentence reads ``experiments/reviewed_labels.py``'s records: the 88-document split's whole
+    split when it exists, else its evaluated prompts', and the 104-document split's before it; nothing without a
+    record."""
     from tools.readme_results import reviewed_heads_sentence
 
     def v(mean, lo, hi):
@@ -442,8 +443,13 @@ def test_the_reviewed_heads_sentence_prefers_the_whole_split_and_reads_each_fami
     assert "Banana test 2 of 3" in sentence and "results/reviewed-labels/" in sentence
     (tmp_path / "reviewed_labels_whole_split.json").write_text(json.dumps(record(0.05, 200)))
     sentence = reviewed_heads_sentence(tmp_path)
-    assert "the whole test split: 70 answerable + 200 unanswerable" in sentence and "**5.0%**" in sentence
-    assert "results/reviewed-labels-whole-split/" in sentence
+    assert "the 88-document test split: 70 answerable + 200 unanswerable" in sentence and "**5.0%**" in sentence
+    assert "results/reviewed-labels-whole-split/" in sentence and "179 evaluated" not in sentence
+    # a split rebuilt with more test documents has its own record and review page, shown first, the other beside it
+    (tmp_path / "reviewed_labels_104_test_docs.json").write_text(json.dumps(record(0.158, 234)))
+    sentence = reviewed_heads_sentence(tmp_path)
+    assert sentence.index("the 104-document test split") < sentence.index("the 88-document test split")
+    assert "docs/label_review_104_test_docs.md" in sentence and "**15.8%**" in sentence and "**5.0%**" in sentence
 
 
 def test_the_label_audit_line_names_the_review_of_every_prompt():

@@ -638,9 +638,15 @@ def surprisal_heads_sentence(results_dir: Path) -> str:
             f"above; {len(spread['runs'])} dev splits, each read once), it gives {rates}).")
 
 
-#: the heads re-read on the reviewed labels: the records of experiments/reviewed_labels.py, whole split first
-REVIEWED_RECORDS = (("reviewed_labels_whole_split.json", "reviewed-labels-whole-split", "the whole test split"),
-                    ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts"))
+#: the heads re-read on the reviewed labels: the records of experiments/reviewed_labels.py (record, run folder, what
+#: it scores, its review page), in groups; the README shows the first recorded one of each group
+REVIEWED_RECORDS = (
+    (("reviewed_labels_104_test_docs.json", "reviewed-labels-104-test-docs",
+      "the 104-document test split (16 documents moved from training to test, so that at least 80 reviewed "
+      "answerable prompts are scored)", "docs/label_review_104_test_docs.md"),),
+    (("reviewed_labels_whole_split.json", "reviewed-labels-whole-split", "the 88-document test split",
+      "docs/label_review.md"),
+     ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts", "docs/label_review.md")))
 #: how the README names each head family of those records
 REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal": "the request-surprisal heads (ninth pass)",
                      "trained-on-reviewed": "the eighth pass's recipe fitted and chosen on the reviewed training "
@@ -650,17 +656,24 @@ REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal"
                      "words": "the same without the request surprisal (`configs/local_head_words.json`, registered "
                               "after the reads above and before its own)",
                      "window": "the same reading each layer's state averaged with one layer on each side "
-                               "(`configs/local_head_window.json`, registered after the reads above and before its own)"}
+                               "(`configs/local_head_window.json`, registered after the reads above and before its own)",
+                     "window-104-test-docs": "the window recipe unchanged, its heads fitted and chosen on the 127 "
+                                             "training documents left (`configs/local_head_window_104_test_docs.json`, "
+                                             "registered before its read)"}
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:
     """The recorded heads re-read (no refit) on the prompts whose label two blind readers confirmed
     (``experiments/reviewed_labels.py``), on the whole test split when recorded, else on the evaluated prompts."""
-    found = next(((name, folder, scope, record) for name, folder, scope in REVIEWED_RECORDS
-                  if (record := _load(results_dir / name)) and record.get("families") and record.get("base")), None)
-    if found is None:
-        return ""
-    name, folder, scope, record = found
+    shown = [found for group in REVIEWED_RECORDS
+             if (found := next(((name, folder, scope, page, record) for name, folder, scope, page in group
+                                if (record := _load(results_dir / name)) and record.get("families")
+                                and record.get("base")), None))]
+    return "".join(_reviewed_record_sentence(*found) for found in shown)
+
+
+def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, record: dict[str, Any]) -> str:
+    """One record of ``experiments/reviewed_labels.py`` as a README sentence: base, then each family's spread."""
     base, n = record["base"]["reviewed"], record["base"]["reviewed_n"]
 
     def sp(v: dict[str, Any]) -> str:
@@ -673,7 +686,7 @@ def reviewed_heads_sentence(results_dir: Path) -> str:
         f"{sp(f['reviewed_spread']['relative_cut'])}), over-refusal {sp(f['reviewed_spread']['over_refusal_rate'])}, "
         f"Banana test {f['banana_passed']} of {len(f['runs'])}" for key, f in record["families"].items())
     return (f" **On reviewed labels** (every test prompt read by two blind readers, counted only where both confirm "
-            f"its label, [docs/label_review.md](docs/label_review.md); {scope}: {n['answerable']} answerable + "
+            f"its label, [{page}]({page}); {scope}: {n['answerable']} answerable + "
             f"{n['unanswerable']} unanswerable prompts kept; base: hallucination {_pct(base['hallucination_rate'])}, "
             f"over-refusal {_pct(base['over_refusal_rate'])}), mean [min, max] over the three dev splits: {families} ([`results/{folder}/`](results/{folder}/), "
             f"`python experiments/reviewed_labels.py --runs results/{folder} --out results/{name}`).")
