@@ -192,7 +192,7 @@ def merge_review(pairs_dir: str, sheets: Path, split: str = "test",
                  carried: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The review record: every item of ``split`` that the drawn sheets gave to readers, with its two readings
     (reader = sheet name), from the sheets' verdicts, in evaluation order. With ``carried`` (``carried_readings``),
-    an item no sheet held keeps the readings of the earlier entry with its key, named ``record:id`` as reader."""
+    an item no sheet held keeps the readings of the earlier entry with its key, each named ``record:id:sheet``."""
     from datasets import load_from_disk
 
     from helpers.evaluate.label_review import item_key

@@ -663,8 +663,9 @@ REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal"
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:
-    """The recorded heads re-read (no refit) on the prompts whose label two blind readers confirmed
-    (``experiments/reviewed_labels.py``), on the whole test split when recorded, else on the evaluated prompts."""
+    """The recorded heads on the prompts whose label two blind readers confirmed (``experiments/reviewed_labels.py``):
+    one sentence per group of ``REVIEWED_RECORDS``, the 104-document split's first, then the 88-document split's
+    whole split when recorded, else its evaluated prompts."""
     shown = [found for group in REVIEWED_RECORDS
              if (found := next(((name, folder, scope, page, record) for name, folder, scope, page in group
                                 if (record := _load(results_dir / name)) and record.get("families")
