@@ -126,45 +126,14 @@ RECIPES = {
     # fifteenth pass, added before it ran: the chosen recipe's heads bagged over five dev splits. Every cell draws
     # five dev splits (as many documents as the cell's own) from its fit + dev documents, lets the chosen recipe
     # choose a head on each (each refitted on fit + dev, so they differ in the family chosen), averages the five
-    # heads' scores, and cuts the average at the budget on the average of their out-of-fold scores over fit + dev.
+    # heads' scores, and cuts the average at the budget on the average of their out-of-fold scores over fit + dev
+    # (first run by a function of this script, since moved unchanged into the package: choose_bagged).
     # Why: the learning curve (--fit-fractions) showed one head chosen on one dev split landing anywhere in a band
     # of ten points, and the two test splits' cuts (91.6% and 83.8%) fell at its two ends; averaging is the remedy
     # for a choice that varies this much
     "bagged_5_window_1_no_surprisal_budget_6": (False, True, "out_of_fold_budget", 0.06, False,
                                                 {"layer_window": 1, "bagged_dev_splits": 5}),
 }
-
-
-def bagged_head(choose, pick, fit_items, dev_items, scored, n_heads: int, budget: float, seed: str):
-    """``n_heads`` heads, each chosen by ``choose`` on its own dev split drawn from fit + dev documents (as many
-    documents as ``dev_items`` holds), and the held prompts' scores as the mean of theirs. Every head is refitted
-    on fit + dev by the out-of-fold rules, so the heads differ in the family their dev split chose; the returned
-    head is the first, its threshold replaced by the budget's cut on the mean of the heads' out-of-fold scores over
-    fit + dev (each family scored in the same document folds as ``choose_head`` scores one)."""
-    import random
-
-    from helpers.evaluate.answerability_head import budget_threshold, out_of_fold_scores
-
-    pool = [*fit_items, *dev_items]
-    docs = sorted({it["doc_id"] for it in pool})
-    n_dev = len({it["doc_id"] for it in dev_items})
-    heads = []
-    for i in range(n_heads):
-        dev_docs = set(random.Random(f"bag-{seed}-{i}").sample(docs, n_dev))
-        fit = [it for it in pool if it["doc_id"] not in dev_docs]
-        dev = [it for it in pool if it["doc_id"] in dev_docs]
-        (fs, fsur), (ds, dsur) = pick(fit), pick(dev)
-        heads.append(choose(fit, fs, fsur, dev, ds, dsur))
-    pool_states, pool_sur = pick(pool)
-    oof = [out_of_fold_scores(h.design(pool_states, pool, pool_sur), pool, h.l2) for h in heads]
-    mean_oof = [sum(col) / n_heads for col in zip(*oof, strict=True)]
-    threshold, _ = budget_threshold(mean_oof, [bool(it["answerable"]) for it in pool], budget)
-    held_states, held_sur = pick(scored)
-    per_head = [h.scores(held_states, scored, held_sur) for h in heads]
-    head = heads[0]
-    head.threshold = threshold
-    head.dev["bagged_layers"] = [h.layer for h in heads]
-    return head, [sum(col) / n_heads for col in zip(*per_head, strict=True)]
 
 
 def main() -> int:
@@ -183,7 +152,7 @@ def main() -> int:
 
     from experiments.head_family_choice import prompt_key, training_prompt_features
     from helpers.config import LABEL_REVIEW_TRAIN_FILE, ModelConfig, TrainConfig, config_for
-    from helpers.evaluate.answerability_head import choose_head, document_folds, label_auc
+    from helpers.evaluate.answerability_head import choose_bagged, choose_head, document_folds, label_auc
     from helpers.evaluate.label_review import keep_confirmed, load_review
     from helpers.evaluate.run import eval_items
     from helpers.train.dpo import dev_documents, dev_split
@@ -230,18 +199,17 @@ def main() -> int:
 
                 kw = {"threshold_rule": rule, "budget": budget, "lexical": bool(lexical),
                       "lexical_only": lexical == "only", "fold_seed": dev_seed, **options}
-
-                def choose(fit, fit_states, fit_sur, dev, dev_states, dev_sur, kw=kw, sur=with_surprisal):
-                    return choose_head(fit, fit_states, dev, dev_states, model_cfg.model_id,
-                                       fit_surprisal=fit_sur if sur else None, dev_surprisal=dev_sur if sur else None,
-                                       **kw)
-
-                if bagged:
-                    head, scores = bagged_head(choose, pick, rest, dev_items, scored, bagged, budget,
-                                               f"{dev_seed}-{sorted(held)}")
+                if bagged:  # the package's bagged head over the cell's fit + dev prompts
+                    pool = [*rest, *dev_items]
+                    ps, psur = pick(pool)
+                    head = choose_bagged(pool, ps, model_cfg.model_id, bagged, len({it["doc_id"] for it in dev_items}),
+                                         f"{dev_seed}-{sorted(held)}", surprisal=psur if with_surprisal else None,
+                                         **kw)
                 else:
-                    head = choose(rest, rs, rsur, dev_items, ds, dsur)
-                    scores = head.scores(hs, scored, hsur)
+                    head = choose_head(rest, rs, dev_items, ds, model_cfg.model_id,
+                                       fit_surprisal=rsur if with_surprisal else None,
+                                       dev_surprisal=dsur if with_surprisal else None, **kw)
+                scores = head.scores(hs, scored, hsur)
                 refused = [s < head.threshold for s in scores]
                 ans = [r for r, it in zip(refused, scored, strict=True) if it["answerable"]]
                 una = [r for r, it in zip(refused, scored, strict=True) if not it["answerable"]]
@@ -249,7 +217,7 @@ def main() -> int:
                               "unanswerable_refused": round(sum(una) / len(una), 3),
                               "auc": label_auc(scores, [it["answerable"] for it in scored]),
                               "prompts": [len(ans), len(una)]})
-                chosen.append(f"layers {head.dev['bagged_layers']}" if bagged else
+                chosen.append(f"layers {head.summary()['bagged_layers']}" if bagged else
                               f"layer {head.layer}{f' ±{head.layer_window}' if head.layer_window else ''}"
                               f"{' stacked' if head.state_score is not None else ''}"
                               f"{' +surprisal' if head.with_surprisal else ''}"

@@ -497,3 +497,65 @@ def test_a_windowed_head_reads_each_layer_averaged_with_its_neighbours_and_keeps
         choose_head(fit, fit_x, dev, dev_x, model_id="m", layer_window=-1)
     with pytest.raises(ValueError, match="answerability_layer_window"):
         config_for(TrainConfig, "smoke", answerability_layer_window=-1)
+
+
+def test_a_bagged_head_averages_heads_chosen_on_several_dev_splits_and_round_trips(tmp_path):
+    """``choose_bagged`` (``train.answerability_dev_splits``): each head is chosen on its own dev split of the same
+    prompts, the bagged score is the mean of theirs, the cut is the budget's on the mean of their out-of-fold scores
+    over all the prompts, and the members survive a save and load; a cut that is not the out-of-fold budget, one
+    head, or a config that asks for either is refused."""
+    from helpers.evaluate.answerability_head import (
+        budget_threshold,
+        choose_bagged,
+        describe_head,
+        out_of_fold_scores,
+    )
+
+    prompts = _with_docs(_items(240, 51), 48)
+    x = _states(prompts, 52)
+    x[:, 2, 0] *= 0.4  # two weak layers, so dev splits can choose differently
+    x[:, 3, 0] += torch.tensor([0.8 if it["answerable"] else -0.8 for it in prompts])
+    head = choose_bagged(prompts, x, "m", 5, 8, seed=3, threshold_rule="out_of_fold_budget", budget=0.06)
+    heads = [dataclasses.replace(head, members=[]), *head.members]
+    assert len(heads) == 5 and head.summary()["bagged_layers"] == [h.layer for h in heads]
+    assert len(set(head.dev["bagged"]["dev_auc"])) > 1  # five dev splits, five different reads of them
+    alone = [h.scores(x, prompts) for h in heads]
+    assert head.scores(x, prompts) == pytest.approx([sum(c) / 5 for c in zip(*alone, strict=True)], abs=1e-9)
+    oof = [out_of_fold_scores(h.design(x, prompts), prompts, h.l2) for h in heads]
+    cut, rates = budget_threshold([sum(c) / 5 for c in zip(*oof, strict=True)], [it["answerable"] for it in prompts],
+                                  0.06)
+    assert head.threshold == cut and head.dev["out_of_fold_answerable_refused"] == rates["dev_answerable_refused"] <= 0.06
+    assert head.dev["rule"].startswith("5 heads, each chosen on its own dev split of 8 documents")
+    assert "averaged with the heads of 4 more dev splits" in describe_head(head.summary())
+    loaded = AnswerabilityHead.load(head.save(tmp_path / "head.json"))
+    assert len(loaded.members) == 4 and loaded.scores(x, prompts) == head.scores(x, prompts)
+    assert loaded.refuses(x, prompts) == head.refuses(x, prompts)
+    with pytest.raises(ValueError, match="out_of_fold_budget"):
+        choose_bagged(prompts, x, "m", 5, 8, seed=3, threshold_rule="dev_largest_gap")
+    with pytest.raises(ValueError, match="at least 2"):
+        choose_bagged(prompts, x, "m", 1, 8, seed=3, threshold_rule="out_of_fold_budget")
+    with pytest.raises(ValueError, match="answerability_dev_splits"):
+        config_for(TrainConfig, "smoke", answerability_dev_splits=3)  # the default cut is dev's
+    with pytest.raises(ValueError, match="answerability_dev_splits"):
+        config_for(TrainConfig, "smoke", answerability_dev_splits=0)
+
+
+def test_the_stage_bags_heads_over_dev_splits_drawn_with_the_dev_seed(smoke_model, tmp_path, monkeypatch):
+    """``train.answerability_dev_splits`` through the select stage: the saved head holds the other dev splits'
+    heads, each split drawn from the training documents with ``train.dev_seed``, and evaluation's loader reads it."""
+    import helpers.config
+    from helpers.evaluate.answerability_head import head_path
+    from helpers.select.answerability_fit import fit_answerability_head
+
+    monkeypatch.setattr(helpers.config, "cache_root", lambda: tmp_path / "cache")
+    model, tokenizer = smoke_model
+    heads = []
+    for seed in (5, 5, 6):
+        train_cfg = config_for(TrainConfig, "smoke", answerability_dev_splits=2, dev_seed=seed,
+                               answerability_threshold="out_of_fold_budget")
+        DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),
+                     "test": Dataset.from_list(city_rows(CITIES[4:]))}).save_to_disk(train_cfg.pairs_dir)
+        heads.append(fit_answerability_head(config_for(ModelConfig, "smoke"), train_cfg, model, tokenizer))
+    assert len(heads[0].members) == 1 and heads[0].dev["bagged"]["heads"] == 2
+    assert AnswerabilityHead.load(head_path()).summary()["bagged_layers"] == heads[2].summary()["bagged_layers"]
+    assert heads[0].dev["bagged"] == heads[1].dev["bagged"]  # the same seed draws the same splits

@@ -45,6 +45,7 @@ __all__ = [
     "auc",
     "budget_threshold",
     "candidate_kind",
+    "choose_bagged",
     "choose_head",
     "choose_out_of_fold",
     "describe_head",
@@ -88,7 +89,9 @@ def describe_head(head: dict[str, Any]) -> str:
             + (" + word-overlap share" if head.get("with_overlap") else "")
             + (" + request surprisal" if head.get("with_surprisal") else "")
             + (" + word-level summaries" if head.get("with_lexical") else "")
-            + (" + missing-name flag" if head.get("with_names") else ""))
+            + (" + missing-name flag" if head.get("with_names") else "")
+            + (f", averaged with the heads of {len(head['bagged_layers']) - 1} more dev splits (layers "
+               f"{', '.join(map(str, head['bagged_layers'][1:]))})" if head.get("bagged_layers") else ""))
 
 
 def head_path() -> Path:
@@ -314,6 +317,8 @@ class AnswerabilityHead:
     state_score: LinearScore | None = None
     # the state at each layer averaged with this many layers on each side (choose_head(layer_window=...))
     layer_window: int = 0
+    # a bagged head (choose_bagged): the heads chosen on the other dev splits; the score is the mean of all
+    members: list[AnswerabilityHead] = dataclasses.field(default_factory=list)
 
     def design(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> Any:
         if self.with_surprisal and surprisal is None:
@@ -336,12 +341,24 @@ class AnswerabilityHead:
     def summary(self) -> dict[str, Any]:
         """The head as metrics.json and the figures show it: every field but the weights and the word vocabulary,
         and whether it reads the word summaries (with the missing-name flag) and the state through its own fit."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("score", "lexical", "state_score")} | {
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("score", "lexical", "state_score", "members")} | {
             "with_lexical": self.lexical is not None, "with_names": bool((self.lexical or {}).get("names")),
-            "stacked": self.state_score is not None}
+            "stacked": self.state_score is not None} | (
+            {"bagged_layers": [self.layer, *(m.layer for m in self.members)]} if self.members else {})
+
+    @property
+    def reads_surprisal(self) -> bool:
+        """Whether this head or one of its bagged members reads the request surprisal."""
+        return self.with_surprisal or any(m.with_surprisal for m in self.members)
 
     def scores(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[float]:
-        return self.score(self.design(states, items, surprisal)).tolist()
+        """The head's scores, or with ``members`` the mean of its own and theirs (in that order)."""
+        own = self.score(self.design(states, items, surprisal)).tolist()
+        if not self.members:
+            return own
+        columns = [own, *(m.scores(states, items, surprisal) for m in self.members)]
+        return [sum(col) / len(columns) for col in zip(*columns, strict=True)]
 
     def refuses(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[bool]:
         return [s < self.threshold for s in self.scores(states, items, surprisal)]
@@ -349,7 +366,7 @@ class AnswerabilityHead:
     def refuses_on(self, model: Any, tokenizer: Any, items: Sequence[dict[str, Any]], model_cfg: Any, *,
                    desc: str = "head prompts", progress: bool = True) -> list[bool]:
         """``refuses`` on features computed (or read from the cache) for ``items``: what evaluation calls."""
-        states, surprisal = prompt_features(model, tokenizer, items, model_cfg, surprisal=self.with_surprisal,
+        states, surprisal = prompt_features(model, tokenizer, items, model_cfg, surprisal=self.reads_surprisal,
                                             desc=desc, progress=progress)
         return self.refuses(states, items, surprisal)
 
@@ -363,10 +380,15 @@ class AnswerabilityHead:
 
     @classmethod
     def load(cls, path: str | Path) -> AnswerabilityHead:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AnswerabilityHead:
+        """A head from its saved form (``dataclasses.asdict``), its bagged members too."""
         state_score = data.get("state_score")
         return cls(**{**data, "score": LinearScore(**data["score"]),
-                      "state_score": LinearScore(**state_score) if state_score else None})
+                      "state_score": LinearScore(**state_score) if state_score else None,
+                      "members": [cls.from_dict(m) for m in data.get("members", [])]})
 
 
 def layer_window_mean(states: Any, window: int) -> Any:
@@ -708,6 +730,61 @@ def choose_out_of_fold(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev
            **rates, "dev_auc_by_candidate": table}
     return AnswerabilityHead(layer, with_overlap, l2, score, threshold, model_id, dev, with_surprisal,
                              dataclasses.asdict(vocab) if with_lexical and vocab is not None else None, None)
+
+
+def choose_bagged(items: Sequence[dict[str, Any]], states: Any, model_id: str, n_heads: int, n_dev_documents: int,
+                  seed: Any, *, surprisal: Any = None, budget: float = 0.05, **choose: Any) -> AnswerabilityHead:
+    """``n_heads`` heads, each chosen by ``choose_head`` (its other options: ``choose``) on its own dev split of
+    ``n_dev_documents`` documents drawn from ``items`` (seeded by ``seed`` and the head's number), averaged: the
+    score is the mean of their scores, cut at the highest score that refuses at most ``budget`` of the answerable
+    items by the mean of their out-of-fold scores over ``items`` (each family scored in ``choose_head``'s document
+    folds). The threshold rule must refit every head on fit + dev (``out_of_fold_budget``), so all read the same
+    prompts and differ in the family their dev split chose. Returns the first head with the others as its
+    ``members``.
+
+    Why (``TrainConfig.answerability_dev_splits``): one head chosen on one dev split's few dozen prompts lands
+    anywhere in a band about ten points wide (the fifteenth pass's learning curve; the 88- and 104-document test
+    splits' cuts, 91.6% and 83.8%, fell at its two ends). On the pseudo-test five bagged heads caught 94.2% of the
+    unanswerable held prompts at 4.2% of the answerable refused (one head: 93.2% at 4.4%), lowest cell 89.2%
+    (83.3%); docs/local_results.md."""
+    import random
+
+    import torch
+
+    if choose.get("threshold_rule") != "out_of_fold_budget":
+        raise ValueError("a bagged head is cut on its heads' out-of-fold scores over fit + dev: it needs "
+                         f"threshold_rule 'out_of_fold_budget', got {choose.get('threshold_rule')!r}")
+    if n_heads < 2:
+        raise ValueError(f"a bagged head averages at least 2 heads, got {n_heads}")
+    docs = sorted({it["doc_id"] for it in items})
+    if not 0 < n_dev_documents < len(docs):
+        raise ValueError(f"each dev split needs 1 to {len(docs) - 1} of the {len(docs)} documents, got {n_dev_documents}")
+    heads, first_dev = [], []
+    for i in range(n_heads):
+        dev_docs = set(random.Random(f"bag-{seed}-{i}").sample(docs, n_dev_documents))
+        fit = [j for j, it in enumerate(items) if it["doc_id"] not in dev_docs]
+        dev = [j for j, it in enumerate(items) if it["doc_id"] in dev_docs]
+        first_dev = first_dev or dev
+        heads.append(choose_head([items[j] for j in fit], states[fit], [items[j] for j in dev], states[dev], model_id,
+                                 fit_surprisal=None if surprisal is None else surprisal[fit],
+                                 dev_surprisal=None if surprisal is None else surprisal[dev], budget=budget, **choose))
+    y = [bool(it["answerable"]) for it in items]
+    oof = [out_of_fold_scores(h.design(states, items, surprisal), items, h.l2) for h in heads]
+    threshold, rates = budget_threshold([sum(col) / n_heads for col in zip(*oof, strict=True)], y, budget)
+    head = heads[0]
+    head.members, head.threshold = heads[1:], threshold
+    dev_items = [items[j] for j in first_dev]
+    dev_scores = head.scores(states[torch.tensor(first_dev)], dev_items,
+                             None if surprisal is None else surprisal[torch.tensor(first_dev)])
+    head.dev = {**head.dev, **_rates_at(dev_scores, [bool(it["answerable"]) for it in dev_items], threshold),
+                **{k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()},
+                "rule": (f"{n_heads} heads, each chosen on its own dev split of {n_dev_documents} documents by: "
+                         f"{head.dev['rule']}; their scores averaged, refuse below the highest cut that refuses at most "
+                         f"{budget:.0%} of the answerable prompts by the mean of their out-of-fold scores over fit + "
+                         f"dev ({OOF_FOLDS} document folds)"),
+                "bagged": {"heads": n_heads, "layers": [h.layer for h in heads], "l2s": [h.l2 for h in heads],
+                           "dev_auc": [h.dev["dev_auc"] for h in heads]}}
+    return head
 
 
 def gate_answers(answers: Sequence[str], refuses: Sequence[bool]) -> list[str]:

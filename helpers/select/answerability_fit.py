@@ -12,6 +12,7 @@ from typing import Any
 from helpers.evaluate.answerability_head import (
     L2_STRENGTHS,
     AnswerabilityHead,
+    choose_bagged,
     choose_head,
     describe_head,
     head_path,
@@ -58,14 +59,22 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
                                                     desc="head: fit prompts")
         dev_states, dev_surprisal = prompt_features(model, tokenizer, dev_items, model_cfg, surprisal=surprisal,
                                                     desc="head: dev prompts")
-    head = choose_head(fit_items, fit_states, dev_items, dev_states, model_cfg.model_id,
-                       l2s=tuple(train_cfg.answerability_l2s or L2_STRENGTHS),
-                       fit_surprisal=fit_surprisal, dev_surprisal=dev_surprisal,
-                       threshold_rule=train_cfg.answerability_threshold, budget=train_cfg.answerability_budget,
-                       lexical=train_cfg.answerability_lexical, lexical_only=train_cfg.answerability_lexical_only,
-                       lexical_names=train_cfg.answerability_names, stacked=train_cfg.answerability_stacked,
-                       choice=train_cfg.answerability_choice, fold_seed=train_cfg.dev_seed,
-                       layer_window=train_cfg.answerability_layer_window)
+    options = {"l2s": tuple(train_cfg.answerability_l2s or L2_STRENGTHS),
+               "threshold_rule": train_cfg.answerability_threshold, "budget": train_cfg.answerability_budget,
+               "lexical": train_cfg.answerability_lexical, "lexical_only": train_cfg.answerability_lexical_only,
+               "lexical_names": train_cfg.answerability_names, "stacked": train_cfg.answerability_stacked,
+               "choice": train_cfg.answerability_choice, "fold_seed": train_cfg.dev_seed,
+               "layer_window": train_cfg.answerability_layer_window}
+    if train_cfg.answerability_dev_splits > 1:  # heads on several dev splits of the training prompts, averaged
+        import torch
+
+        head = choose_bagged([*fit_items, *dev_items], torch.cat([fit_states, dev_states]), model_cfg.model_id,
+                             train_cfg.answerability_dev_splits, len({it["doc_id"] for it in dev_items}),
+                             train_cfg.dev_seed, surprisal=None if fit_surprisal is None else
+                             torch.cat([fit_surprisal, dev_surprisal]), **options)
+    else:
+        head = choose_head(fit_items, fit_states, dev_items, dev_states, model_cfg.model_id,
+                           fit_surprisal=fit_surprisal, dev_surprisal=dev_surprisal, **options)
     head.dev["train_fingerprint"] = train_split_fingerprint(pairs_dir)
     if reviewed:
         head.dev["label_review"] = reviewed
