@@ -42,7 +42,13 @@ FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap"
             "window-104-test-docs": ("fifteenth pass: the window recipe unchanged on a test split of 104 documents "
                                      "(16 moved from training, so that at least 80 reviewed answerable prompts are "
                                      "scored), registered before its read (configs/local_head_window_104_test_docs.json)"
-                                     ", its own record", None)}
+                                     ", its own record", None),
+            "bagged": ("fifteenth pass: the window recipe's heads chosen on five dev splits and averaged, chosen on the "
+                       "pseudo-test and registered before its read (configs/local_head_bagged.json), its own record",
+                       None),
+            "bagged-104-test-docs": ("fifteenth pass: the bagged heads on the 104-document test split, registered "
+                                     "before its read (configs/local_head_bagged_104_test_docs.json), its own record",
+                                     None)}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 

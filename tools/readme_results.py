@@ -659,7 +659,13 @@ REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal"
                                "(`configs/local_head_window.json`, registered after the reads above and before its own)",
                      "window-104-test-docs": "the window recipe unchanged, its heads fitted and chosen on the 127 "
                                              "training documents left (`configs/local_head_window_104_test_docs.json`, "
-                                             "registered before its read)"}
+                                             "registered before its read)",
+                     "bagged": "the window recipe's heads chosen on five dev splits and averaged "
+                               "(`configs/local_head_bagged.json`, chosen on the pseudo-test after the reads above, "
+                               "registered before its own)",
+                     "bagged-104-test-docs": "the same bagged over five dev splits (`configs/local_head_bagged_104_test_"
+                                             "docs.json`, chosen on the pseudo-test after the reads above, registered "
+                                             "before its own)"}
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:
