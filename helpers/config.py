@@ -371,7 +371,8 @@ class TrainConfig:
     # Choose a head on this many dev splits (each of select_dev_documents documents, drawn from the training
     # documents with dev_seed) and average them, cut at answerability_budget on the mean of their out-of-fold scores
     # (1: one head on the dev split; helpers.evaluate.answerability_head.choose_bagged). Needs the
-    # "out_of_fold_budget" threshold and the "dev_auc" choice (an out-of-fold choice is the same on every split).
+    # "out_of_fold_budget" threshold, the "dev_auc" choice (an out-of-fold choice is the same on every split) and
+    # no stacked head.
     answerability_dev_splits: int = 1
     # Fit and choose the head only on the training prompts whose label two blind readers confirmed ("bundled": the
     # review of the bundled FACTS training split, docs/label_review_training.md; "": every prompt as built).
@@ -430,11 +431,13 @@ class TrainConfig:
         if self.answerability_dev_splits < 1:
             raise ValueError(f"TrainConfig.answerability_dev_splits must be >= 1, got {self.answerability_dev_splits}")
         if self.answerability_dev_splits > 1 and (self.answerability_threshold != "out_of_fold_budget"
-                                                  or self.answerability_choice != "dev_auc"):
+                                                  or self.answerability_choice != "dev_auc"
+                                                  or self.answerability_stacked):
             raise ValueError("TrainConfig.answerability_dev_splits > 1 averages heads chosen on several dev splits and "
                              "cuts them on their out-of-fold scores: it needs answerability_threshold "
-                             "'out_of_fold_budget' and answerability_choice 'dev_auc', got "
-                             f"{self.answerability_threshold!r} and {self.answerability_choice!r}")
+                             "'out_of_fold_budget', answerability_choice 'dev_auc' and no stacked head, got "
+                             f"{self.answerability_threshold!r}, {self.answerability_choice!r}, stacked "
+                             f"{self.answerability_stacked}")
         if self.answerability_l2s is not None and (not self.answerability_l2s
                                                    or any(not v > 0 for v in self.answerability_l2s)):
             raise ValueError("TrainConfig.answerability_l2s lists L2 strengths > 0 (or is None for the default), "

@@ -534,6 +534,11 @@ def test_a_bagged_head_averages_heads_chosen_on_several_dev_splits_and_round_tri
         choose_bagged(prompts, x, "m", 5, 8, seed=3, threshold_rule="dev_largest_gap")
     with pytest.raises(ValueError, match="at least 2"):
         choose_bagged(prompts, x, "m", 1, 8, seed=3, threshold_rule="out_of_fold_budget")
+    with pytest.raises(ValueError, match="stacked"):
+        choose_bagged(prompts, x, "m", 5, 8, seed=3, threshold_rule="out_of_fold_budget", stacked=True)
+    with pytest.raises(ValueError, match="answerability_dev_splits"):
+        config_for(TrainConfig, "smoke", answerability_dev_splits=3, answerability_threshold="out_of_fold_budget",
+                   answerability_stacked=True)
     with pytest.raises(ValueError, match="answerability_dev_splits"):
         config_for(TrainConfig, "smoke", answerability_dev_splits=3)  # the default cut is dev's
     with pytest.raises(ValueError, match="answerability_dev_splits"):

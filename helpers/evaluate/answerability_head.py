@@ -754,6 +754,9 @@ def choose_bagged(items: Sequence[dict[str, Any]], states: Any, model_id: str, n
     if choose.get("threshold_rule") != "out_of_fold_budget":
         raise ValueError("a bagged head is cut on its heads' out-of-fold scores over fit + dev: it needs "
                          f"threshold_rule 'out_of_fold_budget', got {choose.get('threshold_rule')!r}")
+    if choose.get("stacked"):  # a stacked head's out-of-fold scores need its state column out of fold too
+        raise ValueError("a bagged head cannot be stacked: its members' out-of-fold scores would read an in-sample "
+                         "state column")
     if n_heads < 2:
         raise ValueError(f"a bagged head averages at least 2 heads, got {n_heads}")
     docs = sorted({it["doc_id"] for it in items})
