@@ -382,6 +382,16 @@ def test_a_stacked_head_reads_the_state_as_one_out_of_fold_column_and_round_trip
     assert after != pytest.approx(before, abs=1e-6)  # ... but it did reach the other folds' columns
 
 
+def _two_weak_layers(n: int, docs: int, seed: int) -> tuple[list[dict], torch.Tensor]:
+    """``n`` prompts over ``docs`` documents whose label two layers carry weakly (layers 2 and 3), so candidates
+    differ and which documents a fold or a dev split draws can move the choice."""
+    prompts = _with_docs(_items(n, seed), docs)
+    x = _states(prompts, seed + 1)
+    x[:, 2, 0] *= 0.4
+    x[:, 3, 0] += torch.tensor([0.8 if it["answerable"] else -0.8 for it in prompts])
+    return prompts, x
+
+
 def test_the_out_of_fold_choice_reads_fit_and_dev_alike_so_the_dev_split_cannot_move_it(tmp_path):
     """``choice="out_of_fold_auc"`` / ``"out_of_fold_catch"``: every candidate is scored out of fold over fit + dev,
     so moving documents between fit and dev (another dev seed's split of the same prompts) leaves the head as it
@@ -397,10 +407,7 @@ def test_the_out_of_fold_choice_reads_fit_and_dev_alike_so_the_dev_split_cannot_
         refused_shares,
     )
 
-    prompts = _with_docs(_items(200, 31), 40)
-    x = _states(prompts, 32)
-    x[:, 2, 0] *= 0.4  # a weaker signal, so candidates differ and a fold's draw matters
-    x[:, 3, 0] += torch.tensor([0.8 if it["answerable"] else -0.8 for it in prompts])
+    prompts, x = _two_weak_layers(200, 40, 31)
     splits = []
     for dev_docs in ({"d0", "d1", "d2", "d3", "d4", "d5"}, {"d30", "d31", "d32", "d33", "d34", "d35"}):
         dev_idx = [i for i, it in enumerate(prompts) if it["doc_id"] in dev_docs]
@@ -511,10 +518,7 @@ def test_a_bagged_head_averages_heads_chosen_on_several_dev_splits_and_round_tri
         out_of_fold_scores,
     )
 
-    prompts = _with_docs(_items(240, 51), 48)
-    x = _states(prompts, 52)
-    x[:, 2, 0] *= 0.4  # two weak layers, so dev splits can choose differently
-    x[:, 3, 0] += torch.tensor([0.8 if it["answerable"] else -0.8 for it in prompts])
+    prompts, x = _two_weak_layers(240, 48, 51)
     head = choose_bagged(prompts, x, "m", 5, 8, seed=3, threshold_rule="out_of_fold_budget", budget=0.06)
     heads = [dataclasses.replace(head, members=[]), *head.members]
     assert len(heads) == 5 and head.summary()["bagged_layers"] == [h.layer for h in heads]
