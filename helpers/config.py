@@ -27,6 +27,7 @@ __all__ = [
     "EvalConfig",
     "ModelConfig",
     "TrainConfig",
+    "check_answerability_bagging",
     "check_answerability_choice",
     "config_for",
     "cuda_available",
@@ -63,6 +64,20 @@ def check_answerability_choice(choice: str, threshold_rule: str, stacked: bool, 
     if choice != "dev_auc" and (threshold_rule == "dev_largest_gap" or stacked):
         raise ValueError(f"{name}={choice!r} chooses on out-of-fold scores over fit + dev: it needs an out-of-fold "
                          f"threshold rule (got {threshold_rule!r}) and no stacked head")
+
+def check_answerability_bagging(n_heads: int, threshold_rule: str, choice: str, stacked: bool,
+                                name: str = "n_heads") -> None:
+    """Heads chosen on several dev splits and averaged are cut on their out-of-fold scores over fit + dev: they need
+    the out-of-fold budget cut, the dev-AUC choice (an out-of-fold choice is the same on every split) and no stacked
+    head (its out-of-fold scores would read an in-sample state column). One check for ``TrainConfig`` (when the
+    config is read) and ``choose_bagged``; ``name`` is how the caller spells the option."""
+    if n_heads < 1:
+        raise ValueError(f"{name} must be >= 1, got {n_heads}")
+    if n_heads > 1 and (threshold_rule != "out_of_fold_budget" or choice != "dev_auc" or stacked):
+        raise ValueError(f"{name} > 1 averages heads chosen on several dev splits and cuts them on their out-of-fold "
+                         "scores: it needs the threshold rule 'out_of_fold_budget', the choice 'dev_auc' and no "
+                         f"stacked head, got {threshold_rule!r}, {choice!r}, stacked {stacked}")
+
 
 #: Model ids that are built or converted offline instead of being fetched from a hub.
 EMBEDDED_GEMMA3 = "embedded:gemma3-270m"
@@ -428,16 +443,9 @@ class TrainConfig:
         if self.answerability_layer_window < 0:
             raise ValueError("TrainConfig.answerability_layer_window is a number of layers on each side: >= 0, got "
                              f"{self.answerability_layer_window}")
-        if self.answerability_dev_splits < 1:
-            raise ValueError(f"TrainConfig.answerability_dev_splits must be >= 1, got {self.answerability_dev_splits}")
-        if self.answerability_dev_splits > 1 and (self.answerability_threshold != "out_of_fold_budget"
-                                                  or self.answerability_choice != "dev_auc"
-                                                  or self.answerability_stacked):
-            raise ValueError("TrainConfig.answerability_dev_splits > 1 averages heads chosen on several dev splits and "
-                             "cuts them on their out-of-fold scores: it needs answerability_threshold "
-                             "'out_of_fold_budget', answerability_choice 'dev_auc' and no stacked head, got "
-                             f"{self.answerability_threshold!r}, {self.answerability_choice!r}, stacked "
-                             f"{self.answerability_stacked}")
+        check_answerability_bagging(self.answerability_dev_splits, self.answerability_threshold,
+                                    self.answerability_choice, self.answerability_stacked,
+                                    "TrainConfig.answerability_dev_splits")
         if self.answerability_l2s is not None and (not self.answerability_l2s
                                                    or any(not v > 0 for v in self.answerability_l2s)):
             raise ValueError("TrainConfig.answerability_l2s lists L2 strengths > 0 (or is None for the default), "

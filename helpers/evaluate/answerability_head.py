@@ -56,6 +56,7 @@ __all__ = [
     "head_path",
     "label_auc",
     "layer_window_mean",
+    "mean_columns",
     "out_of_fold_scores",
     "overlap",
     "overlap_shares",
@@ -357,8 +358,7 @@ class AnswerabilityHead:
         own = self.score(self.design(states, items, surprisal)).tolist()
         if not self.members:
             return own
-        columns = [own, *(m.scores(states, items, surprisal) for m in self.members)]
-        return [sum(col) / len(columns) for col in zip(*columns, strict=True)]
+        return mean_columns([own, *(m.scores(states, items, surprisal) for m in self.members)])
 
     def refuses(self, states: Any, items: Sequence[dict[str, Any]], surprisal: Any = None) -> list[bool]:
         return [s < self.threshold for s in self.scores(states, items, surprisal)]
@@ -389,6 +389,11 @@ class AnswerabilityHead:
         return cls(**{**data, "score": LinearScore(**data["score"]),
                       "state_score": LinearScore(**state_score) if state_score else None,
                       "members": [cls.from_dict(m) for m in data.get("members", [])]})
+
+
+def mean_columns(columns: Sequence[Sequence[float]]) -> list[float]:
+    """Item by item, the mean of several heads' scores (a bagged head's score; its cut reads their out-of-fold ones)."""
+    return [sum(col) / len(columns) for col in zip(*columns, strict=True)]
 
 
 def layer_window_mean(states: Any, window: int) -> Any:
@@ -751,14 +756,12 @@ def choose_bagged(items: Sequence[dict[str, Any]], states: Any, model_id: str, n
 
     import torch
 
-    if choose.get("threshold_rule") != "out_of_fold_budget":
-        raise ValueError("a bagged head is cut on its heads' out-of-fold scores over fit + dev: it needs "
-                         f"threshold_rule 'out_of_fold_budget', got {choose.get('threshold_rule')!r}")
-    if choose.get("stacked"):  # a stacked head's out-of-fold scores need its state column out of fold too
-        raise ValueError("a bagged head cannot be stacked: its members' out-of-fold scores would read an in-sample "
-                         "state column")
+    from helpers.config import check_answerability_bagging
+
     if n_heads < 2:
         raise ValueError(f"a bagged head averages at least 2 heads, got {n_heads}")
+    check_answerability_bagging(n_heads, choose.get("threshold_rule", "dev_largest_gap"),
+                                choose.get("choice", "dev_auc"), bool(choose.get("stacked")))
     docs = sorted({it["doc_id"] for it in items})
     if not 0 < n_dev_documents < len(docs):
         raise ValueError(f"each dev split needs 1 to {len(docs) - 1} of the {len(docs)} documents, got {n_dev_documents}")
@@ -773,14 +776,14 @@ def choose_bagged(items: Sequence[dict[str, Any]], states: Any, model_id: str, n
                                  dev_surprisal=None if surprisal is None else surprisal[dev], budget=budget, **choose))
     y = [bool(it["answerable"]) for it in items]
     oof = [out_of_fold_scores(h.design(states, items, surprisal), items, h.l2) for h in heads]
-    threshold, rates = budget_threshold([sum(col) / n_heads for col in zip(*oof, strict=True)], y, budget)
+    threshold, oof_rates, _ = _out_of_fold_cut(mean_columns(oof), y, "out_of_fold_budget", budget)
     head = heads[0]
     head.members, head.threshold = heads[1:], threshold
     dev_items = [items[j] for j in first_dev]
     dev_scores = head.scores(states[torch.tensor(first_dev)], dev_items,
                              None if surprisal is None else surprisal[torch.tensor(first_dev)])
     head.dev = {**head.dev, **_rates_at(dev_scores, [bool(it["answerable"]) for it in dev_items], threshold),
-                **{k.replace("dev_", "out_of_fold_"): v for k, v in rates.items()},
+                **oof_rates,
                 "rule": (f"{n_heads} heads, each chosen on its own dev split of {n_dev_documents} documents by: "
                          f"{head.dev['rule']}; their scores averaged, refuse below the highest cut that refuses at most "
                          f"{budget:.0%} of the answerable prompts by the mean of their out-of-fold scores over fit + "
