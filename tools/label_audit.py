@@ -160,15 +160,18 @@ def carried_readings(records: Sequence[Path]) -> dict[str, dict[str, Any]]:
 
 def draw_review(pairs_dir: str, sheets: Path, max_examples: int | None, waves: tuple[str, ...] = ("A", "B"),
                 skip_ids: frozenset[str] | set[str] = frozenset(), split: str = "test",
-                n_sheets: int = REVIEW_SHEETS, skip_keys: frozenset[str] | set[str] = frozenset()) -> dict[str, str]:
+                n_sheets: int | None = REVIEW_SHEETS, skip_keys: frozenset[str] | set[str] = frozenset()
+                ) -> dict[str, str]:
     """The blind reading sheets of two ``waves`` (each item once per wave, in another reader's sheet) over the
     evaluation items of ``split`` not in ``skip_ids`` (those an earlier round read) nor ``skip_keys`` (read word for
     word in an earlier record: ``carried_readings``), and the key map (sheet key -> item id), added to
-    ``sheets/map.json``; returns the whole map."""
+    ``sheets/map.json``; returns the whole map. ``n_sheets`` None: sheets of about ``REVIEW_SHEET_SIZE`` prompts."""
     from helpers.evaluate.label_review import item_key
 
     items = [it for it in review_items(pairs_dir, max_examples, split)
              if it["id"] not in skip_ids and item_key(it["request"], it["document"]) not in skip_keys]
+    if n_sheets is None:
+        n_sheets = -(-len(items) // REVIEW_SHEET_SIZE)
     sheets.mkdir(parents=True, exist_ok=True)
     map_path = sheets / "map.json"
     mapping: dict[str, str] = json.loads(map_path.read_text(encoding="utf-8")) if map_path.exists() else {}
@@ -483,18 +486,12 @@ def main(argv: list[str] | None = None) -> int:
         record_path, page = Path(args.record or record_path), Path(args.page or page)
         carried = carried_readings([Path(r) for r in args.carry]) if args.carry else None
         if args.draw and carried is not None:
-            from helpers.evaluate.label_review import item_key
-
-            n = sum(item_key(it["request"], it["document"]) not in carried
-                    for it in review_items(args.draw, None, args.split))
             mapping = draw_review(args.draw, Path(args.sheets), None, REVIEW_ROUNDS[0], split=args.split,
-                                  n_sheets=max(1, -(-n // REVIEW_SHEET_SIZE)), skip_keys=frozenset(carried))
-            print(f"{n} prompts to read, {len(mapping)} sheet entries in {args.sheets}")
+                                  n_sheets=None, skip_keys=frozenset(carried))
+            print(f"{len(mapping)} sheet entries in {args.sheets}")
             return 0
         if args.draw and args.split == "train":
-            n = len(review_items(args.draw, None, "train"))
-            mapping = draw_review(args.draw, Path(args.sheets), None, TRAIN_REVIEW_WAVES, split="train",
-                                  n_sheets=-(-n // REVIEW_SHEET_SIZE))
+            mapping = draw_review(args.draw, Path(args.sheets), None, TRAIN_REVIEW_WAVES, split="train", n_sheets=None)
             print(f"{len(mapping)} sheet entries in {args.sheets}")
             return 0
         if args.draw:
