@@ -41,12 +41,69 @@ def test_readme_is_a_five_minute_read():
     assert len(lines) <= 150, f"README.md has {len(lines)} lines; move detail to docs/"
 
 
-def test_the_headline_is_the_seed_spread_of_the_main_recipe_and_the_rest_is_in_the_doc():
+def test_the_headline_is_the_heads_table_then_the_dpo_spread_and_the_rest_is_in_the_doc():
     block, doc = _readme_block(), render_results_doc()
     assert "results/local-seeds/" in block and "Targets (issue 16)" in block and "docs/RESULTS.md" in block
-    assert "real FACTS test split" in block and "| seed |" in block and "Banana" in block
-    assert "Benchmarks" not in block and "## Profile" not in block
-    assert "## The main recipe with" in doc and "## Benchmarks" in doc
+    assert "real FACTS test split" in block and "| base model alone |" in block and "Banana" in block
+    assert block.index("| base model alone |") < block.index("Targets (issue 16)") < block.index("The DPO recipe")
+    assert "| seed |" not in block and "Benchmarks" not in block and "## Profile" not in block
+    # what left the README is in the doc: each seed's row and target checks, the no-model rule, the first head
+    assert "## The main recipe with" in doc and "## Benchmarks" in doc and "| seed |" in doc
+    assert "checked against this record" in doc and "A no-model rule" in doc and "linear answerability head" in doc
+
+
+def _reviewed_record(families: dict, answerable: int = 85, near_misses: int = 125) -> dict:
+    """An ``experiments/reviewed_labels.py`` record: base rates and kept counts, each family's runs and spreads."""
+    def v(mean, lo, hi):
+        return {"mean": mean, "min": lo, "max": hi}
+
+    out = {}
+    for key, cuts in families.items():
+        runs = {f"{key}-dev-seed-{seed}": {"reviewed": {"relative_cut": cut}, "banana_passed": cut > 0.5}
+                for seed, cut in zip((42, 7, 1234), cuts, strict=True)}
+        mean = sum(cuts) / 3
+        out[key] = {"runs": runs, "banana_passed": sum(c > 0.5 for c in cuts), "reviewed_spread": {
+            "hallucination_rate": v(0.98 * (1 - mean), 0.01, 0.2), "relative_cut": v(mean, min(cuts), max(cuts)),
+            "over_refusal_rate": v(0.09, 0.08, 0.1), "grounded_accuracy": v(0.02, 0.02, 0.02)}}
+    return {"base": {"reviewed": {"hallucination_rate": 0.98, "over_refusal_rate": 0.059, "grounded_accuracy": 0.02},
+                     "reviewed_n": {"answerable": answerable, "unanswerable": 234,
+                                    "by_kind": {"near_miss": {"kept": near_misses, "left_out": 26}}}},
+            "families": out}
+
+
+def test_the_heads_table_shows_each_splits_last_recipes_and_the_targets_read_the_last_one(tmp_path):
+    """The table reads the records (the 104-document split first, each split's last ``TABLE_RECIPES`` families);
+    the targets are checked against the first split's last family, run by run, and the bench's ratio."""
+    from tools.readme_results import TABLE_RECIPES, head_targets, headline_heads, reviewed_heads_table
+
+    assert reviewed_heads_table(tmp_path) == "" and headline_heads(tmp_path) is None
+    (tmp_path / "reviewed_labels_whole_split.json").write_text(json.dumps(_reviewed_record(
+        {"clean": (0.5, 0.6, 0.7), "window": (0.94, 0.93, 0.87), "bagged": (0.92, 0.93, 0.91)}, answerable=70)))
+    (tmp_path / "reviewed_labels_104_test_docs.json").write_text(json.dumps(_reviewed_record(
+        {"window-104-test-docs": (0.83, 0.85, 0.84), "bagged-104-test-docs": (0.904, 0.895, 0.904)})))
+    table = reviewed_heads_table(tmp_path)
+    assert TABLE_RECIPES == 2 and "clean-label" not in table and "clean labels" not in table
+    assert table.index("[104 documents]") < table.index("[88 documents]")
+    assert "85 answerable + 234 unanswerable" in table and "70 answerable + 234 unanswerable" in table
+    assert "| **90.1%** [89.5%, 90.4%] | **9.0%** [8.0%, 10.0%] | 3 of 3 |" in table  # the bagged family's row
+    assert headline_heads(tmp_path)[1] == "bagged-104-test-docs"
+    (tmp_path / "bench.json").write_text(json.dumps({"raw": {"generation": {"output": {"speedup": 3.19,
+                                                                                      "prompts": 16}}}}))
+    lines = head_targets(tmp_path, [(True, "a shared check")])
+    assert "bagged over 5 dev splits" in lines[0]
+    assert ("- ❌ every run: hallucination cut ≥ 90% (90.4% (dev split 1234), 90.4% (dev split 42), "
+            "89.5% (dev split 7))") in lines
+    assert "- ❌ mean relative cut ≥ 95%: 90.1%" in lines
+    assert "- ✅ over-refusal ≤ base + 5 points (mean): 9.0% vs base 5.9%" in lines
+    assert any(line.startswith("- ✅ ≥ 80 answerable") and "125 near misses" in line for line in lines)
+    assert "- ✅ a shared check" in lines and any("❌ batched generation" in line and "3.19×" in line for line in lines)
+    # too few reviewed answerable prompts, or fewer than half of the unanswerable ones near misses: not met
+    (tmp_path / "reviewed_labels_104_test_docs.json").write_text(json.dumps(_reviewed_record(
+        {"bagged-104-test-docs": (0.96, 0.97, 0.95)}, answerable=79, near_misses=100)))
+    lines = head_targets(tmp_path, [])
+    assert "- ✅ every run: hallucination cut ≥ 90% (95.0% (dev split 1234), 96.0% (dev split 42), 97.0% (dev split 7))" \
+        in lines and "- ✅ mean relative cut ≥ 95%: 96.0%" in lines
+    assert any(line.startswith("- ❌ ≥ 80 answerable") for line in lines)
 
 
 def _seed_metrics(halluc: float, over: float, banana: bool) -> dict:

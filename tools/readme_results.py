@@ -472,6 +472,15 @@ def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_min
         checks.append((sp["aligned_grounded_accuracy"]["mean"] >= sp["base_grounded_accuracy"]["mean"],
                        f"grounded accuracy not below base's (mean): {_pct(sp['aligned_grounded_accuracy']['mean'])} "
                        f"vs {_pct(sp['base_grounded_accuracy']['mean'])}"))
+    return [f"- {'✅' if ok else '❌'} {text}" for ok, text in
+            checks + shared_target_checks(audit, demo_minutes, base_minutes, other_audit, fresh_demo)]
+
+
+def shared_target_checks(audit: dict[str, Any] | None, demo_minutes: list[float], base_minutes: float = 0.0,
+                         other_audit: dict[str, Any] | None = None,
+                         fresh_demo: dict[str, Any] | None = None) -> list[tuple[bool, str]]:
+    """The targets that hold whatever recipe is checked: the label audit and the `make demo` time, (met, text) each."""
+    checks: list[tuple[bool, str]] = []
     if audit is not None:
         share = audit.get("share_answerable")
         checks.append((share is not None and share >= 0.9,
@@ -499,7 +508,7 @@ def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_min
                        f"reuse the base model's answers, which the first seed's evaluation spent ~{base_minutes:.1f} "
                        f"min generating; each seed: {each} min, a slower one shared the 2 cores with other jobs; the "
                        f"one-time model conversion, ~1.3 min, was cached)"))
-    return [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
+    return checks
 
 
 def _seed_minutes(record: Path, seed: str) -> float | None:
@@ -554,8 +563,7 @@ def answerability_head_line(results_dir: Path) -> str:
             f"**{_pct(halluc)}** (cut {_pct(test['relative_hallucination_reduction'])}), over-refusal "
             f"**{_pct(over)}**, refusal gap **{_gap(refusal_gap(halluc, over))}**, grounded accuracy "
             f"{_pct(head['grounded_accuracy']['value'])}; Banana test {banana} "
-            f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`)."
-            + head_stage_sentence(results_dir) + reviewed_heads_sentence(results_dir))
+            f"([`results/answerability_head.json`](results/answerability_head.json), `{record['command']}`).")
 
 
 HEAD_STAGE_DIR = "answerability-head-stage"
@@ -643,43 +651,136 @@ def surprisal_heads_sentence(results_dir: Path) -> str:
 REVIEWED_RECORDS = (
     (("reviewed_labels_104_test_docs.json", "reviewed-labels-104-test-docs",
       "the 104-document test split (16 documents moved from training to test, so that at least 80 reviewed "
-      "answerable prompts are scored)", "docs/label_review_104_test_docs.md"),),
+      "answerable prompts are scored)", "docs/label_review_104_test_docs.md", "104 documents"),),
     (("reviewed_labels_whole_split.json", "reviewed-labels-whole-split", "the 88-document test split",
-      "docs/label_review.md"),
-     ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts", "docs/label_review.md")))
-#: how the README names each head family of those records
-REVIEWED_FAMILIES = {"clean": "the clean-label heads (eighth pass)", "surprisal": "the request-surprisal heads (ninth pass)",
-                     "trained-on-reviewed": "the eighth pass's recipe fitted and chosen on the reviewed training "
-                                            "prompts (`configs/local_head_reviewed.json`, registered before its read)",
-                     "lexical": "the heads that also read which request words the document holds "
-                                "(`configs/local_head_lexical.json`, registered before its read)",
-                     "words": "the same without the request surprisal (`configs/local_head_words.json`, registered "
-                              "after the reads above and before its own)",
-                     "window": "the same reading each layer's state averaged with one layer on each side "
-                               "(`configs/local_head_window.json`, registered after the reads above and before its own)",
-                     "window-104-test-docs": "the window recipe unchanged, its heads fitted and chosen on the 127 "
-                                             "training documents left (`configs/local_head_window_104_test_docs.json`, "
-                                             "registered before its read)",
-                     "bagged": "the window recipe's heads chosen on five dev splits and averaged "
-                               "(`configs/local_head_bagged.json`, chosen on the pseudo-test after the reads above, "
-                               "registered before its own)",
-                     "bagged-104-test-docs": "the same bagged over five dev splits (`configs/local_head_bagged_104_test_"
-                                             "docs.json`, chosen on the pseudo-test after the reads above, registered "
-                                             "before its own)"}
+      "docs/label_review.md", "88 documents"),
+     ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts", "docs/label_review.md",
+      "88 documents, 179 prompts")))
+#: each head family of those records: (its row in the README's table, how the sentences of docs/RESULTS.md name it)
+REVIEWED_FAMILIES = {
+    "clean": ("state + overlap share, clean labels (eighth pass), re-read", "the clean-label heads (eighth pass)"),
+    "surprisal": ("+ request surprisal (ninth pass), re-read", "the request-surprisal heads (ninth pass)"),
+    "trained-on-reviewed": ("eighth pass's recipe on reviewed prompts (`local_head_reviewed`)",
+                            "the eighth pass's recipe fitted and chosen on the reviewed training prompts "
+                            "(`configs/local_head_reviewed.json`, registered before its read)"),
+    "lexical": ("+ which request words the document holds (`local_head_lexical`)",
+                "the heads that also read which request words the document holds (`configs/local_head_lexical.json`, "
+                "registered before its read)"),
+    "words": ("words, no surprisal (`local_head_words`)",
+              "the same without the request surprisal (`configs/local_head_words.json`, registered after the reads "
+              "above and before its own)"),
+    "window": ("words, each layer read with ±1 (`local_head_window`)",
+               "the same reading each layer's state averaged with one layer on each side "
+               "(`configs/local_head_window.json`, registered after the reads above and before its own)"),
+    "window-104-test-docs": ("window (`local_head_window_104_test_docs`)",
+                             "the window recipe unchanged, its heads fitted and chosen on the 127 training documents "
+                             "left (`configs/local_head_window_104_test_docs.json`, registered before its read)"),
+    "bagged": ("window, bagged over 5 dev splits (`local_head_bagged`)",
+               "the window recipe's heads chosen on five dev splits and averaged (`configs/local_head_bagged.json`, "
+               "chosen on the pseudo-test after the reads above, registered before its own)"),
+    "bagged-104-test-docs": ("window, bagged over 5 dev splits (`local_head_bagged_104_test_docs`)",
+                             "the same bagged over five dev splits (`configs/local_head_bagged_104_test_docs.json`, "
+                             "chosen on the pseudo-test after the reads above, registered before its own)"),
+}
+
+
+def _shown_reviewed_records(results_dir: Path) -> list[tuple[str, str, str, str, str, dict[str, Any]]]:
+    """The first recorded entry of each group of ``REVIEWED_RECORDS``: (record, run folder, scope, page, split, record)."""
+    return [found for group in REVIEWED_RECORDS
+            if (found := next(((name, folder, scope, page, split, record) for name, folder, scope, page, split in group
+                               if (record := _load(results_dir / name)) and record.get("families")
+                               and record.get("base")), None))]
 
 
 def reviewed_heads_sentence(results_dir: Path) -> str:
     """The recorded heads on the prompts whose label two blind readers confirmed (``experiments/reviewed_labels.py``):
     one sentence per group of ``REVIEWED_RECORDS``, the 104-document split's first, then the 88-document split's
     whole split when recorded, else its evaluated prompts."""
-    shown = [found for group in REVIEWED_RECORDS
-             if (found := next(((name, folder, scope, page, record) for name, folder, scope, page in group
-                                if (record := _load(results_dir / name)) and record.get("families")
-                                and record.get("base")), None))]
-    return "".join(_reviewed_record_sentence(*found) for found in shown)
+    return "".join(_reviewed_record_sentence(*found) for found in _shown_reviewed_records(results_dir))
 
 
-def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, record: dict[str, Any]) -> str:
+#: recipes per split in the README's table: the last ones recorded (the earlier ones are in docs/RESULTS.md)
+TABLE_RECIPES = 2
+
+
+def reviewed_heads_table(results_dir: Path) -> str:
+    """The README's headline table: each split's last ``TABLE_RECIPES`` head families on the reviewed labels, one row
+    each, under a row for the base model of its split; the split shown first (``REVIEWED_RECORDS``) comes first. ""
+    without a record."""
+    rows = ["| test split (reviewed prompts kept) | recipe: base model + answerability head | hallucination | cut | "
+            "over-refusal | Banana |", "|---|---|---|---|---|---|"]
+    shown = _shown_reviewed_records(results_dir)
+
+    def sp(v: dict[str, Any]) -> str:
+        return f"**{_pct(v['mean'])}** [{_pct(v['min'])}, {_pct(v['max'])}]"
+
+    for _name, folder, _scope, page, split, record in shown:
+        base, n = record["base"]["reviewed"], record["base"]["reviewed_n"]
+        rows.append(f"| [{split}]({page}): {n['answerable']} answerable + {n['unanswerable']} unanswerable "
+                    f"([runs](results/{folder}/)) | base model alone | {_pct(base['hallucination_rate'])} | | "
+                    f"{_pct(base['over_refusal_rate'])} | |")
+        for key, f in list(record["families"].items())[-TABLE_RECIPES:]:
+            spread = f["reviewed_spread"]
+            rows.append(f"| | {REVIEWED_FAMILIES.get(key, (key, key))[0]} | {sp(spread['hallucination_rate'])} | "
+                        f"{sp(spread['relative_cut'])} | {sp(spread['over_refusal_rate'])} | "
+                        f"{f['banana_passed']} of {len(f['runs'])} |")
+    return "\n".join(rows) if shown else ""
+
+
+def headline_heads(results_dir: Path) -> tuple[str, str, dict[str, Any], dict[str, Any]] | None:
+    """The recipe the README's targets are checked against: the last family recorded on the split shown first,
+    i.e. the most recently registered recipe (each was registered before its test read, never chosen on it).
+    (split, family key, family, record) or None."""
+    shown = _shown_reviewed_records(results_dir)
+    if not shown:
+        return None
+    *_, split, record = shown[0]
+    key = list(record["families"])[-1]
+    return split, key, record["families"][key], record
+
+
+def _dev_split(run_name: str) -> str:
+    """``bagged-104-test-docs-dev-seed-42`` → ``42``: the dev split a recorded head run was chosen on."""
+    return run_name.rsplit("-", 1)[-1]
+
+
+def head_targets(results_dir: Path, shared: list[tuple[bool, str]]) -> list[str]:
+    """Issue 16's targets checked against ``headline_heads`` (its three dev splits read as the seeds of the target),
+    then the checks that do not depend on the recipe (``shared``: label audit, `make demo`) and the generation
+    bench (``results/bench.json``)."""
+    split, key, family, record = headline_heads(results_dir)
+    runs = sorted(family["runs"].items(), key=lambda kv: kv[0])
+    spread, base, n = family["reviewed_spread"], record["base"]["reviewed"], record["base"]["reviewed_n"]
+    cuts = ", ".join(f"{_pct(r['reviewed']['relative_cut'])} (dev split {_dev_split(name)})" for name, r in runs)
+    kinds = n.get("by_kind", {})
+    near = (kinds.get("near_miss") or {}).get("kept", 0)
+    checks = [
+        (all(r["reviewed"]["relative_cut"] >= 0.9 for _, r in runs), f"every run: hallucination cut ≥ 90% ({cuts})"),
+        (all(r["banana_passed"] for _, r in runs), f"every run passes the Banana test ({family['banana_passed']} of "
+                                                   f"{len(runs)})"),
+        (spread["relative_cut"]["mean"] >= 0.95, f"mean relative cut ≥ 95%: {_pct(spread['relative_cut']['mean'])}"),
+        (spread["over_refusal_rate"]["mean"] <= base["over_refusal_rate"] + 0.05,
+         f"over-refusal ≤ base + 5 points (mean): {_pct(spread['over_refusal_rate']['mean'])} vs base "
+         f"{_pct(base['over_refusal_rate'])}"),
+        (spread["grounded_accuracy"]["mean"] >= base["grounded_accuracy"],
+         f"grounded accuracy not below base's (mean): {_pct(spread['grounded_accuracy']['mean'])} vs "
+         f"{_pct(base['grounded_accuracy'])}"),
+        (n["answerable"] >= 80 and n["unanswerable"] >= 80 and 2 * near >= n["unanswerable"],
+         f"≥ 80 answerable and ≥ 80 unanswerable test prompts, at least half of these near misses: {n['answerable']} "
+         f"+ {n['unanswerable']} ({near} near misses) kept by the review"),
+        *shared]
+    bench = ((_load(results_dir / "bench.json") or {}).get("raw", {}).get("generation") or {}).get("output")
+    if bench:
+        checks.append((bench["speedup"] >= 4, f"batched generation ≥ 4× the per-example loop: **{bench['speedup']}×** "
+                                              f"(`python bench/run_all.py --profile local --only generation`, "
+                                              f"{bench['prompts']} prompts, [`results/bench.json`](results/bench.json))"))
+    head = (f"Targets (issue 16), checked against the last recipe recorded on the first split ({split}: "
+            f"{REVIEWED_FAMILIES.get(key, (key, key))[0]}), its three dev splits as three runs:")
+    return [head] + [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
+
+
+def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, split: str,
+                              record: dict[str, Any]) -> str:
     """One record of ``experiments/reviewed_labels.py`` as a README sentence: base, then each family's spread."""
     base, n = record["base"]["reviewed"], record["base"]["reviewed_n"]
 
@@ -687,7 +788,7 @@ def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, rec
         return f"**{_pct(v['mean'])}** [{_pct(v['min'])}, {_pct(v['max'])}]"
 
     families = "; ".join(
-        f"{REVIEWED_FAMILIES.get(key, key)}"
+        f"{REVIEWED_FAMILIES.get(key, (key, key))[1]}"
         f"{', re-read with no refit' if str(f.get('heads_from', '')).startswith('results/') else ''}: "
         f"hallucination {sp(f['reviewed_spread']['hallucination_rate'])} (cut "
         f"{sp(f['reviewed_spread']['relative_cut'])}), over-refusal {sp(f['reviewed_spread']['over_refusal_rate'])}, "
@@ -770,10 +871,26 @@ def _commit_text(code: dict[str, Any] | None) -> str:
     return f"`{commit[:10]}`" + (" + uncommitted changes" if (code or {}).get("dirty") else "")
 
 
-def render_headline(results_dir: Path | None = None) -> str:
-    """The README block: the seed spread of ``results/local-seeds/`` on the real-FACTS test split, its targets."""
+def _target_context(results_dir: Path, record: Path, summary: dict[str, Any]) -> dict[str, Any]:
+    """What the target lines read beside a record: the two label audits, the seeds' and a fresh `make demo`'s times."""
     from tools.label_audit import summary as audit_summary
 
+    audit_path, other_path = repo_root() / LABEL_AUDIT, repo_root() / LABEL_AUDIT_UNANSWERABLE
+    demo = [m for m in (_seed_minutes(record, seed) for seed in summary["per_seed"]) if m is not None]
+    evals = [e for e in (_evaluate_seconds(record, seed) for seed in summary["per_seed"]) if e is not None]
+    fresh = _load(results_dir / "local" / "run_report.json")
+    return {"audit": audit_summary(json.loads(audit_path.read_text(encoding="utf-8"))) if audit_path.exists() else None,
+            "demo_minutes": demo,
+            "base_minutes": max(0.0, evals[0] - min(evals[1:])) / 60 if len(evals) > 1 else 0.0,
+            "other_audit": (audit_summary(json.loads(other_path.read_text(encoding="utf-8")))
+                            if other_path.exists() else None),
+            "fresh_demo": fresh if fresh and fresh.get("command") == "gemma-facts run" else None}
+
+
+def render_headline(results_dir: Path | None = None) -> str:
+    """The README block. With reviewed-label records: the answerability heads' table on the real-FACTS test split and
+    the targets checked against the latest registered recipe, then the DPO recipe's seed spread
+    (``results/local-seeds/``); without them, the seed spread with its targets, as before."""
     results_dir = results_dir or repo_root() / "results"
     record = results_dir / HEADLINE
     summary = _load(record / SEEDS_SUMMARY)
@@ -781,10 +898,6 @@ def render_headline(results_dir: Path | None = None) -> str:
         return single_run_headline(results_dir)
     data = _load(record / "data_report.json") or {}
     first = next(iter(summary["per_seed"].values()))
-    audit_path = repo_root() / LABEL_AUDIT
-    audit = audit_summary(json.loads(audit_path.read_text(encoding="utf-8"))) if audit_path.exists() else None
-    other_path = repo_root() / LABEL_AUDIT_UNANSWERABLE
-    other = audit_summary(json.loads(other_path.read_text(encoding="utf-8"))) if other_path.exists() else None
     code = summary.get("code")
     seeds = ", ".join(summary["per_seed"])
     rerun = _rerun_note(record, summary)
@@ -795,10 +908,7 @@ def render_headline(results_dir: Path | None = None) -> str:
             f"{first['n_unanswerable']} unanswerable requests), offline judge, checkpoints chosen on dev "
             f"([`results/{HEADLINE}/`](results/{HEADLINE}/); generated by `python -m tools.readme_results`)."
             + rerun)
-    demo = [m for m in (_seed_minutes(record, seed) for seed in summary["per_seed"]) if m is not None]
-    evals = [_evaluate_seconds(record, seed) for seed in summary["per_seed"]]
-    evals = [e for e in evals if e is not None]
-    base_minutes = max(0.0, evals[0] - min(evals[1:])) / 60 if len(evals) > 1 else 0.0
+    context = _target_context(results_dir, record, summary)
     rows = [("hallucination (unanswerable answered)", "base_hallucination", "aligned_hallucination"),
             ("over-refusal (answerable refused)", "base_over_refusal", "aligned_over_refusal"),
             ("grounded accuracy (answerable)", "base_grounded_accuracy", "aligned_grounded_accuracy")]
@@ -815,21 +925,50 @@ def render_headline(results_dir: Path | None = None) -> str:
                      f"document) | {_gap(base_gap)} | **{_gap(sum(gaps) / len(gaps))}** [{_gap(min(gaps))}, "
                      f"{_gap(max(gaps))}] |")
     written = summary["spread"].get("written_aligned_hallucination")
+    written_line = (f"The 48 written documents, reported beside it (never trained on): hallucination "
+                    f"{_pct(summary['spread']['written_base_hallucination']['mean'])} → "
+                    f"{_spread(summary, 'written_aligned_hallucination')}, over-refusal "
+                    f"{_pct(summary['spread']['written_base_over_refusal']['mean'])} → "
+                    f"{_spread(summary, 'written_aligned_over_refusal')}. " if written else "")
+    heads = reviewed_heads_table(results_dir)
+    if heads:
+        sp = summary["spread"]
+        dpo = (f" Base → aligned, mean [min, max] over seeds: hallucination {_pct(sp['base_hallucination']['mean'])} → "
+               f"{_spread(summary, 'aligned_hallucination')} (cut {_spread(summary, 'hallucination_cut')}), "
+               f"over-refusal {_pct(sp['base_over_refusal']['mean'])} → {_spread(summary, 'aligned_over_refusal')}, "
+               f"grounded accuracy {_pct(sp['base_grounded_accuracy']['mean'])} → "
+               f"{_spread(summary, 'aligned_grounded_accuracy')}; Banana test {summary['banana_passed']} of "
+               f"{len(summary['per_seed'])}.")
+        parts = [HEADS_LEAD, "", heads, "", *head_targets(results_dir, shared_target_checks(**context)), "",
+                 "**The DPO recipe** (QLoRA adapters on the same base; the notebooks' recipe), " + made[0].lower()
+                 + made[1:] + dpo, "",
+                 written_line + "Each seed's record and its target checks, the refusal gap, a no-model word-overlap "
+                 "rule and the first answerability heads: [docs/RESULTS.md](docs/RESULTS.md)."]
+        return "\n".join(parts).strip() + "\n"
     parts = [made, "", "\n".join(table)]
-    for line in (no_model_baseline(results_dir), answerability_head_line(results_dir)):
+    for line in (no_model_baseline(results_dir),
+                 answerability_head_line(results_dir) + (head_stage_sentence(results_dir)
+                                                         if answerability_head_line(results_dir) else "")):
         if line:
             parts += ["", line]
     parts += ["", seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
-    fresh = _load(results_dir / "local" / "run_report.json")
-    fresh = fresh if fresh and fresh.get("command") == "gemma-facts run" else None
-    parts += seed_targets(summary, audit, demo, base_minutes, other, fresh)
+    parts += seed_targets(summary, **context)
     if written:
-        parts += ["", f"The 48 written documents, reported beside it (never trained on): hallucination "
-                      f"{_pct(summary['spread']['written_base_hallucination']['mean'])} → {_spread(summary, 'written_aligned_hallucination')}, "
-                      f"over-refusal {_pct(summary['spread']['written_base_over_refusal']['mean'])} → "
-                      f"{_spread(summary, 'written_aligned_over_refusal')}. Every seed's full record, the failure "
-                      "breakdowns and the figures: [docs/RESULTS.md](docs/RESULTS.md)."]
+        parts += ["", written_line + "Every seed's full record, the failure breakdowns and the figures: "
+                      "[docs/RESULTS.md](docs/RESULTS.md)."]
     return "\n".join(parts).strip() + "\n"
+
+
+#: the first lines of the README's results when the reviewed-label records exist
+HEADS_LEAD = (
+    "The base model (Gemma 3 270M, local profile, 2 CPU cores, no DPO) with a linear **answerability head** that "
+    "refuses where it reads that the document lacks the answer: fitted on the training documents, chosen on dev, on "
+    "the **real FACTS test split**, scored on **reviewed labels** (every test prompt read by two blind readers and "
+    "counted only where both confirm its label; each split's link is its review). Mean [min, max] over three dev "
+    "splits (42, 7, 1234); each recipe's config was registered in a commit before its one test read. What each "
+    "recipe reads and how it was chosen: [docs/local_results.md](docs/local_results.md); every record in full: "
+    "[docs/RESULTS.md](docs/RESULTS.md); `python experiments/reviewed_labels.py --runs results/FOLDER --out "
+    "results/RECORD.json` rebuilds a record from its runs, `python -m tools.readme_results` this block.")
 
 
 def single_run_headline(results_dir: Path) -> str:
@@ -871,7 +1010,11 @@ def _seeds_section(record: Path, up: str) -> list[str]:
     if not summary:
         return []
     parts = [f"## The main recipe with {len(summary['per_seed'])} seeds (`results/{record.name}/`)", "",
-             seeds_table(summary, record), ""]
+             seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
+    lines = [*seed_targets(summary, **_target_context(record.parent, record, summary)), "",
+             no_model_baseline(record.parent), "", answerability_head_line(record.parent), ""]
+    # the README's links, from docs/
+    parts += [line.replace("](results/", f"]({up}results/").replace("](docs/", "](") for line in lines]
     for seed in summary["per_seed"]:
         section = _profile_section(record / f"seed-{seed}", up, name=f"{record.name}/seed-{seed}")
         parts += ["#" + line if line.startswith("## ") else line for line in section]
