@@ -201,6 +201,24 @@ def test_the_104_document_review_covers_its_split_and_its_page_is_what_it_render
     assert page.read_text(encoding="utf-8") == render_review(review)
 
 
+def test_the_third_reader_is_matched_by_request_and_text_not_by_id():
+    """The sampled audits were drawn from the bundled split; a rebuilt split reuses its ids for other prompts. An
+    audited prompt counts where the review kept the same request and text, whatever its id there."""
+    from tools.label_audit import AUDIT_JSON, review_summary
+
+    audited = json.loads((repo_root() / AUDIT_JSON).read_text(encoding="utf-8"))["items"][:2]
+
+    def entry(id_, request, text):
+        return {"id": id_, "key": item_key(request, text), "doc_id": "d", "kind": "refusal", "answerable": True,
+                "request": request, "readings": [{"reader": "a", "verdict": "answerable", "reason": "r"},
+                                                 {"reader": "b", "verdict": "answerable", "reason": "r"}]}
+
+    moved = entry("test-9999", audited[0]["request"], audited[0]["excerpt"])  # the first audited prompt, a new id
+    reused = entry(audited[1]["id"], "another request", "another text")  # the second's id, another prompt
+    third = review_summary({"items": [moved, reused]})["third_reader"]["answerable"]
+    assert third == {"kept_and_sampled": 1, "confirmed": int(audited[0]["verdict"] == "answerable")}
+
+
 def test_the_bundled_review_reads_every_prompt_twice_and_its_page_is_what_it_renders():
     cfg = config_for(EvalConfig, "local", label_review="bundled")
     assert Path(cfg.label_review) == LABEL_REVIEW_FILE

@@ -242,7 +242,7 @@ def merge_review(pairs_dir: str, sheets: Path, split: str = "test",
 def review_summary(review: dict[str, Any]) -> dict[str, Any]:
     """Per kind: prompts, kept, each reader's share confirming the label, both, and the readers' agreement;
     and the earlier sampled audits' verdicts on the prompts the review keeps (a third reader)."""
-    from helpers.evaluate.label_review import CONFIRMS, label_holds
+    from helpers.evaluate.label_review import CONFIRMS, item_key, label_holds
 
     by_kind: dict[str, dict[str, Any]] = {}
     for kind in REVIEW_KINDS:
@@ -256,15 +256,17 @@ def review_summary(review: dict[str, Any]) -> dict[str, Any]:
                          "first_reader_confirms": sum(first), "second_reader_confirms": sum(second),
                          "readers_agree": sum(e["readings"][0]["verdict"] == e["readings"][1]["verdict"]
                                               for e in entries)}
-    kept = {e["id"] for e in review["items"] if label_holds(e)}
+    # matched by request and text, not by id: a rebuilt split (a record with carried readings) reuses the bundled
+    # split's ids for other prompts, and the sampled audits were drawn from the bundled split
+    kept = {e["key"] for e in review["items"] if label_holds(e)}
     third: dict[str, Any] = {}
     root = Path(__file__).resolve().parents[1]
-    # the sampled audits name prompts by the bundled split's ids, which a rebuilt split's record reuses for others
-    for name, record, want in () if "carried_from" in review else (("answerable", AUDIT_JSON, "answerable"),
+    for name, record, want in (("answerable", AUDIT_JSON, "answerable"),
                                ("unanswerable", UNANSWERABLE_JSON, "unanswerable")):
         path = root / record
         if path.exists():
-            audited = [it for it in json.loads(path.read_text(encoding="utf-8"))["items"] if it["id"] in kept]
+            audited = [it for it in json.loads(path.read_text(encoding="utf-8"))["items"]
+                       if item_key(it["request"], it["excerpt"]) in kept]
             third[name] = {"kept_and_sampled": len(audited), "confirmed": sum(it["verdict"] == want for it in audited)}
     return {"by_kind": by_kind, "kept": len(kept), "prompts": len(review["items"]), "third_reader": third}
 
@@ -304,7 +306,8 @@ def render_review(review: dict[str, Any]) -> str:
         *review_kind_table(s), "",
         f"A third reader, on the kept prompts: the earlier sampled audits ([label_audit.md](label_audit.md), "
         f"[label_audit_unanswerable.md](label_audit_unanswerable.md), other readers, drawn before this review) "
-        f"confirm the label of {third or 'none'} kept prompts they happened to read.", "",
+        f"confirm the label of {third or 'none of the'} kept prompts they happened to read (matched by request and "
+        "text).", "",
         "Verdicts: *answerable* when the text holds everything a complete answer needs; *partly* when some of it "
         "is missing; *not answerable* when the text does not hold what the request asks (another subject, an "
         "entity it never mentions, the answering passage absent). The readers never saw which kind a prompt was.",
