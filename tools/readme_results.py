@@ -375,7 +375,7 @@ def render_results_doc(results_dir: Path | None = None) -> str:
     for sentence in (clean_heads_sentence(results_dir), surprisal_heads_sentence(results_dir),
                      reviewed_heads_sentence(results_dir)):
         if sentence:
-            parts += [sentence.strip().replace("](results/", f"]({up}results/"), ""]
+            parts += [sentence.strip().replace("](results/", f"]({up}results/").replace("](docs/", "]("), ""]
     if (results_dir / ARCHIVED_TUNING).exists():
         parts += _tuning_section(results_dir / ARCHIVED_TUNING, f"results/{ARCHIVED_TUNING.as_posix()}")
     bench = _load(results_dir / "bench.json")
