@@ -48,7 +48,13 @@ FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap"
                        None),
             "bagged-104-test-docs": ("fifteenth pass: the bagged heads on the 104-document test split, registered "
                                      "before its read (configs/local_head_bagged_104_test_docs.json), its own record",
-                                     None)}
+                                     None),
+            "bagged-10": ("sixteenth pass: the window recipe's heads chosen on ten dev splits and averaged, chosen on "
+                          "the pseudo-test and registered before its read (configs/local_head_bagged_10.json), its own "
+                          "record", None),
+            "bagged-10-104-test-docs": ("sixteenth pass: the heads of ten dev splits on the 104-document test split, "
+                                        "registered before its read (configs/local_head_bagged_10_104_test_docs.json), "
+                                        "its own record", None)}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 

@@ -681,6 +681,12 @@ REVIEWED_FAMILIES = {
     "bagged-104-test-docs": ("window, bagged over 5 dev splits (`local_head_bagged_104_test_docs`)",
                              "the same bagged over five dev splits (`configs/local_head_bagged_104_test_docs.json`, "
                              "chosen on the pseudo-test after the reads above, registered before its own)"),
+    "bagged-10": ("window, bagged over 10 dev splits (`local_head_bagged_10`)",
+                  "the same over ten dev splits (`configs/local_head_bagged_10.json`, chosen on the pseudo-test after "
+                  "the reads above, registered before its own)"),
+    "bagged-10-104-test-docs": ("window, bagged over 10 dev splits (`local_head_bagged_10_104_test_docs`)",
+                                "the same over ten dev splits (`configs/local_head_bagged_10_104_test_docs.json`, "
+                                "chosen on the pseudo-test after the reads above, registered before its own)"),
 }
 
 
