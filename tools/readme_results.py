@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from helpers.config import output_root, repo_root
+from helpers.config import LABEL_REVIEW_FILE, output_root, repo_root
 from helpers.evaluate.tables import banana_table, heldout_table, impact_table, probes_table
 
 __all__ = ["collect_run", "collect_seeds", "render_headline", "render_results_doc", "seed_targets", "seeds_table",
@@ -477,16 +477,17 @@ def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_min
 
 
 def shared_target_checks(audit: dict[str, Any] | None, demo_minutes: list[float], base_minutes: float = 0.0,
-                         other_audit: dict[str, Any] | None = None,
-                         fresh_demo: dict[str, Any] | None = None) -> list[tuple[bool, str]]:
-    """The targets that hold whatever recipe is checked: the label audit and the `make demo` time, (met, text) each."""
+                         other_audit: dict[str, Any] | None = None, fresh_demo: dict[str, Any] | None = None,
+                         review_page: str = "docs/label_review.md") -> list[tuple[bool, str]]:
+    """The targets that hold whatever recipe is checked: the label audit (with the review of the split checked, its
+    page ``review_page``) and the `make demo` time, (met, text) each."""
     checks: list[tuple[bool, str]] = []
     if audit is not None:
         share = audit.get("share_answerable")
         checks.append((share is not None and share >= 0.9,
                        f"label audit: {_pct(share)} of {audit['n']} sampled answerable test prompts answerable from "
                        f"the text the model sees, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"
-                       + _other_side(other_audit) + _review_clause()))
+                       + _other_side(other_audit) + _review_clause(review_page)))
     if fresh_demo and not fresh_demo.get("model_build_cached", True):
         minutes = fresh_demo["total_seconds"] / 60
         stages = ", ".join(f"{name} {v['seconds'] / 60:.1f}" for name, v in fresh_demo["stages"].items()
@@ -656,6 +657,9 @@ REVIEWED_RECORDS = (
       "docs/label_review.md", "88 documents"),
      ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts", "docs/label_review.md",
       "88 documents, 179 prompts")))
+#: each review page's record (``tools.label_audit --side review --record … --page …``)
+REVIEW_OF_PAGE = {"docs/label_review.md": LABEL_REVIEW_FILE,
+                  "docs/label_review_104_test_docs.md": LABEL_REVIEW_FILE.parent / "test_104_docs_label_review.json"}
 #: each head family of those records: (its row in the README's table, how the sentences of docs/RESULTS.md name it)
 REVIEWED_FAMILIES = {
     "clean": ("state + overlap share, clean labels (eighth pass), re-read", "the clean-label heads (eighth pass)"),
@@ -806,18 +810,19 @@ def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, spl
             f"`python experiments/reviewed_labels.py --runs results/{folder} --out results/{name}`).")
 
 
-def _review_clause() -> str:
-    """The two-reader review of every test prompt (``docs/label_review.md``), as a clause for the label audit's line."""
-    from helpers.config import LABEL_REVIEW_FILE
+def _review_clause(page: str = "docs/label_review.md") -> str:
+    """The two-reader review of every test prompt of a split (its record ``REVIEW_OF_PAGE[page]``), as a clause for
+    the label audit's line."""
     from tools.label_audit import review_summary
 
-    if not LABEL_REVIEW_FILE.exists():
+    record = REVIEW_OF_PAGE.get(page)
+    if record is None or not record.exists():
         return ""
-    s = review_summary(json.loads(LABEL_REVIEW_FILE.read_text(encoding="utf-8")))
+    s = review_summary(json.loads(record.read_text(encoding="utf-8")))
     ans, third = s["by_kind"].get("refusal"), s["third_reader"].get("answerable")
     if not ans:
         return ""
-    text = (f"; the review of every test prompt by two blind readers ([docs/label_review.md](docs/label_review.md)): "
+    text = (f"; the review of every test prompt by two blind readers ([{page}]({page})): "
             f"each found {_pct(ans['first_reader_confirms'] / ans['prompts'])} and "
             f"{_pct(ans['second_reader_confirms'] / ans['prompts'])} of the {ans['prompts']} answerable prompts answerable; "
             f"the reviewed rates count the {ans['kept']} both confirmed")
@@ -945,7 +950,9 @@ def render_headline(results_dir: Path | None = None) -> str:
                f"grounded accuracy {_pct(sp['base_grounded_accuracy']['mean'])} → "
                f"{_spread(summary, 'aligned_grounded_accuracy')}; Banana test {summary['banana_passed']} of "
                f"{len(summary['per_seed'])}.")
-        parts = [HEADS_LEAD, "", heads, "", *head_targets(results_dir, shared_target_checks(**context)), "",
+        review_page = _shown_reviewed_records(results_dir)[0][3]
+        parts = [HEADS_LEAD, "", heads, "",
+                 *head_targets(results_dir, shared_target_checks(**context, review_page=review_page)), "",
                  "**The DPO recipe** (QLoRA adapters on the same base; the notebooks' recipe), " + made[0].lower()
                  + made[1:] + dpo, "",
                  written_line + "Each seed's record and its target checks, the refusal gap, a no-model word-overlap "
