@@ -882,6 +882,18 @@ def _commit_text(code: dict[str, Any] | None) -> str:
     return f"`{commit[:10]}`" + (" + uncommitted changes" if (code or {}).get("dirty") else "")
 
 
+#: the first lines of the README's results when the reviewed-label records exist
+HEADS_LEAD = (
+    "The base model (Gemma 3 270M, local profile, 2 CPU cores, no DPO) with a linear **answerability head** that "
+    "refuses where it reads that the document lacks the answer: fitted on the training documents, chosen on dev, on "
+    "the **real FACTS test split**, scored on **reviewed labels** (every test prompt read by two blind readers and "
+    "counted only where both confirm its label; each split's link is its review). Mean [min, max] over three dev "
+    "splits (42, 7, 1234); each recipe's config was registered in a commit before its one test read. What each "
+    "recipe reads and how it was chosen: [docs/local_results.md](docs/local_results.md); every record in full: "
+    "[docs/RESULTS.md](docs/RESULTS.md); `python experiments/reviewed_labels.py --runs results/FOLDER --out "
+    "results/RECORD.json` rebuilds a record from its runs, `python -m tools.readme_results` this block.")
+
+
 def _target_context(results_dir: Path, record: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """What the target lines read beside a record: the two label audits, the seeds' and a fresh `make demo`'s times."""
     from tools.label_audit import summary as audit_summary
@@ -959,9 +971,8 @@ def render_headline(results_dir: Path | None = None) -> str:
                  "rule and the first answerability heads: [docs/RESULTS.md](docs/RESULTS.md)."]
         return "\n".join(parts).strip() + "\n"
     parts = [made, "", "\n".join(table)]
-    for line in (no_model_baseline(results_dir),
-                 answerability_head_line(results_dir) + (head_stage_sentence(results_dir)
-                                                         if answerability_head_line(results_dir) else "")):
+    first_head = answerability_head_line(results_dir)
+    for line in (no_model_baseline(results_dir), first_head + head_stage_sentence(results_dir) if first_head else ""):
         if line:
             parts += ["", line]
     parts += ["", seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
@@ -970,18 +981,6 @@ def render_headline(results_dir: Path | None = None) -> str:
         parts += ["", written_line + "Every seed's full record, the failure breakdowns and the figures: "
                       "[docs/RESULTS.md](docs/RESULTS.md)."]
     return "\n".join(parts).strip() + "\n"
-
-
-#: the first lines of the README's results when the reviewed-label records exist
-HEADS_LEAD = (
-    "The base model (Gemma 3 270M, local profile, 2 CPU cores, no DPO) with a linear **answerability head** that "
-    "refuses where it reads that the document lacks the answer: fitted on the training documents, chosen on dev, on "
-    "the **real FACTS test split**, scored on **reviewed labels** (every test prompt read by two blind readers and "
-    "counted only where both confirm its label; each split's link is its review). Mean [min, max] over three dev "
-    "splits (42, 7, 1234); each recipe's config was registered in a commit before its one test read. What each "
-    "recipe reads and how it was chosen: [docs/local_results.md](docs/local_results.md); every record in full: "
-    "[docs/RESULTS.md](docs/RESULTS.md); `python experiments/reviewed_labels.py --runs results/FOLDER --out "
-    "results/RECORD.json` rebuilds a record from its runs, `python -m tools.readme_results` this block.")
 
 
 def single_run_headline(results_dir: Path) -> str:
@@ -1024,8 +1023,9 @@ def _seeds_section(record: Path, up: str) -> list[str]:
         return []
     parts = [f"## The main recipe with {len(summary['per_seed'])} seeds (`results/{record.name}/`)", "",
              seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
-    lines = [*seed_targets(summary, **_target_context(record.parent, record, summary)), "",
-             no_model_baseline(record.parent), "", answerability_head_line(record.parent), ""]
+    lines = seed_targets(summary, **_target_context(record.parent, record, summary)) + [""]
+    for line in (no_model_baseline(record.parent), answerability_head_line(record.parent)):
+        lines += [line, ""] if line else []
     # the README's links, from docs/
     parts += [line.replace("](results/", f"]({up}results/").replace("](docs/", "](") for line in lines]
     for seed in summary["per_seed"]:
