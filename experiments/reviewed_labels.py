@@ -26,35 +26,44 @@ sys.path.insert(0, str(REPO))
 
 from helpers.evaluate.metrics import mean_min_max  # noqa: E402
 
-#: run folder prefix -> (the head family, the committed record its head was copied from)
-FAMILIES = {"clean": ("eighth pass: state + overlap, cut at the largest dev gap", "answerability-head-clean-labels"),
-            "surprisal": ("ninth pass: + request surprisal, cut within a 4% out-of-fold budget",
-                          "answerability-head-surprisal"),
-            "trained-on-reviewed": ("tenth pass: the eighth pass's family and rule fitted and chosen on the reviewed "
-                                    "training prompts (configs/local_head_reviewed.json), its own record", None),
-            "lexical": ("eleventh pass: + word-level summaries of which request words the document holds, "
-                        "registered before its read (configs/local_head_lexical.json), its own record", None),
-            "words": ("eleventh pass, second recipe: the word-level summaries without the request surprisal, registered "
-                      "after the lexical heads' reads and before its own (configs/local_head_words.json), its own "
-                      "record", None),
-            "window": ("fourteenth pass: the words recipe reading each layer's state averaged with one layer on each "
-                       "side, registered before its read (configs/local_head_window.json), its own record", None),
-            "window-104-test-docs": ("fifteenth pass: the window recipe unchanged on a test split of 104 documents "
-                                     "(16 moved from training, so that at least 80 reviewed answerable prompts are "
-                                     "scored), registered before its read (configs/local_head_window_104_test_docs.json)"
-                                     ", its own record", None),
-            "bagged": ("fifteenth pass: the window recipe's heads chosen on five dev splits and averaged, chosen on the "
-                       "pseudo-test and registered before its read (configs/local_head_bagged.json), its own record",
-                       None),
-            "bagged-104-test-docs": ("fifteenth pass: the bagged heads on the 104-document test split, registered "
-                                     "before its read (configs/local_head_bagged_104_test_docs.json), its own record",
-                                     None),
-            "bagged-10": ("sixteenth pass: the window recipe's heads chosen on ten dev splits and averaged, chosen on "
-                          "the pseudo-test and registered before its read (configs/local_head_bagged_10.json), its own "
-                          "record", None),
-            "bagged-10-104-test-docs": ("sixteenth pass: the heads of ten dev splits on the 104-document test split, "
-                                        "registered before its read (configs/local_head_bagged_10_104_test_docs.json), "
-                                        "its own record", None)}
+#: run folder prefix -> (the README's row label, the head family, the committed record its head was copied from);
+#: the record keeps the first two beside the family's rates, so the README and docs/RESULTS.md read them from it
+FAMILIES = {
+    "clean": ("state + overlap share, clean labels (eighth pass), re-read",
+              "eighth pass: state + overlap, cut at the largest dev gap", "answerability-head-clean-labels"),
+    "surprisal": ("+ request surprisal (ninth pass), re-read",
+                  "ninth pass: + request surprisal, cut within a 4% out-of-fold budget", "answerability-head-surprisal"),
+    "trained-on-reviewed": ("eighth pass's recipe on reviewed prompts (`local_head_reviewed`)",
+                            "tenth pass: the eighth pass's family and rule fitted and chosen on the reviewed training "
+                            "prompts (configs/local_head_reviewed.json), its own record", None),
+    "lexical": ("+ which request words the document holds (`local_head_lexical`)",
+                "eleventh pass: + word-level summaries of which request words the document holds, registered before "
+                "its read (configs/local_head_lexical.json), its own record", None),
+    "words": ("words, no surprisal (`local_head_words`)",
+              "eleventh pass, second recipe: the word-level summaries without the request surprisal, registered after "
+              "the lexical heads' reads and before its own (configs/local_head_words.json), its own record", None),
+    "window": ("words, each layer read with ±1 (`local_head_window`)",
+               "fourteenth pass: the words recipe reading each layer's state averaged with one layer on each side, "
+               "registered before its read (configs/local_head_window.json), its own record", None),
+    "window-104-test-docs": ("window (`local_head_window_104_test_docs`)",
+                             "fifteenth pass: the window recipe unchanged on a test split of 104 documents (16 moved "
+                             "from training, so that at least 80 reviewed answerable prompts are scored), registered "
+                             "before its read (configs/local_head_window_104_test_docs.json), its own record", None),
+    "bagged": ("window, bagged over 5 dev splits (`local_head_bagged`)",
+               "fifteenth pass: the window recipe's heads chosen on five dev splits and averaged, chosen on the "
+               "pseudo-test and registered before its read (configs/local_head_bagged.json), its own record", None),
+    "bagged-104-test-docs": ("window, bagged over 5 dev splits (`local_head_bagged_104_test_docs`)",
+                             "fifteenth pass: the bagged heads on the 104-document test split, registered before its "
+                             "read (configs/local_head_bagged_104_test_docs.json), its own record", None),
+    "bagged-10": ("window, bagged over 10 dev splits (`local_head_bagged_10`)",
+                  "sixteenth pass: the window recipe's heads chosen on ten dev splits and averaged, chosen on the "
+                  "pseudo-test and registered before its read (configs/local_head_bagged_10.json), its own record",
+                  None),
+    "bagged-10-104-test-docs": ("window, bagged over 10 dev splits (`local_head_bagged_10_104_test_docs`)",
+                                "sixteenth pass: the heads of ten dev splits on the 104-document test split, "
+                                "registered before its read (configs/local_head_bagged_10_104_test_docs.json), its "
+                                "own record", None),
+}
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
 
@@ -95,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     record: dict[str, Any] = {"families": {}}
     base: dict[str, Any] | None = None
-    for prefix, (about, committed) in FAMILIES.items():
+    for prefix, (label, about, committed) in FAMILIES.items():
         runs = {}
         for folder in sorted(Path(args.runs).glob(f"{prefix}-dev-seed-*")):
             metrics = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
@@ -112,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
                                            "unanswerable": reviewed["n_unanswerable"],
                                            "by_kind": reviewed["by_kind"]}}
         if runs:
-            record["families"][prefix] = {"about": about, "heads_from": f"results/{committed}/" if committed else
+            record["families"][prefix] = {"label": label, "about": about, "heads_from": f"results/{committed}/" if committed else
                                           "fitted by the run (answerability_head.json beside each metrics.json)",
                                           "runs": runs,
                                           "reviewed_spread": spread(runs, "reviewed"),

@@ -62,9 +62,10 @@ def _reviewed_record(families: dict, answerable: int = 85, near_misses: int = 12
         runs = {f"{key}-dev-seed-{seed}": {"reviewed": {"relative_cut": cut}, "banana_passed": cut > 0.5}
                 for seed, cut in zip((42, 7, 1234), cuts, strict=True)}
         mean = sum(cuts) / 3
-        out[key] = {"runs": runs, "banana_passed": sum(c > 0.5 for c in cuts), "reviewed_spread": {
-            "hallucination_rate": v(0.98 * (1 - mean), 0.01, 0.2), "relative_cut": v(mean, min(cuts), max(cuts)),
-            "over_refusal_rate": v(0.09, 0.08, 0.1), "grounded_accuracy": v(0.02, 0.02, 0.02)}}
+        spread = {"hallucination_rate": v(0.98 * (1 - mean), 0.01, 0.2), "relative_cut": v(mean, min(cuts), max(cuts)),
+                  "over_refusal_rate": v(0.09, 0.08, 0.1), "grounded_accuracy": v(0.02, 0.02, 0.02)}
+        out[key] = {"label": f"the {key} recipe", "runs": runs, "banana_passed": sum(c > 0.5 for c in cuts),
+                    "reviewed_spread": spread}
     return {"base": {"reviewed": {"hallucination_rate": 0.98, "over_refusal_rate": 0.059, "grounded_accuracy": 0.02},
                      "reviewed_n": {"answerable": answerable, "unanswerable": 234,
                                     "by_kind": {"near_miss": {"kept": near_misses, "left_out": 26}}}},
@@ -82,7 +83,7 @@ def test_the_heads_table_shows_each_splits_last_recipes_and_the_targets_read_the
     (tmp_path / "reviewed_labels_104_test_docs.json").write_text(json.dumps(_reviewed_record(
         {"window-104-test-docs": (0.83, 0.85, 0.84), "bagged-104-test-docs": (0.904, 0.895, 0.904)})))
     table = reviewed_heads_table(tmp_path)
-    assert TABLE_RECIPES == 2 and "clean-label" not in table and "clean labels" not in table
+    assert TABLE_RECIPES == 2 and "the clean recipe" not in table and "the window recipe" in table
     assert table.index("[104 documents]") < table.index("[88 documents]")
     assert "85 answerable + 234 unanswerable" in table and "70 answerable + 234 unanswerable" in table
     assert "| **90.1%** [89.5%, 90.4%] | **9.0%** [8.0%, 10.0%] | 3 of 3 |" in table  # the bagged family's row
@@ -90,7 +91,7 @@ def test_the_heads_table_shows_each_splits_last_recipes_and_the_targets_read_the
     (tmp_path / "bench.json").write_text(json.dumps({"raw": {"generation": {"output": {"speedup": 3.19,
                                                                                       "prompts": 16}}}}))
     lines = head_targets(tmp_path, [(True, "a shared check")])
-    assert "bagged over 5 dev splits" in lines[0]
+    assert "(104 documents: the bagged-104-test-docs recipe)" in lines[0]
     assert ("- ❌ every run: hallucination cut ≥ 90% (90.4% (dev split 1234), 90.4% (dev split 42), "
             "89.5% (dev split 7))") in lines
     assert "- ❌ mean relative cut ≥ 95%: 90.1%" in lines

@@ -657,43 +657,11 @@ REVIEWED_RECORDS = (
       "docs/label_review.md", "88 documents"),
      ("reviewed_labels.json", "reviewed-labels", "the 179 evaluated prompts", "docs/label_review.md",
       "88 documents, 179 prompts")))
+#: (each head family's row label and description are in its record, "label" and "about", from the FAMILIES of
+#: experiments/reviewed_labels.py, so a new family needs no edit here)
 #: each review page's record (``tools.label_audit --side review --record … --page …``)
 REVIEW_OF_PAGE = {"docs/label_review.md": LABEL_REVIEW_FILE,
                   "docs/label_review_104_test_docs.md": LABEL_REVIEW_FILE.parent / "test_104_docs_label_review.json"}
-#: each head family of those records: (its row in the README's table, how the sentences of docs/RESULTS.md name it)
-REVIEWED_FAMILIES = {
-    "clean": ("state + overlap share, clean labels (eighth pass), re-read", "the clean-label heads (eighth pass)"),
-    "surprisal": ("+ request surprisal (ninth pass), re-read", "the request-surprisal heads (ninth pass)"),
-    "trained-on-reviewed": ("eighth pass's recipe on reviewed prompts (`local_head_reviewed`)",
-                            "the eighth pass's recipe fitted and chosen on the reviewed training prompts "
-                            "(`configs/local_head_reviewed.json`, registered before its read)"),
-    "lexical": ("+ which request words the document holds (`local_head_lexical`)",
-                "the heads that also read which request words the document holds (`configs/local_head_lexical.json`, "
-                "registered before its read)"),
-    "words": ("words, no surprisal (`local_head_words`)",
-              "the same without the request surprisal (`configs/local_head_words.json`, registered after the reads "
-              "above and before its own)"),
-    "window": ("words, each layer read with ±1 (`local_head_window`)",
-               "the same reading each layer's state averaged with one layer on each side "
-               "(`configs/local_head_window.json`, registered after the reads above and before its own)"),
-    "window-104-test-docs": ("window (`local_head_window_104_test_docs`)",
-                             "the window recipe unchanged, its heads fitted and chosen on the 127 training documents "
-                             "left (`configs/local_head_window_104_test_docs.json`, registered before its read)"),
-    "bagged": ("window, bagged over 5 dev splits (`local_head_bagged`)",
-               "the window recipe's heads chosen on five dev splits and averaged (`configs/local_head_bagged.json`, "
-               "chosen on the pseudo-test after the reads above, registered before its own)"),
-    "bagged-104-test-docs": ("window, bagged over 5 dev splits (`local_head_bagged_104_test_docs`)",
-                             "the same bagged over five dev splits (`configs/local_head_bagged_104_test_docs.json`, "
-                             "chosen on the pseudo-test after the reads above, registered before its own)"),
-    "bagged-10": ("window, bagged over 10 dev splits (`local_head_bagged_10`)",
-                  "the same over ten dev splits (`configs/local_head_bagged_10.json`, chosen on the pseudo-test after "
-                  "the reads above, registered before its own)"),
-    "bagged-10-104-test-docs": ("window, bagged over 10 dev splits (`local_head_bagged_10_104_test_docs`)",
-                                "the same over ten dev splits (`configs/local_head_bagged_10_104_test_docs.json`, "
-                                "chosen on the pseudo-test after the reads above, registered before its own)"),
-}
-
-
 def _shown_reviewed_records(results_dir: Path) -> list[tuple[str, str, str, str, str, dict[str, Any]]]:
     """The first recorded entry of each group of ``REVIEWED_RECORDS``: (record, run folder, scope, page, split, record)."""
     return [found for group in REVIEWED_RECORDS
@@ -731,7 +699,7 @@ def reviewed_heads_table(results_dir: Path) -> str:
                     f"{_pct(base['over_refusal_rate'])} | |")
         for key, f in list(record["families"].items())[-TABLE_RECIPES:]:
             spread = f["reviewed_spread"]
-            rows.append(f"| | {REVIEWED_FAMILIES.get(key, (key, key))[0]} | {sp(spread['hallucination_rate'])} | "
+            rows.append(f"| | {f.get('label', key)} | {sp(spread['hallucination_rate'])} | "
                         f"{sp(spread['relative_cut'])} | {sp(spread['over_refusal_rate'])} | "
                         f"{f['banana_passed']} of {len(f['runs'])} |")
     return "\n".join(rows) if shown else ""
@@ -785,7 +753,7 @@ def head_targets(results_dir: Path, shared: list[tuple[bool, str]]) -> list[str]
                                               f"(`python bench/run_all.py --profile local --only generation`, "
                                               f"{bench['prompts']} prompts, [`results/bench.json`](results/bench.json))"))
     head = (f"Targets (issue 16), checked against the last recipe recorded on the first split ({split}: "
-            f"{REVIEWED_FAMILIES.get(key, (key, key))[0]}), its three dev splits as three runs:")
+            f"{family.get('label', key)}), its three dev splits as three runs:")
     return [head] + [f"- {'✅' if ok else '❌'} {text}" for ok, text in checks]
 
 
@@ -798,7 +766,7 @@ def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, spl
         return f"**{_pct(v['mean'])}** [{_pct(v['min'])}, {_pct(v['max'])}]"
 
     families = "; ".join(
-        f"{REVIEWED_FAMILIES.get(key, (key, key))[1]}"
+        f"{f.get('about', key)}"
         f"{', re-read with no refit' if str(f.get('heads_from', '')).startswith('results/') else ''}: "
         f"hallucination {sp(f['reviewed_spread']['hallucination_rate'])} (cut "
         f"{sp(f['reviewed_spread']['relative_cut'])}), over-refusal {sp(f['reviewed_spread']['over_refusal_rate'])}, "
