@@ -48,7 +48,7 @@ def test_the_headline_is_the_heads_table_then_the_dpo_spread_and_the_rest_is_in_
     assert block.index("| base model alone |") < block.index("Targets (issue 16)") < block.index("The DPO recipe")
     assert "| seed |" not in block and "Benchmarks" not in block and "## Profile" not in block
     # what left the README is in the doc: each seed's row and target checks, the no-model rule, the first head
-    assert "## The main recipe with" in doc and "## Benchmarks" in doc and "| seed |" in doc
+    assert "## The DPO recipe with" in doc and "## Benchmarks" in doc and "| seed |" in doc
     assert "checked against this record" in doc and "A no-model rule" in doc and "linear answerability head" in doc
 
 
@@ -151,7 +151,7 @@ def test_seed_headline_reads_every_number_from_the_seed_records(tmp_path):
     # a first `make demo` also generates the base's answers: the fastest seed (26 min) + the first seed's extra 5
     assert "❌ one seed of the recipe (= `make demo`) on a first run: ~31.0 min ≤ 30 min (fastest seed 26.0 min" in block
     assert "spent ~5.0 min generating; each seed: 26.0, 26.0 min" in block
-    assert "## The main recipe with 2 seeds" in render_results_doc(results)
+    assert "## The DPO recipe with 2 seeds" in render_results_doc(results)
 
 
 def test_archived_records_are_not_rendered():

@@ -27,7 +27,7 @@ __all__ = ["collect_run", "collect_seeds", "render_headline", "render_results_do
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 REPORTS = ("metrics.json", "train_report.json", "data_report.json", "run_report.json", "rerun_report.json")
-HEADLINE = "local-seeds"  # the record the README shows: `make demo-seeds`, the main recipe with three seeds
+HEADLINE = "local-seeds"  # the DPO record the README shows after the heads: `make demo-seeds`, three seeds
 SEEDS_SUMMARY = "seeds_summary.json"
 SINGLE_RUN = "local"  # a `make demo` record (`make results`): the headline only while no seeds record exists
 LABEL_AUDIT = Path("docs") / "label_audit.json"
@@ -362,8 +362,9 @@ def render_results_doc(results_dir: Path | None = None) -> str:
              "(tests/test_readme_results.py checks it). -->", "",
              f"Every number on this page is read from the JSON files in [`results/`]({up}results/) by "
              "`python -m tools.readme_results`; rerun `make demo-seeds && make results-seeds` to reproduce "
-             "them on your machine. The README shows the seed spread of "
-             f"`results/{HEADLINE}/`. Superseded records are kept, unrendered, in "
+             "them on your machine. The README shows the answerability heads on reviewed labels (the records "
+             f"of `experiments/reviewed_labels.py`, in full below) and the DPO recipe's seed spread of `results/{HEADLINE}/`. "
+             "Superseded records are kept, unrendered, in "
              f"[`results/archive/`]({up}results/archive/).", "", READING_NOTES]
     if (results_dir / HEADLINE / SEEDS_SUMMARY).exists():
         parts += _seeds_section(results_dir / HEADLINE, up)
@@ -989,7 +990,7 @@ def _seeds_section(record: Path, up: str) -> list[str]:
     summary = _load(record / SEEDS_SUMMARY)
     if not summary:
         return []
-    parts = [f"## The main recipe with {len(summary['per_seed'])} seeds (`results/{record.name}/`)", "",
+    parts = [f"## The DPO recipe with {len(summary['per_seed'])} seeds (`results/{record.name}/`)", "",
              seeds_table(summary, record), "", "Targets (issue 16), checked against this record:"]
     lines = seed_targets(summary, **_target_context(record.parent, record, summary)) + [""]
     for line in (no_model_baseline(record.parent), answerability_head_line(record.parent)):
