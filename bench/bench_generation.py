@@ -1,19 +1,18 @@
 """Benchmark: batched (left-padded) vs one-prompt-at-a-time greedy generation on the same prompts.
 
 Uses the evaluation's own generation path (``helpers.generation``) and model loader, checks that both
-ways produce the same tokens, and prints one JSON object with the throughput ratio. The batched path
-is also timed with its whole prefill in one forward pass (``prefill_tokens=None``), the way it ran
-before long prompts were read a few rows at a time.
+ways produce the same tokens, and prints one JSON object with the throughput ratio and each row's
+answer length (rows that end early leave the batch, so the figure depends on how unequal they are).
 
     python bench/bench_generation.py [--profile smoke|local|colab] [--prompts 16] [--batch-size N]
-                                     [--max-new-tokens N] [--long] [--continue-every N [N ...]]
+                                     [--max-new-tokens N] [--long] [--repeats N]
 
 ``--long``: whole real FACTS documents (530-842 words, as in the test split) instead of 120-word
 excerpts; evaluation's prompts are that long.
 
-``--continue-every``: also time the batched path with rows that ended leaving the batch every N new tokens
-(``generate_token_ids(continue_every=N)``, off in evaluation), one figure per N, and the first row length at which
-each prompt ended (so the figures can be read against how unequal the rows are).
+``--repeats``: time both ways N times, alternating (batched, one at a time, batched, ...), and report
+each pass and the ratio of the medians: on the shared 2-core machine one pass of the same code varied
+by up to a fifth from day to day.
 
 Defaults: the smoke profile (tiny random Gemma 2); batch size and answer length from ``EvalConfig``.
 """
@@ -23,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from helpers.config import EvalConfig, ModelConfig, config_for  # noqa: E402
 from helpers.evaluate.probes import PROBES  # noqa: E402
-from helpers.generation import PREFILL_TOKENS, generate_token_ids  # noqa: E402
+from helpers.generation import generate_token_ids  # noqa: E402
 from helpers.prompts import build_messages, render_prompt  # noqa: E402
 
 SAMPLE = REPO / "helpers" / "resources" / "facts_sample.jsonl"
@@ -80,8 +80,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--max-new-tokens", type=int, default=None)
     parser.add_argument("--long", action="store_true", help="whole real FACTS documents instead of excerpts")
-    parser.add_argument("--continue-every", type=int, nargs="*", default=[],
-                        help="also time the batched path with ended rows leaving every N new tokens")
+    parser.add_argument("--repeats", type=int, default=1, help="alternating timed passes of each way")
     args = parser.parse_args()
     from helpers.models import load_model_and_tokenizer
 
@@ -95,12 +94,12 @@ def main() -> None:
     # ones 11.8-12.2 s (local profile), a one-time cost that evaluation pays once, not per batch.
     timed(model, tokenizer, prompts, model_cfg.prompt_format, 2, batch_size)
     timed(model, tokenizer, prompts[:1], model_cfg.prompt_format, 2, 1)
-    batched_s, batched_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size)
-    one_pass_s, one_pass_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size,
-                                     prefill_tokens=None)
-    single_s, single_ids = timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, 1)
-    continued = {n: timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size, continue_every=n)
-                 for n in args.continue_every}
+    batched, single = [], []
+    for _ in range(max(1, args.repeats)):
+        batched.append(timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, batch_size))
+        single.append(timed(model, tokenizer, prompts, model_cfg.prompt_format, max_new, 1))
+    batched_s, single_s = statistics.median(s for s, _ in batched), statistics.median(s for s, _ in single)
+    batched_ids = batched[0][1]
     tokens = sum(len(r) for r in batched_ids)
     print(json.dumps({
         "profile": args.profile, "prompts_kind": "whole FACTS documents" if args.long else "120-word excerpts",
@@ -108,15 +107,13 @@ def main() -> None:
                                  for m in prompts),
         "model": model_cfg.model_id, "load_in_4bit": model_cfg.load_in_4bit,
         "prompt_format": model_cfg.prompt_format, "prompts": len(prompts), "batch_size": batch_size,
-        "max_new_tokens": max_new, "new_tokens": tokens,
+        "max_new_tokens": max_new, "new_tokens": tokens, "row_lengths": sorted(len(r) for r in batched_ids),
         "batched_s": round(batched_s, 3), "per_example_s": round(single_s, 3),
-        "batched_one_pass_prefill_s": round(one_pass_s, 3), "prefill_tokens": PREFILL_TOKENS,
+        **({"batched_passes_s": [round(s, 3) for s, _ in batched],
+            "per_example_passes_s": [round(s, 3) for s, _ in single]} if args.repeats > 1 else {}),
         "batched_tokens_per_s": round(tokens / batched_s, 2), "per_example_tokens_per_s": round(tokens / single_s, 2),
         "speedup": round(single_s / batched_s, 2),
-        "identical_tokens": batched_ids == single_ids == one_pass_ids and all(ids == batched_ids
-                                                                               for _, ids in continued.values()),
-        **({"row_lengths": sorted(len(r) for r in batched_ids),
-            "batched_continue_every_s": {str(n): round(s, 3) for n, (s, _) in continued.items()}} if continued else {}),
+        "identical_tokens": all(ids == batched_ids for _, ids in batched + single),
         "device": "cuda" if str(model.device).startswith("cuda") else "cpu", "machine": platform.machine(),
     }, indent=2))
 

@@ -46,8 +46,9 @@ def main() -> int:
     args = parser.parse_args()
     runs = {
         "teacher_concurrency": ["bench/bench_teacher_concurrency.py", "--items", "24", "--latency", "0.2"],
-        "generation": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16"],
-        "generation_long": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16", "--long"],
+        "generation": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16", "--repeats", "3"],
+        "generation_long": ["bench/bench_generation.py", "--profile", args.profile, "--prompts", "16", "--long",
+                            "--repeats", "3"],
         "train_config": ["bench/bench_train_config.py", "--profile", args.profile, "--steps", str(args.train_steps),
                          "--pairs", "16", "--variants", "ours", "ours_two_rows", "trl_defaults",
                          "trl_defaults_fp32",
@@ -126,9 +127,6 @@ def summary_rows(raw: dict) -> list[dict]:
     if long:
         rows.append({"name": "the same on whole FACTS documents (test-split length)",
                      "figure": _ratio(long.get("speedup")), "target": ""})
-        if long.get("batched_one_pass_prefill_s"):
-            rows.append({"name": "whole documents: prefill a few rows at a time, speed vs one pass",
-                         "figure": _ratio(long["batched_one_pass_prefill_s"] / long["batched_s"]), "target": "> 1×"})
     train = (raw.get("train_config") or {}).get("output")
     if train:
         rows += train_rows(train)

@@ -6,18 +6,19 @@ tokenisation rule (exactly one BOS) and the same stopping rule.
 
 Where an answer ends:
 
-* token level — generation stops at EOS or ``<end_of_turn>`` (both passed as ``eos_token_id``);
+* token level — a row ends at EOS or ``<end_of_turn>`` (``stop_token_ids``);
 * string level — in the ``plain`` format a base model rarely emits EOS and instead writes the next
   turn (``\\n\\nUSER REQUEST: …``), so transformers' ``StopStringCriteria`` ends the row as soon as
   such a marker appears, which saves the wasted tokens. Building that criterion scans the whole
-  vocabulary (262k tokens for Gemma 3: ~5 s the first time, ~0.9 s per ``generate`` call after that
-  for the cache lookup), so it is built once per tokenizer and reused (``stop_string_criteria``);
+  vocabulary (262k tokens for Gemma 3: ~5 s the first time, ~0.9 s per batch after that for the
+  cache lookup), so it is built once per tokenizer and reused (``stop_string_criteria``);
 * post-cut — ``cut_answer`` then removes the marker and anything after it. The post-cut alone is
   what defines the answer; the stop strings only make generation shorter, never different.
 
-Rows are sorted by prompt length before batching (less padding) and returned in input order. A
-batch of long prompts is read a few rows at a time (``PREFILL_TOKENS``) and then decoded together.
-Greedy decoding with left padding gives the same tokens as one prompt at a time (tested).
+Rows are sorted by prompt length before batching (less padding) and returned in input order. Each
+prompt is read alone, then a batch's rows are decoded together, left padded, and a row leaves the
+batch as soon as it ends (``_generate_batch``). Greedy decoding this way gives the same tokens as one
+prompt at a time (tested).
 """
 
 from __future__ import annotations
@@ -32,7 +33,6 @@ from helpers.prompts import render_prompt
 __all__ = [
     "CHAT_STOP_MARKERS",
     "PLAIN_STOP_MARKERS",
-    "PREFILL_TOKENS",
     "cut_answer",
     "encode_prompts",
     "generate_answers",
@@ -110,141 +110,217 @@ def encode_prompts(texts: Sequence[str], prompt_format: str, tokenizer: Any) -> 
                      add_special_tokens=(prompt_format == "plain"))
 
 
-#: Prompt tokens (rows x padded length) read in one forward pass before decoding. On the 2-core CPU
-#: a prefill of 1,187-token prompts cost 1.35 s per row in passes of 1-4 rows and 1.93-1.98 s per row
-#: in passes of 8-16 (``bench/bench_generation.py --long``), while decoding gains from many rows: so
-#: long prompts are read a few rows at a time and then decoded together. None: one pass.
-PREFILL_TOKENS = 4800
+def join_kv_caches(caches: list[Any], lengths: Sequence[int]) -> Any:
+    """One KV cache holding the rows of several caches, each left padded to the longest.
 
-
-def _row_ends(new_ids: list[int], ends: set[int]) -> list[int]:
-    """A row's new tokens up to (not including) its first stop token or pad."""
-    kept: list[int] = []
-    for tok in new_ids:
-        if tok in ends:
-            break
-        kept.append(tok)
-    return kept
-
-
-def join_kv_caches(caches: list[Any]) -> Any:
-    """One KV cache holding the rows of several caches of the same length, in their order.
-
-    Only dynamic layers (full or sliding-window) grow with each call; a static layer is sized for the call
-    that made it (the slice's one new token) and could not go on, so it is refused. ``generate`` builds
-    dynamic ones for Gemma 2 and 3 (transformers 5 maps their Hub configs' "hybrid" cache to dynamic).
+    ``lengths``: the positions each cache holds (its longest row). Each cache was read on its own
+    (a prompt alone wastes no arithmetic on pads); joined, the cache looks exactly like one read as a
+    left-padded batch: a full-attention layer holds ``max(lengths)`` positions, a sliding-window
+    layer the last ``window - 1`` of them, with zeros where a shorter row has pads (the attention
+    mask hides them), and every sliding layer counts ``max(lengths)`` positions seen, so its mask is
+    cut at the same offset for every row. The caches are consumed layer by layer (each layer's parts
+    are let go once copied), so the rows are held twice for one layer at most, not for the whole
+    cache. Only dynamic layers can be joined; a static layer is sized for the call that made it and
+    is refused.
     """
-    import torch
-    from transformers.cache_utils import DynamicLayer
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
     merged = caches[0]
+    longest = max(lengths)
     for i, layer in enumerate(merged.layers):
         parts = [c.layers[i] for c in caches]
         if not all(isinstance(part, DynamicLayer) and part.keys is not None for part in parts):
-            raise TypeError(f"cannot join the prefill's KV caches: layer {i} is a {type(layer).__name__}, "
-                            "not a filled dynamic layer; pass prefill_tokens=None")
-        layer.keys = torch.cat([part.keys for part in parts])
-        layer.values = torch.cat([part.values for part in parts])
+            raise TypeError(f"cannot join the rows' KV caches: layer {i} is a {type(layer).__name__}, "
+                            "not a filled dynamic layer")
+        held = max(part.keys.shape[-2] for part in parts)
+        rows = sum(part.keys.shape[0] for part in parts)
+        keys = parts[0].keys.new_zeros(rows, *parts[0].keys.shape[1:-2], held, parts[0].keys.shape[-1])
+        values = parts[0].values.new_zeros(rows, *parts[0].values.shape[1:-2], held, parts[0].values.shape[-1])
+        start = 0
+        for part in parts:
+            count, length = part.keys.shape[0], part.keys.shape[-2]
+            keys[start:start + count, ..., held - length:, :] = part.keys
+            values[start:start + count, ..., held - length:, :] = part.values
+            part.keys = part.values = None
+            start += count
+        layer.keys, layer.values = keys, values
+        if isinstance(layer, DynamicSlidingWindowLayer):
+            layer.cumulative_length = longest
     return merged
 
 
+class _PackedOutputLayer:
+    """The output layer (vocabulary x hidden) as an MKL GEMM on a weight packed once, CPU fp32 only.
+
+    The decoding step's largest product is that layer (262,144 x 640 for Gemma 3). torch's plain
+    ``linear`` picks a slow kernel for 4-15 rows (85 ms at 8 rows against 58 ms at 16 and 25 ms at
+    one, on the 2-core CPU), so rows that ended and left the batch made each step slower, not faster;
+    the packed product costs 38 ms at 8 rows and 45 ms at 16. Installed on the layer for one batch's
+    decoding (inference only: the packed op has no gradient) and removed after.
+    """
+
+    def __init__(self, layer: Any):
+        import torch
+
+        self.layer, self.weight = layer, layer.weight.detach()
+        self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, 16)
+
+    @staticmethod
+    def fits(layer: Any) -> bool:
+        import torch
+
+        weight = getattr(layer, "weight", None)
+        return (type(layer) is torch.nn.Linear and layer.bias is None and weight is not None
+                and weight.device.type == "cpu" and weight.dtype == torch.float32
+                and torch.backends.mkl.is_available() and hasattr(torch.ops.mkl, "_mkl_linear"))
+
+    def __call__(self, hidden: Any) -> Any:
+        import torch
+
+        flat = hidden.reshape(-1, hidden.shape[-1])
+        out = torch.ops.mkl._mkl_linear(flat, self.packed, self.weight, None, flat.shape[0])
+        return out.reshape(*hidden.shape[:-1], out.shape[-1])
+
+
+_PACKED_HEADS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _packed_head(model: Any) -> tuple[Any, Any] | None:
+    """The model's output layer and its packed twin (built once per layer), or None where it does not apply."""
+    layer = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if layer is None or not _PackedOutputLayer.fits(layer):
+        return None
+    packed = _PACKED_HEADS.get(layer)
+    if packed is None or packed.weight.data_ptr() != layer.weight.data_ptr():
+        packed = _PACKED_HEADS[layer] = _PackedOutputLayer(layer)
+    return layer, packed
+
+
+def _read_prompts(model: Any, prompts: list[Any], rows_per_pass: int) -> tuple[Any, Any]:
+    """The first new token's logits for every prompt and one KV cache of all rows, left padded.
+
+    Prompts are read ``rows_per_pass`` at a time, each pass left padded to its longest prompt with
+    positions counted per row (as ``generate`` counts them), and the passes' caches are joined.
+    """
+    import torch
+    from transformers import DynamicCache
+
+    firsts, caches, held = [], [], []
+    for start in range(0, len(prompts), rows_per_pass):
+        group = prompts[start:start + rows_per_pass]
+        longest = max(p.shape[1] for p in group)
+        ids = torch.full((len(group), longest), 0, dtype=torch.long, device=model.device)
+        mask = torch.zeros_like(ids)
+        for j, p in enumerate(group):
+            ids[j, longest - p.shape[1]:], mask[j, longest - p.shape[1]:] = p[0], 1
+        cache = DynamicCache(config=model.config)
+        if len(group) == 1:
+            out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
+        else:
+            positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True,
+                        logits_to_keep=1)
+        firsts.append(out.logits[:, -1])
+        caches.append(cache)
+        held.append(longest)
+    cache = join_kv_caches(caches, held) if len(caches) > 1 else caches[0]
+    return torch.cat(firsts), cache
+
+
 def _generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], prompt_format: str,
-                    max_new_tokens: int, use_stop_strings: bool,
-                    continue_every: int | None = None,
-                    prefill_tokens: int | None = PREFILL_TOKENS) -> list[list[int]]:
-    """Greedy continuation token ids for one batch (pads and tokens after the stop removed).
+                    max_new_tokens: int, use_stop_strings: bool, prefill_rows: int | None) -> list[list[int]]:
+    """Greedy continuation token ids for one batch (tokens after the stop removed).
 
-    When the batch holds more than ``prefill_tokens`` prompt tokens, its first new token is
-    generated a slice of rows at a time and their KV caches are joined. Then generation runs in
-    calls of ``continue_every`` new tokens (None: the rest in one call). After each call a row has
-    ended when it produced a stop token or pad, or when the stop-string criterion fires on it (plain
-    format: the criterion can end a row on the call's last step, with no pad after it), and leaves
-    the batch; the others go on from the cache, given back their prompt and answer so far, so
-    ``generate`` feeds only the last token, exactly as the next step of a single call would.
+    The prompts are read (``_read_prompts``), their KV caches joined left padded, and the rows are
+    decoded together, one forward pass per new token. A row ends at a stop token, or when the
+    stop-string criterion fires on its text (plain format; the token that completes the marker is
+    kept, as ``generate`` keeps it), and leaves the batch at once.
 
-    Calls of a few tokens each (``continue_every``), so that ended rows leave early, did not pay on
-    the CPU: a decoding step of 8 rows cost 0.18 s against 0.20 s for 16 (1,200-token prompts), and
-    each further call cost more than that saved; the option stays for the tests of the joins.
+    On a CPU each prompt is read alone (``prefill_rows`` None): why not one ``generate`` call on a
+    padded batch (what this replaced): the padded prefill read pads too (5.9 s against 5.0 s for the
+    bench's 16 prompts one at a time), a long prompt read in a large batch cost more per row than
+    read alone (1.93 against 1.35 s per row at 1,187 tokens), and rows that had ended stayed in the
+    batch to the last step. On a GPU, where a padded batch is read in parallel, the whole batch is
+    read in one pass. Positions are counted per row, so a row's positions and visible tokens are
+    those it has alone; its tokens equal one prompt at a time (tested, on sliding-window layers too).
     """
     import torch
 
-    enc = encode_prompts(texts, prompt_format, tokenizer).to(model.device)
     stops = stop_token_ids(tokenizer)
+    ends = set(stops) | {tokenizer.pad_token_id}
     criterion = stop_string_criteria(tokenizer) if use_stop_strings and prompt_format == "plain" else None
-    extra: dict[str, Any] = {}
-    if criterion is not None:
-        from transformers import StoppingCriteriaList
-
-        extra = {"stopping_criteria": StoppingCriteriaList([criterion])}
-
-    def call(input_ids: Any, attention_mask: Any, cache: Any, new_tokens: int) -> tuple[Any, Any]:
+    prompts = [encode_prompts([text], prompt_format, tokenizer)["input_ids"].to(model.device) for text in texts]
+    lengths = [p.shape[1] for p in prompts]
+    n, longest = len(prompts), max(lengths)
+    if prefill_rows is None:
+        prefill_rows = 1 if model.device.type == "cpu" else n
+    head = _packed_head(model)
+    replaced = head[0].__dict__.get("forward") if head is not None else None
+    if head is not None:
+        head[0].forward = head[1]
+    try:
         with torch.inference_mode():
-            out = model.generate(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
-                                 max_new_tokens=new_tokens, do_sample=False, num_beams=1, eos_token_id=stops,
-                                 pad_token_id=tokenizer.pad_token_id, temperature=None, top_p=None,
-                                 top_k=None, return_dict_in_generate=True, **extra)
-        return out.sequences, out.cache
-
-    ends = set(stops) | {tokenizer.pad_token_id}  # finished rows are filled with pad
-    input_ids, attention_mask, cache = enc["input_ids"], enc["attention_mask"], None
-    n, prompt_len = input_ids.shape
-    rows_per_prefill = max(1, prefill_tokens // prompt_len) if prefill_tokens else n
-    first = None
-    if rows_per_prefill < n:
-        parts = [call(input_ids[s:s + rows_per_prefill], attention_mask[s:s + rows_per_prefill], None, 1)
-                 for s in range(0, n, rows_per_prefill)]
-        first = torch.cat([seq for seq, _ in parts]), join_kv_caches([c for _, c in parts])
-    active = list(range(n))  # batch row -> input row
-    rows: list[list[int]] = [[] for _ in texts]
-    produced = 0
-    step = continue_every or max_new_tokens
-    while active and produced < max_new_tokens:
-        if first is None:
-            sequences, cache = call(input_ids, attention_mask, cache, min(step, max_new_tokens - produced))
-        else:
-            (sequences, cache), first = first, None
-        added = sequences.shape[1] - input_ids.shape[1]
-        produced += added
-        stopped_by_string = (criterion(sequences, None).tolist() if criterion is not None and added
-                             else [False] * len(active))
-        going_on = []
-        for j, row in enumerate(active):
-            new = sequences[j, prompt_len:].tolist()
-            rows[row] = _row_ends(new, ends)
-            if len(rows[row]) == len(new) and not stopped_by_string[j]:
-                going_on.append(j)
-        if not going_on or produced >= max_new_tokens:
-            break
-        keep = torch.tensor(going_on, device=sequences.device)
-        if len(going_on) < len(active):
-            cache.batch_select_indices(keep)
-        active = [active[j] for j in going_on]
-        input_ids = sequences[keep]
-        attention_mask = torch.cat([attention_mask[keep], attention_mask.new_ones(len(going_on), added)], dim=1)
+            first_logits, cache = _read_prompts(model, prompts, prefill_rows)
+            next_ids = first_logits.argmax(-1)
+            attention_mask = torch.zeros(n, longest, dtype=torch.long, device=model.device)
+            sequences = torch.full((n, longest), tokenizer.pad_token_id, dtype=torch.long, device=model.device)
+            for j, ids in enumerate(prompts):
+                attention_mask[j, longest - lengths[j]:] = 1
+                sequences[j, longest - lengths[j]:] = ids[0]
+            positions = torch.tensor(lengths, device=model.device) - 1
+            active = list(range(n))  # batch row -> input row
+            rows: list[list[int]] = [[] for _ in texts]
+            for step in range(max_new_tokens):
+                sequences = torch.cat([sequences, next_ids[:, None]], dim=1)
+                fired = criterion(sequences, None).tolist() if criterion is not None else [False] * len(active)
+                going_on = []
+                for j, row in enumerate(active):
+                    token = int(next_ids[j])
+                    if token in ends:
+                        continue
+                    rows[row].append(token)
+                    if not fired[j]:
+                        going_on.append(j)
+                if not going_on or step == max_new_tokens - 1:
+                    break
+                if len(going_on) < len(active):
+                    keep = torch.tensor(going_on, device=model.device)
+                    cache.batch_select_indices(keep)
+                    attention_mask, next_ids, positions, sequences = (
+                        t[keep] for t in (attention_mask, next_ids, positions, sequences))
+                    active = [active[j] for j in going_on]
+                attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(active), 1)], dim=1)
+                positions = positions + 1
+                out = model(input_ids=next_ids[:, None], attention_mask=attention_mask,
+                            position_ids=positions[:, None], cache=cache, use_cache=True)
+                next_ids = out.logits[:, -1].argmax(-1)
+    finally:
+        if head is not None and replaced is not None:
+            head[0].forward = replaced
+        elif head is not None:
+            del head[0].forward
     return rows
 
 
 def generate_token_ids(model: Any, tokenizer: Any, messages_list: Sequence[list[dict[str, str]]], *,
                        prompt_format: str, max_new_tokens: int, batch_size: int = 8,
                        use_stop_strings: bool = True, desc: str = "generating",
-                       progress: bool = True, continue_every: int | None = None,
-                       prefill_tokens: int | None = PREFILL_TOKENS) -> list[list[int]]:
+                       progress: bool = True, prefill_rows: int | None = None) -> list[list[int]]:
     """Greedy continuation token ids per prompt, batched by similar length, returned in input order.
 
     Args:
         messages_list: prompts as message lists from ``helpers.prompts.build_messages``.
         prompt_format: "chat" or "plain" (``ModelConfig.prompt_format``).
         max_new_tokens: from ``EvalConfig.max_new_tokens``.
-        batch_size: rows per ``generate`` call; 1 means one prompt at a time.
-        continue_every: new tokens per call before ended rows leave the batch (None: one call).
-        prefill_tokens: prompt tokens per forward pass of the prefill (None: the whole batch at once).
+        batch_size: rows decoded together; 1 means one prompt at a time.
+        prefill_rows: prompts read per forward pass before decoding (None: one on a CPU, the whole
+            batch on a GPU).
     Returns:
         Token ids after the prompt, stopped at EOS / ``<end_of_turn>``.
     """
     from tqdm.auto import tqdm
 
-    for name, value in (("batch_size", batch_size), ("continue_every", continue_every or 1),
-                        ("prefill_tokens", prefill_tokens or 1)):
+    for name, value in (("batch_size", batch_size), ("prefill_rows", prefill_rows or 1)):
         if value < 1:
             raise ValueError(f"{name} must be >= 1 (or None where allowed), got {value}")
     texts = [render_prompt(m, prompt_format, tokenizer) for m in messages_list]
@@ -255,7 +331,7 @@ def generate_token_ids(model: Any, tokenizer: Any, messages_list: Sequence[list[
         for start in range(0, len(order), batch_size):
             idx = order[start:start + batch_size]
             batch = _generate_batch(model, tokenizer, [texts[i] for i in idx], prompt_format,
-                                    max_new_tokens, use_stop_strings, continue_every, prefill_tokens)
+                                    max_new_tokens, use_stop_strings, prefill_rows)
             for i, ids in zip(idx, batch, strict=True):
                 results[i] = ids
             bar.update(len(idx))
