@@ -60,3 +60,6 @@ def test_both_generation_benches_get_a_line_and_the_short_one_has_the_target():
     rows = {r["name"]: (r["figure"], r["target"]) for r in run_all.summary_rows(raw)}
     assert rows == {"evaluation generation, batched vs per-example (m)": ("4.10×", "≥ 4×"),
                     "the same on whole FACTS documents (test-split length)": ("2.50×", "")}
+    raw["generation"]["output"].update(batched_passes_s=[10.0, 11.0, 12.0], per_example_passes_s=[40.0, 41.0, 42.0])
+    names = [r["name"] for r in run_all.summary_rows(raw)]
+    assert names[0] == "evaluation generation, batched vs per-example (m), median of 3 alternating passes"

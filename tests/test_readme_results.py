@@ -98,6 +98,12 @@ def test_the_heads_table_shows_each_splits_last_recipes_and_the_targets_read_the
     assert "- ✅ over-refusal ≤ base + 5 points (mean): 9.0% vs base 5.9%" in lines
     assert any(line.startswith("- ✅ ≥ 80 answerable") and "125 near misses" in line for line in lines)
     assert "- ✅ a shared check" in lines and any("❌ batched generation" in line and "3.19×" in line for line in lines)
+    (tmp_path / "bench.json").write_text(json.dumps({"raw": {"generation": {"output": {
+        "speedup": 4.14, "prompts": 16, "batched_passes_s": [16.8, 17.7, 14.9],
+        "per_example_passes_s": [74.8, 68.3, 69.6]}}}}))
+    bench_line = head_targets(tmp_path, [])[-1]
+    assert bench_line.startswith("- ✅ batched generation") and "4.14×" in bench_line
+    assert "each pass 3.86-4.67×" in bench_line  # 68.3 / 17.7 and 69.6 / 14.9: the spread shows the low pass
     # too few reviewed answerable prompts, or fewer than half of the unanswerable ones near misses: not met
     (tmp_path / "reviewed_labels_104_test_docs.json").write_text(json.dumps(_reviewed_record(
         {"bagged-104-test-docs": (0.96, 0.97, 0.95)}, answerable=79, near_misses=100)))
