@@ -257,6 +257,36 @@ def test_the_packed_output_layer_is_removed_after_generation_even_on_an_error(sm
     assert "forward" not in head.__dict__
 
 
+def test_the_packed_output_layer_follows_its_weight_and_goes_with_its_model(smoke_model):
+    """The packed copy is rebuilt when the weight changes in place, and is freed with its model.
+
+    Reference: transformers' ``generate`` on each prompt alone, which uses the layer itself.
+    """
+    import gc
+    import weakref
+
+    _, tok = smoke_model
+    model = _tiny_gemma3(tok)
+    kwargs = dict(prompt_format="chat", max_new_tokens=4, progress=False, batch_size=2)
+    first = generate_token_ids(model, tok, PROMPTS[:2], **kwargs)
+    head = model.get_output_embeddings()
+    with torch.no_grad():  # in place: same storage, a new version; the first answer's first token made unlikely
+        head.weight[first[0][0]] *= -20
+    again = generate_token_ids(model, tok, PROMPTS[:2], **kwargs)
+    reference = []
+    for messages in PROMPTS[:2]:
+        enc = encode_prompts([render_prompt(messages, "chat", tok)], "chat", tok)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=4, do_sample=False, eos_token_id=stop_token_ids(tok),
+                                 pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+        reference.append(out[0, enc["input_ids"].shape[1]:].tolist())
+    assert again[0] != first[0] and again == [row[:len(got)] for row, got in zip(reference, again, strict=True)]
+    gone = weakref.ref(head)
+    del model, head
+    gc.collect()
+    assert gone() is None, "the packed copy kept the output layer (and its model's weight) alive"
+
+
 class _FailsOnCall:
     """The smoke model, failing on its n-th forward call (and noting whether the packed layer was in place)."""
 
