@@ -188,25 +188,23 @@ def _packed_output_layer(model: Any) -> tuple[Any, Any] | None:
     return layer, forward
 
 
-def _read_prompts(model: Any, prompts: list[Any], rows_per_pass: int) -> tuple[Any, Any]:
+def _read_prompts(model: Any, input_ids: Any, attention_mask: Any, rows_per_pass: int) -> tuple[Any, Any]:
     """The first new token's logits for every prompt and one KV cache of all rows, left padded.
 
-    Prompts are read ``rows_per_pass`` at a time, each pass left padded to its longest prompt with
+    ``input_ids`` / ``attention_mask``: the batch as ``encode_prompts`` left pads it. Prompts are read
+    ``rows_per_pass`` at a time, each pass cut to its own longest prompt (a row alone: no pads) with
     positions counted per row (as ``generate`` counts them), and the passes' caches are joined.
     """
     import torch
     from transformers import DynamicCache
 
     firsts, caches, held = [], [], []
-    for start in range(0, len(prompts), rows_per_pass):
-        group = prompts[start:start + rows_per_pass]
-        longest = max(p.shape[1] for p in group)
-        ids = torch.full((len(group), longest), 0, dtype=torch.long, device=model.device)
-        mask = torch.zeros_like(ids)
-        for j, p in enumerate(group):
-            ids[j, longest - p.shape[1]:], mask[j, longest - p.shape[1]:] = p[0], 1
+    for start in range(0, input_ids.shape[0], rows_per_pass):
+        mask = attention_mask[start:start + rows_per_pass]
+        longest = int(mask.sum(-1).max())
+        ids, mask = input_ids[start:start + rows_per_pass, -longest:], mask[:, -longest:]
         cache = DynamicCache(config=model.config)
-        if len(group) == 1:
+        if ids.shape[0] == 1:
             out = model(input_ids=ids, cache=cache, use_cache=True, logits_to_keep=1)
         else:
             positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 1)
@@ -241,9 +239,9 @@ def _generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], prompt_for
     stops = stop_token_ids(tokenizer)
     ends = set(stops) | {tokenizer.pad_token_id}
     criterion = stop_string_criteria(tokenizer) if use_stop_strings and prompt_format == "plain" else None
-    prompts = [encode_prompts([text], prompt_format, tokenizer)["input_ids"].to(model.device) for text in texts]
-    lengths = [p.shape[1] for p in prompts]
-    n, longest = len(prompts), max(lengths)
+    enc = encode_prompts(texts, prompt_format, tokenizer).to(model.device)
+    sequences, attention_mask = enc["input_ids"], enc["attention_mask"]
+    n = len(texts)
     if prefill_rows is None:
         prefill_rows = 1 if model.device.type == "cpu" else n
     head = _packed_output_layer(model)
@@ -252,22 +250,16 @@ def _generate_batch(model: Any, tokenizer: Any, texts: Sequence[str], prompt_for
         head[0].forward = head[1]
     try:
         with torch.inference_mode():
-            first_logits, cache = _read_prompts(model, prompts, prefill_rows)
+            first_logits, cache = _read_prompts(model, sequences, attention_mask, prefill_rows)
             next_ids = first_logits.argmax(-1)
-            attention_mask = torch.zeros(n, longest, dtype=torch.long, device=model.device)
-            sequences = torch.full((n, longest), tokenizer.pad_token_id, dtype=torch.long, device=model.device)
-            for j, ids in enumerate(prompts):
-                attention_mask[j, longest - lengths[j]:] = 1
-                sequences[j, longest - lengths[j]:] = ids[0]
-            positions = torch.tensor(lengths, device=model.device) - 1
+            positions = attention_mask.sum(-1) - 1
             active = list(range(n))  # batch row -> input row
             rows: list[list[int]] = [[] for _ in texts]
             for step in range(max_new_tokens):
                 sequences = torch.cat([sequences, next_ids[:, None]], dim=1)
                 fired = criterion(sequences, None).tolist() if criterion is not None else [False] * len(active)
                 going_on = []
-                for j, row in enumerate(active):
-                    token = int(next_ids[j])
+                for j, (row, token) in enumerate(zip(active, next_ids.tolist(), strict=True)):
                     if token in ends:
                         continue
                     rows[row].append(token)

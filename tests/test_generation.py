@@ -206,6 +206,20 @@ def _tiny_gemma3(tok, attn_implementation="sdpa", sliding_window=8):
     return Gemma3ForCausalLM._from_config(cfg, attn_implementation=attn_implementation).eval()
 
 
+def _generate_alone(model, tok, prompts, max_new_tokens):
+    """The outside reference: transformers' ``generate`` on each chat prompt by itself, cut at its stop token."""
+    stops = stop_token_ids(tok)
+    rows = []
+    for messages in prompts:
+        enc = encode_prompts([render_prompt(messages, "chat", tok)], "chat", tok)
+        with torch.inference_mode():
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=stops,
+                                 pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
+        new = out[0, enc["input_ids"].shape[1]:].tolist()
+        rows.append(new[:next((i for i, t in enumerate(new) if t in stops), len(new))])
+    return rows
+
+
 @pytest.mark.parametrize("which", ["gemma2 (smoke)", "gemma3, window 8"])
 def test_each_row_equals_transformers_generate_on_its_prompt_alone(smoke_model, which):
     """The decoding loop against an outside reference: ``model.generate`` on each prompt by itself.
@@ -227,15 +241,7 @@ def test_each_row_equals_transformers_generate_on_its_prompt_alone(smoke_model, 
     tok = copy.deepcopy(tokenizer)
     tok.eos_token = tokenizer.convert_ids_to_tokens(counts.most_common(1)[0][0])
     ours = generate_token_ids(model, tok, prompts, batch_size=len(prompts), **kwargs)
-    stops = set(stop_token_ids(tok))
-    reference = []
-    for messages in prompts:
-        enc = encode_prompts([render_prompt(messages, "chat", tok)], "chat", tok)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=10, do_sample=False, eos_token_id=list(stops),
-                                 pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
-        new = out[0, enc["input_ids"].shape[1]:].tolist()
-        reference.append(new[:next((i for i, t in enumerate(new) if t in stops), len(new))])
+    reference = _generate_alone(model, tok, prompts, max_new_tokens=10)
     assert ours == reference
     assert len({len(row) for row in ours}) > 1, "rows should end at different steps"
     # read as padded batches of 4 and 2 (a GPU's way), then joined: still each prompt alone
@@ -273,14 +279,7 @@ def test_the_packed_output_layer_follows_its_weight_and_goes_with_its_model(smok
     with torch.no_grad():  # in place: same storage, a new version; the first answer's first token made unlikely
         head.weight[first[0][0]] *= -20
     again = generate_token_ids(model, tok, PROMPTS[:2], **kwargs)
-    reference = []
-    for messages in PROMPTS[:2]:
-        enc = encode_prompts([render_prompt(messages, "chat", tok)], "chat", tok)
-        with torch.inference_mode():
-            out = model.generate(**enc, max_new_tokens=4, do_sample=False, eos_token_id=stop_token_ids(tok),
-                                 pad_token_id=tok.pad_token_id, temperature=None, top_p=None, top_k=None)
-        reference.append(out[0, enc["input_ids"].shape[1]:].tolist())
-    assert again[0] != first[0] and again == [row[:len(got)] for row, got in zip(reference, again, strict=True)]
+    assert again[0] != first[0] and again == _generate_alone(model, tok, PROMPTS[:2], max_new_tokens=4)
     gone = weakref.ref(head)
     del model, head
     gc.collect()
