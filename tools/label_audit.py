@@ -24,6 +24,11 @@ the hallucination cut any model can show.
 answer-removed excerpts (labelled unanswerable), half answerable requests of the over-refusal pairs (labelled
 answerable), shuffled together so a reader cannot tell the two apart; the share whose label holds, per kind.
 
+``--side reviewed`` audits the yardstick the headline counts (``docs/label_audit_reviewed.json`` / ``.md``): ``--n``
+answerable evaluation requests drawn at random from those whose label the two-reader review (``--record``, default
+the 104-document split's) confirmed, read by readers who took no part in that review. The verdicts and the share are
+the answerable side's.
+
 ``--side review`` reads **every** evaluation prompt of the test split twice, blind
 (``helpers.evaluate.label_review``): ``--draw PAIRS_DIR`` writes two waves of reading sheets (the prompts
 shuffled, six sheets per wave, each holding only a key, the request and the text shown: no id, label or kind)
@@ -51,6 +56,11 @@ UNANSWERABLE_MD = Path("docs") / "label_audit_unanswerable.md"
 UNANSWERABLE_VERDICTS = ("unanswerable", "partly", "answerable")
 UNANSWERABLE_KINDS = ("near_miss", "answer_removed")
 
+#: the audit of the reviewed answerable prompts (the headline's yardstick) and the review it draws from by default
+REVIEWED_JSON = Path("docs") / "label_audit_reviewed.json"
+REVIEWED_MD = Path("docs") / "label_audit_reviewed.md"
+REVIEWED_FROM = Path("helpers") / "resources" / "facts_grounding" / "test_104_docs_label_review.json"
+
 #: the training pairs' audit: its files, and the two kinds drawn (pair ``source`` -> the label it carries)
 TRAINING_JSON = Path("docs") / "label_audit_training.json"
 TRAINING_MD = Path("docs") / "label_audit_training.md"
@@ -73,28 +83,54 @@ REVIEW_RULE = ("a prompt keeps its label when both readers confirm it (answerabl
                "unanswerable: both 'not answerable'); 'partly', a disagreement or a reversal leaves it out")
 
 
-def draw(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[str, Any]:
-    """``n`` random answerable evaluation items of the test split, with empty verdicts."""
+def _test_items(pairs_dir: str, max_examples: int | None) -> list[dict[str, Any]]:
+    """The test split's evaluation items, as ``gemma-facts evaluate`` asks them."""
     from datasets import load_from_disk
 
     from helpers.evaluate.run import eval_items
 
-    items = [it for it in eval_items(list(load_from_disk(pairs_dir)["test"]), max_examples, 42) if it["answerable"]]
+    return eval_items(list(load_from_disk(pairs_dir)["test"]), max_examples, 42)
+
+
+def _answerable_entry(item: dict[str, Any]) -> dict[str, Any]:
+    """An audit entry: what the reader sees, and an empty verdict."""
+    return {"id": item["id"], "doc_id": item["doc_id"], "request": item["request"], "excerpt": item["document"],
+            "reference": item["reference"], "verdict": None, "reason": ""}
+
+
+def draw(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[str, Any]:
+    """``n`` random answerable evaluation items of the test split, with empty verdicts."""
+    items = [it for it in _test_items(pairs_dir, max_examples) if it["answerable"]]
     picked = sorted(random.Random(seed).sample(range(len(items)), min(n, len(items))))
     return {"pairs_dir": pairs_dir, "seed": seed, "population": len(items),
-            "items": [{"id": items[i]["id"], "doc_id": items[i]["doc_id"], "request": items[i]["request"],
-                       "excerpt": items[i]["document"], "reference": items[i]["reference"], "verdict": None,
-                       "reason": ""} for i in picked]}
+            "items": [_answerable_entry(items[i]) for i in picked]}
+
+
+def draw_reviewed(pairs_dir: str, n: int, seed: int, max_examples: int | None,
+                  review_path: Path = REVIEWED_FROM) -> dict[str, Any]:
+    """``n`` random answerable evaluation items of the test split among those the review confirmed, empty verdicts.
+
+    Why: the headline's rates count only the prompts both readers of the review confirmed, so the label audit
+    of that yardstick is a draw from them, read afresh. The review must describe this very split (every
+    evaluation item matched by its text and label), or the draw stops."""
+    from helpers.evaluate.label_review import confirmed_ids, load_review
+
+    every = _test_items(pairs_dir, max_examples)
+    kept, about = confirmed_ids(every, load_review(review_path))
+    if kept is None:
+        raise ValueError(f"{review_path} does not describe {pairs_dir}'s test split: {about['reason']}")
+    answerable = [it for it in every if it["answerable"]]
+    items = [it for it in answerable if it["id"] in kept]
+    picked = sorted(random.Random(seed).sample(range(len(items)), min(n, len(items))))
+    return {"side": "reviewed", "pairs_dir": pairs_dir, "review": review_path.as_posix(), "seed": seed,
+            "population": len(items), "answerable_built": len(answerable),
+            "items": [_answerable_entry(items[i]) for i in picked]}
 
 
 def draw_unanswerable(pairs_dir: str, n: int, seed: int, max_examples: int | None) -> dict[str, Any]:
     """``n`` random unanswerable evaluation items of the test split, ``n // 2`` per kind of
     ``UNANSWERABLE_KINDS`` (the rest to the first), with the text shown and empty verdicts."""
-    from datasets import load_from_disk
-
-    from helpers.evaluate.run import eval_items
-
-    items = [it for it in eval_items(list(load_from_disk(pairs_dir)["test"]), max_examples, 42) if not it["answerable"]]
+    items = [it for it in _test_items(pairs_dir, max_examples) if not it["answerable"]]
     rng = random.Random(seed)
     picked: list[int] = []
     per_kind = {kind: n // len(UNANSWERABLE_KINDS) for kind in UNANSWERABLE_KINDS}
@@ -436,12 +472,22 @@ def render(audit: dict[str, Any]) -> str:
     """docs/label_audit.md from the audit record."""
     s = summary(audit)
     share = "not finished" if s["share_answerable"] is None else f"**{s['share_answerable']:.0%}**"
+    if audit.get("side") == "reviewed":
+        title = "# Label audit of the headline's yardstick: are the reviewed answerable prompts answerable?"
+        made_by, record = "--side reviewed --render", REVIEWED_JSON.as_posix()
+        drawn = (f"the {audit['population']} answerable evaluation requests of the test split (`{audit['pairs_dir']}`) "
+                 f"whose label both readers of the two-reader review (`{audit['review']}`) confirmed, the prompts the "
+                 f"headline's rates count ({audit['answerable_built']} answerable as built)")
+    else:
+        title = "# Label audit: are the answerable test prompts answerable from the text the model sees?"
+        made_by, record = "--render", AUDIT_JSON.as_posix()
+        drawn = f"the {audit['population']} answerable evaluation requests of the test split"
     lines = [
-        "# Label audit: are the answerable test prompts answerable from the text the model sees?", "",
-        "<!-- generated by `python -m tools.label_audit --render` from docs/label_audit.json; do not edit -->", "",
-        f"{s['n']} answerable test requests drawn at random (seed {audit['seed']}) from the {audit['population']} "
-        f"answerable evaluation requests of the test split, each read in full with the document text the model "
-        f"sees ({audit.get('shown', 'its excerpt')}). {audit.get('reviewers', 'Verdicts written by hand.')}",
+        title, "",
+        f"<!-- generated by `python -m tools.label_audit {made_by}` from {record}; do not edit -->", "",
+        f"{s['n']} answerable test requests drawn at random (seed {audit['seed']}) from {drawn}, each read in full "
+        f"with the document text the model sees ({audit.get('shown', 'its excerpt')}). "
+        f"{audit.get('reviewers', 'Verdicts written by hand.')}",
         f"Answerable from that text: {share} ({s['counts']['answerable']} of {s['n']}; partly: "
         f"{s['counts']['partly']}, not answerable: {s['counts']['not answerable']}). Target: >= 90%.", "",
         "Verdicts: *answerable* when the text holds everything a complete answer needs (every item of a "
@@ -464,7 +510,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=30)
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--max-examples", type=int, default=None, help="EvalConfig.max_examples of the run")
-    parser.add_argument("--side", choices=("answerable", "unanswerable", "training", "review"), default="answerable",
+    parser.add_argument("--side", choices=("answerable", "reviewed", "unanswerable", "training", "review"),
+                        default="answerable",
                         help="which label to audit (default: the test split's answerable prompts)")
     parser.add_argument("--merge", metavar="PAIRS_DIR", help="review: join the readers' verdicts into the record")
     parser.add_argument("--sheets", default="outputs/audit", help="review: the folder of sheets and verdicts")
@@ -475,7 +522,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--carry", nargs="+", default=None, metavar="RECORD",
                         help="review of a rebuilt split: prompts these records read word for word keep their readings, "
                              "only the others go on sheets (one round over the whole split)")
-    parser.add_argument("--record", default=None, help="review: the record to write (default: the bundled one)")
+    parser.add_argument("--record", default=None, help="review: the record to write (default: the bundled one); "
+                        f"reviewed: the review to draw from (default: {REVIEWED_FROM.as_posix()})")
     parser.add_argument("--page", default=None, help="review: the page to write (default: docs/label_review.md)")
     args = parser.parse_args(argv)
     from helpers.config import repo_root
@@ -512,10 +560,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     record, page, draw_side, render_side = {
         "answerable": (AUDIT_JSON, AUDIT_MD, draw, render),
+        "reviewed": (REVIEWED_JSON, REVIEWED_MD, draw_reviewed, render),
         "unanswerable": (UNANSWERABLE_JSON, UNANSWERABLE_MD, draw_unanswerable, render_unanswerable),
         "training": (TRAINING_JSON, TRAINING_MD, draw_training, render_training)}[args.side]
     if args.draw:
-        drawn = draw_side(args.draw, args.n, args.seed, args.max_examples)
+        extra = {"review_path": Path(args.record)} if args.side == "reviewed" and args.record else {}
+        drawn = draw_side(args.draw, args.n, args.seed, args.max_examples, **extra)
         (root / record).write_text(json.dumps(drawn, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     audit = json.loads((root / record).read_text(encoding="utf-8"))
     (root / page).write_text(render_side(audit), encoding="utf-8")
