@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+import tools.label_audit as label_audit
 from helpers.config import repo_root
+from helpers.evaluate.label_review import item_key, label_holds, load_review
 from tools.label_audit import (
     AUDIT_JSON,
     AUDIT_MD,
+    REVIEWED_JSON,
+    REVIEWED_MD,
     TRAINING_JSON,
     TRAINING_KINDS,
     TRAINING_MD,
@@ -16,6 +22,7 @@ from tools.label_audit import (
     UNANSWERABLE_MD,
     UNANSWERABLE_VERDICTS,
     VERDICTS,
+    draw_reviewed,
     render,
     render_training,
     render_unanswerable,
@@ -91,3 +98,42 @@ def test_the_training_share_is_per_kind_against_each_kinds_own_label():
     assert result["by_kind"]["refusal"]["share_label_holds"] == 0.5  # partly is not "answerable"
     items[0]["verdict"] = None
     assert summary({"side": "training", "items": items})["by_kind"]["refusal"]["share_label_holds"] is None
+
+
+def test_the_reviewed_audit_reads_only_prompts_both_readers_confirmed_and_is_rendered_from_its_record():
+    audit = json.loads((ROOT / REVIEWED_JSON).read_text(encoding="utf-8"))
+    assert audit["side"] == "reviewed" and len(audit["items"]) >= 30
+    entries = {e["id"]: e for e in load_review(ROOT / audit["review"])["items"]}
+    for item in audit["items"]:
+        entry = entries[item["id"]]  # the very prompt the review read: same text, confirmed answerable
+        assert entry["key"] == item_key(item["request"], item["excerpt"]), item["id"]
+        assert entry["answerable"] and label_holds(entry), item["id"]
+        assert item["verdict"] in VERDICTS and item["reason"].strip(), item["id"]
+    assert (ROOT / REVIEWED_MD).read_text(encoding="utf-8") == render(audit)
+
+
+def _review_of(items, confirmed):
+    """A review record of ``items`` whose two readers confirm the ids in ``confirmed`` and call the rest partly."""
+    def readings(ok, answerable):
+        verdict = ("answerable" if answerable else "not answerable") if ok else "partly"
+        return [{"reader": r, "verdict": verdict, "reason": "x"} for r in ("a", "b")]
+    return {"items": [{"id": it["id"], "key": item_key(it["request"], it["document"]), "doc_id": it["doc_id"],
+                       "kind": "refusal", "answerable": it["answerable"],
+                       "readings": readings(it["id"] in confirmed, it["answerable"])} for it in items]}
+
+
+def test_the_reviewed_draw_takes_confirmed_answerable_prompts_and_stops_on_another_split(tmp_path, monkeypatch):
+    items = [{"id": f"test-{i}", "doc_id": str(i), "request": f"request {i}", "document": f"text {i}",
+              "reference": "", "answerable": i % 3 != 0} for i in range(12)]
+    monkeypatch.setattr(label_audit, "_test_items", lambda pairs_dir, max_examples: items)
+    confirmed = {"test-1", "test-2", "test-4", "test-5", "test-3"}  # test-3 is unanswerable: never drawn
+    review = tmp_path / "review.json"
+    review.write_text(json.dumps(_review_of(items, confirmed)), encoding="utf-8")
+    drawn = draw_reviewed("pairs", 10, 0, None, review_path=review)
+    assert drawn["population"] == 4 and drawn["answerable_built"] == 8
+    assert sorted(it["id"] for it in drawn["items"]) == ["test-1", "test-2", "test-4", "test-5"]
+    assert [it["id"] for it in draw_reviewed("pairs", 2, 5, None, review_path=review)["items"]] == \
+        [it["id"] for it in draw_reviewed("pairs", 2, 5, None, review_path=review)["items"]]  # seeded
+    items[7] = {**items[7], "document": "text 7, rebuilt"}  # a prompt the review never read
+    with pytest.raises(ValueError, match="does not describe"):
+        draw_reviewed("pairs", 10, 0, None, review_path=review)

@@ -468,6 +468,15 @@ def render_training(audit: dict[str, Any]) -> str:
     return "\n".join(lines + item_rows(audit, with_kind=True)) + "\n"
 
 
+def _interval(hits: int, n: int) -> str:
+    """The share's 95% Wilson interval, as the rates' intervals are given: 30 readings cannot pin a share to a
+    point, and the interval says how far from the target the draw leaves it."""
+    from helpers.evaluate.metrics import wilson_ci
+
+    ci = wilson_ci(hits, n) if n else None
+    return f" [95% CI {ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
+
+
 def render(audit: dict[str, Any]) -> str:
     """docs/label_audit.md from the audit record."""
     s = summary(audit)
@@ -488,8 +497,9 @@ def render(audit: dict[str, Any]) -> str:
         f"{s['n']} answerable test requests drawn at random (seed {audit['seed']}) from {drawn}, each read in full "
         f"with the document text the model sees ({audit.get('shown', 'its excerpt')}). "
         f"{audit.get('reviewers', 'Verdicts written by hand.')}",
-        f"Answerable from that text: {share} ({s['counts']['answerable']} of {s['n']}; partly: "
-        f"{s['counts']['partly']}, not answerable: {s['counts']['not answerable']}). Target: >= 90%.", "",
+        f"Answerable from that text: {share}{_interval(s['counts']['answerable'], s['n'])} "
+        f"({s['counts']['answerable']} of {s['n']}; partly: {s['counts']['partly']}, not answerable: "
+        f"{s['counts']['not answerable']}). Target: >= 90%.", "",
         "Verdicts: *answerable* when the text holds everything a complete answer needs (every item of a "
         "\"list every\", every part of a multi-part request; analysis or advice counts when the facts it needs are "
         "there); *partly* when some of it is missing; *not answerable* when none is there. Partly counts as not "

@@ -33,6 +33,7 @@ SEEDS_SUMMARY = "seeds_summary.json"
 SINGLE_RUN = "local"  # a `make demo` record (`make results`): the headline only while no seeds record exists
 LABEL_AUDIT = Path("docs") / "label_audit.json"
 LABEL_AUDIT_UNANSWERABLE = Path("docs") / "label_audit_unanswerable.json"
+LABEL_AUDIT_REVIEWED = Path("docs") / "label_audit_reviewed.json"
 ARCHIVE = "archive"  # superseded records: kept, not rendered
 #: The one archived record still rendered (docs/RESULTS.md), read where it lies.
 ARCHIVED_TUNING = Path(ARCHIVE) / "tuning.jsonl"
@@ -491,15 +492,25 @@ def rate_target_checks(unit: str, cuts: Sequence[float | None], cuts_text: str, 
 
 def shared_target_checks(audit: dict[str, Any] | None, demo_minutes: list[float], base_minutes: float = 0.0,
                          other_audit: dict[str, Any] | None = None, fresh_demo: dict[str, Any] | None = None,
-                         review_page: str = "docs/label_review.md") -> list[tuple[bool, str]]:
-    """The targets that hold whatever recipe is checked: the label audit (with the review of the split checked, its
-    page ``review_page``) and the `make demo` time, (met, text) each."""
+                         review_page: str = "docs/label_review.md", reviewed_audit: dict[str, Any] | None = None
+                         ) -> list[tuple[bool, str]]:
+    """The targets that hold whatever recipe is checked: the label audit on the labels as built (with the review of
+    the split checked, its page ``review_page``), the label audit of the reviewed prompts the rates count (when
+    finished), and the `make demo` time, (met, text) each."""
     checks: list[tuple[bool, str]] = []
+    if reviewed_audit is not None and reviewed_audit.get("share_answerable") is not None:
+        share = reviewed_audit["share_answerable"]
+        checks.append((share >= 0.9,
+                       f"label audit of the prompts the reviewed rates count: {_pct(share)} of {reviewed_audit['n']} "
+                       f"sampled confirmed answerable prompts answerable from the text the model sees "
+                       f"{_wilson(share, reviewed_audit['n'])}, read by readers outside the review, target ≥ 90% "
+                       f"([docs/label_audit_reviewed.md](docs/label_audit_reviewed.md))"))
     if audit is not None:
         share = audit.get("share_answerable")
         checks.append((share is not None and share >= 0.9,
-                       f"label audit: {_pct(share)} of {audit['n']} sampled answerable test prompts answerable from "
-                       f"the text the model sees, target ≥ 90% ([docs/label_audit.md](docs/label_audit.md))"
+                       f"label audit on the labels as built: {_pct(share)} of {audit['n']} sampled answerable test "
+                       f"prompts answerable from the text the model sees, target ≥ 90% "
+                       f"([docs/label_audit.md](docs/label_audit.md))"
                        + _other_side(other_audit) + _review_clause(review_page)))
     if fresh_demo and not fresh_demo.get("model_build_cached", True):
         minutes = fresh_demo["total_seconds"] / 60
@@ -798,6 +809,23 @@ def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, spl
             f"`python experiments/reviewed_labels.py --runs results/{folder} --out results/{name}`).")
 
 
+def _reviewed_audit() -> dict[str, Any] | None:
+    """The summary of the audit of the reviewed answerable prompts (``docs/label_audit_reviewed.json``): a target line
+    beside the records scored on reviewed labels (the heads), not the DPO seeds' record, scored on labels as built."""
+    from tools.label_audit import summary as audit_summary
+
+    path = repo_root() / LABEL_AUDIT_REVIEWED
+    return audit_summary(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
+
+
+def _wilson(share: float, n: int) -> str:
+    """A sampled share's 95% interval, "[95% CI lo, hi]" (the audits read 30 prompts: the interval is wide)."""
+    from helpers.evaluate.metrics import wilson_ci
+
+    ci = wilson_ci(round(share * n), n)
+    return f"[95% CI {_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
+
+
 def _review_clause(page: str = "docs/label_review.md") -> str:
     """The two-reader review of every test prompt of a split (its record ``REVIEW_OF_PAGE[page]``), as a clause for
     the label audit's line."""
@@ -952,7 +980,8 @@ def render_headline(results_dir: Path | None = None) -> str:
                f"{len(summary['per_seed'])}.")
         review_page = _shown_reviewed_records(results_dir)[0][3]
         parts = [HEADS_LEAD, "", heads, "",
-                 *head_targets(results_dir, shared_target_checks(**context, review_page=review_page)), "",
+                 *head_targets(results_dir, shared_target_checks(**context, review_page=review_page,
+                                                                 reviewed_audit=_reviewed_audit())), "",
                  "**The DPO recipe** (QLoRA adapters on the same base; the notebooks' recipe), " + made[0].lower()
                  + made[1:] + dpo, "",
                  written_line + "Each seed's record and its target checks, the refusal gap, a no-model word-overlap "
