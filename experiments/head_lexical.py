@@ -60,6 +60,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from datetime import datetime, timezone
@@ -192,7 +193,6 @@ def main() -> int:
     record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "command": "python experiments/head_lexical.py " + " ".join(sys.argv[1:]),
                     "code": code_revision(), "budget": BUDGET, "recipes": {}}
-    import random
 
     runs = [(name, None) for name in args.recipes] + [(name, f) for f in args.fit_fractions for name in args.recipes]
     for recipe, fraction in runs:

@@ -51,13 +51,14 @@ How to read them:
 - **Held-out means document-disjoint**: the test split (real FACTS rows) shares no document with
   training or dev. The second held-out set is the 48 written documents, never trained on in any form
   (`EvalConfig.heldout_path`; any FACTS-schema file can take its place).
-- **Every rate has its n and a 95% Wilson interval**, and the main recipe runs with three training
-  seeds: read the spread, not one seed.
+- **Every rate has its n and a 95% Wilson interval**; the DPO recipe runs with three training seeds and
+  each answerability head with three dev splits: read the spread, not one run.
 - **Over-refusal is reported next to hallucination**, because a model that refuses everything has a
   hallucination rate of zero. The test prompts show whole documents (training ones 128-token
   excerpts), so an "answerable" label holds: the label audit ([label_audit.md](label_audit.md))
   found 25 of 30 sampled answerable requests fully answerable from the document shown (with the
-  earlier 320-token test excerpts: 9 of 30).
+  earlier 320-token test excerpts: 9 of 30); of those both readers of the two-reader review confirmed,
+  the prompts the heads' rates count, a new reader found 30 of 30 ([label_audit_reviewed.md](label_audit_reviewed.md)).
 - **Which weights are kept is chosen on dev, never on the test split.** 24 of the training documents are
   held out of training; after training the base and the later checkpoints answer those dev requests and
   a rule fixed in advance keeps the checkpoint with the fewest dev errors (both sides weighted alike)
@@ -73,7 +74,7 @@ How to read them:
   would close the rest.
 
 How the records are made (besides `make demo` and `make test`):
-- `make demo-seeds` / `make results-seeds`: the main recipe with seeds 42, 7 and 1234 over one build of
+- `make demo-seeds` / `make results-seeds`: the DPO recipe with seeds 42, 7 and 1234 over one build of
   the pairs, copied into `results/local-seeds/` with this page and the README's headline regenerated;
   `gemma-facts run --seeds 42 7 1234 --skip train select` re-evaluates trained seeds on a rebuilt test
   split (refused when the rebuild changed the training split);

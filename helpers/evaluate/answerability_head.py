@@ -765,12 +765,12 @@ def choose_bagged(items: Sequence[dict[str, Any]], states: Any, model_id: str, n
     docs = sorted({it["doc_id"] for it in items})
     if not 0 < n_dev_documents < len(docs):
         raise ValueError(f"each dev split needs 1 to {len(docs) - 1} of the {len(docs)} documents, got {n_dev_documents}")
-    heads, first_dev = [], []
+    heads, devs = [], []
     for i in range(n_heads):
         dev_docs = set(random.Random(f"bag-{seed}-{i}").sample(docs, n_dev_documents))
         fit = [j for j, it in enumerate(items) if it["doc_id"] not in dev_docs]
         dev = [j for j, it in enumerate(items) if it["doc_id"] in dev_docs]
-        first_dev = first_dev or dev
+        devs.append(dev)
         heads.append(choose_head([items[j] for j in fit], states[fit], [items[j] for j in dev], states[dev], model_id,
                                  fit_surprisal=None if surprisal is None else surprisal[fit],
                                  dev_surprisal=None if surprisal is None else surprisal[dev], budget=budget, **choose))
@@ -779,9 +779,9 @@ def choose_bagged(items: Sequence[dict[str, Any]], states: Any, model_id: str, n
     threshold, oof_rates, _ = _out_of_fold_cut(mean_columns(oof), y, "out_of_fold_budget", budget)
     head = heads[0]
     head.members, head.threshold = heads[1:], threshold
-    dev_items = [items[j] for j in first_dev]
-    dev_scores = head.scores(states[torch.tensor(first_dev)], dev_items,
-                             None if surprisal is None else surprisal[torch.tensor(first_dev)])
+    first_dev = torch.tensor(devs[0])  # the first head's dev split: the rates the record reports beside its own
+    dev_items = [items[j] for j in devs[0]]
+    dev_scores = head.scores(states[first_dev], dev_items, None if surprisal is None else surprisal[first_dev])
     head.dev = {**head.dev, **_rates_at(dev_scores, [bool(it["answerable"]) for it in dev_items], threshold),
                 **oof_rates,
                 "rule": (f"{n_heads} heads, each chosen on its own dev split of {n_dev_documents} documents by: "
