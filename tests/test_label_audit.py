@@ -50,8 +50,11 @@ def test_partly_answerable_counts_against_the_share():
     items = [{"id": str(i), "doc_id": "d", "request": "r", "excerpt": "e", "reference": "", "reason": "x",
               "verdict": v} for i, v in enumerate(["answerable", "answerable", "partly", "not answerable"])]
     assert summary({"items": items})["share_answerable"] == 0.5
+    lo, hi = summary({"items": items})["ci95"]  # 2 of 4: a Wilson interval about the share, wide at n = 4
+    assert lo < 0.5 < hi and hi - lo > 0.6
     items[0]["verdict"] = None
     assert summary({"items": items})["share_answerable"] is None  # unfinished: no share
+    assert summary({"items": items})["ci95"] is None
 
 
 def test_the_unanswerable_side_is_audited_evenly_per_kind_and_rendered_from_its_record():

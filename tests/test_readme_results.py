@@ -547,16 +547,19 @@ def test_the_make_demo_target_reads_a_fresh_clones_run_when_nothing_was_cached()
 
 
 def test_the_reviewed_label_audit_is_a_line_of_its_own_with_its_interval():
-    """The audit of the prompts the reviewed rates count is checked against the target on its own line, with its 95%
-    interval (30 readings leave it wide); an unfinished audit adds no line, and the as-built audit keeps its line."""
+    """The audit of the prompts the reviewed rates count is checked against the target on its own line, with the 95%
+    interval its summary gives (30 readings leave it wide); an unfinished audit adds no line, and the as-built audit
+    keeps its line."""
     from tools.readme_results import shared_target_checks
 
     as_built = {"n": 30, "share_answerable": 0.83}
-    checks = shared_target_checks(as_built, [], reviewed_audit={"n": 30, "share_answerable": 1.0})
+    checks = shared_target_checks(as_built, [], reviewed_audit={"n": 30, "share_answerable": 1.0,
+                                                                "ci95": [0.8865, 1.0]})
     reviewed = next(text for ok, text in checks if "reviewed rates count" in text)
     assert "100.0% of 30" in reviewed and "[95% CI 88.6%, 100.0%]" in reviewed
     assert [ok for ok, text in checks if "label audit" in text] == [True, False]
-    low = shared_target_checks(as_built, [], reviewed_audit={"n": 30, "share_answerable": 26 / 30})
+    low = shared_target_checks(as_built, [], reviewed_audit={"n": 30, "share_answerable": 26 / 30,
+                                                             "ci95": [0.7, 0.95]})
     assert [ok for ok, text in low if "label audit" in text] == [False, False]
-    unfinished = shared_target_checks(as_built, [], reviewed_audit={"n": 30, "share_answerable": None})
+    unfinished = shared_target_checks(as_built, [], reviewed_audit={"n": 30, "share_answerable": None, "ci95": None})
     assert sum("label audit" in text for ok, text in unfinished) == 1

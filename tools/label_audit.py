@@ -46,6 +46,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from helpers.evaluate.metrics import wilson_ci
+
 AUDIT_JSON = Path("docs") / "label_audit.json"
 AUDIT_MD = Path("docs") / "label_audit.md"
 VERDICTS = ("answerable", "partly", "not answerable")
@@ -113,10 +115,12 @@ def draw_reviewed(pairs_dir: str, n: int, seed: int, max_examples: int | None,
     Why: the headline's rates count only the prompts both readers of the review confirmed, so the label audit
     of that yardstick is a draw from them, read afresh. The review must describe this very split (every
     evaluation item matched by its text and label), or the draw stops."""
+    from helpers.config import repo_root
     from helpers.evaluate.label_review import confirmed_ids, load_review
 
     every = _test_items(pairs_dir, max_examples)
-    kept, about = confirmed_ids(every, load_review(review_path))
+    kept, about = confirmed_ids(every, load_review(review_path if review_path.is_absolute()
+                                                   else repo_root() / review_path))
     if kept is None:
         raise ValueError(f"{review_path} does not describe {pairs_dir}'s test split: {about['reason']}")
     answerable = [it for it in every if it["answerable"]]
@@ -395,7 +399,9 @@ def summary(audit: dict[str, Any]) -> dict[str, Any]:
     counts = {v: verdicts.count(v) for v in allowed}
     done = all(v in allowed for v in verdicts)
     share = round(counts[holds] / len(verdicts), 4) if done and verdicts else None
-    out = {"n": len(verdicts), "counts": counts, f"share_{holds}": share}
+    # 30 readings cannot pin a share to a point: its 95% Wilson interval, as every rate's is given
+    out = {"n": len(verdicts), "counts": counts, f"share_{holds}": share,
+           "ci95": wilson_ci(counts[holds], len(verdicts)) if share is not None else None}
     if unanswerable:
         out["by_kind"] = {kind: {v: sum(it["verdict"] == v for it in audit["items"] if it["kind"] == kind)
                                  for v in allowed} for kind in sorted({it["kind"] for it in audit["items"]})}
@@ -430,7 +436,7 @@ def render_unanswerable(audit: dict[str, Any]) -> str:
         f"built on the request's own document, of the test split's unanswerable evaluation requests ({population}; "
         f"a request shown with another row's document is unanswerable by construction and not drawn), each read in "
         f"full with the text the model sees. {audit.get('reviewers', 'Verdicts written by hand.')}",
-        f"Unanswerable from that text: {share} ({s['counts']['unanswerable']} of {s['n']}; partly: "
+        f"Unanswerable from that text: {share}{f' [95% CI {ci[0]:.1%}, {ci[1]:.1%}]' if (ci := s['ci95']) else ''} ({s['counts']['unanswerable']} of {s['n']}; partly: "
         f"{s['counts']['partly']}, answerable: {s['counts']['answerable']}). By kind: {kinds}.", "",
         "Verdicts: *unanswerable* when the text does not hold what the request asks (a near miss names a subject "
         "the text lacks; an answer-removed document lost the passage that answered); *partly* when the text "
@@ -468,15 +474,6 @@ def render_training(audit: dict[str, Any]) -> str:
     return "\n".join(lines + item_rows(audit, with_kind=True)) + "\n"
 
 
-def _interval(hits: int, n: int) -> str:
-    """The share's 95% Wilson interval, as the rates' intervals are given: 30 readings cannot pin a share to a
-    point, and the interval says how far from the target the draw leaves it."""
-    from helpers.evaluate.metrics import wilson_ci
-
-    ci = wilson_ci(hits, n) if n else None
-    return f" [95% CI {ci[0]:.1%}, {ci[1]:.1%}]" if ci else ""
-
-
 def render(audit: dict[str, Any]) -> str:
     """docs/label_audit.md from the audit record."""
     s = summary(audit)
@@ -497,7 +494,7 @@ def render(audit: dict[str, Any]) -> str:
         f"{s['n']} answerable test requests drawn at random (seed {audit['seed']}) from {drawn}, each read in full "
         f"with the document text the model sees ({audit.get('shown', 'its excerpt')}). "
         f"{audit.get('reviewers', 'Verdicts written by hand.')}",
-        f"Answerable from that text: {share}{_interval(s['counts']['answerable'], s['n'])} "
+        f"Answerable from that text: {share}{f' [95% CI {ci[0]:.1%}, {ci[1]:.1%}]' if (ci := s['ci95']) else ''} "
         f"({s['counts']['answerable']} of {s['n']}; partly: {s['counts']['partly']}, not answerable: "
         f"{s['counts']['not answerable']}). Target: >= 90%.", "",
         "Verdicts: *answerable* when the text holds everything a complete answer needs (every item of a "

@@ -500,11 +500,11 @@ def shared_target_checks(audit: dict[str, Any] | None, demo_minutes: list[float]
     finished), and the `make demo` time, (met, text) each."""
     checks: list[tuple[bool, str]] = []
     if reviewed_audit is not None and reviewed_audit.get("share_answerable") is not None:
-        share = reviewed_audit["share_answerable"]
+        share, (lo, hi) = reviewed_audit["share_answerable"], reviewed_audit["ci95"]
         checks.append((share >= 0.9,
                        f"label audit of the prompts the reviewed rates count: {_pct(share)} of {reviewed_audit['n']} "
                        f"sampled confirmed answerable prompts answerable from the text the model sees "
-                       f"{_wilson(share, reviewed_audit['n'])}, read by readers outside the review, target ≥ 90% "
+                       f"[95% CI {_pct(lo)}, {_pct(hi)}], read by readers outside the review, target ≥ 90% "
                        f"([docs/label_audit_reviewed.md](docs/label_audit_reviewed.md))"))
     if audit is not None:
         share = audit.get("share_answerable")
@@ -817,14 +817,6 @@ def _reviewed_audit() -> dict[str, Any] | None:
 
     path = repo_root() / LABEL_AUDIT_REVIEWED
     return audit_summary(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
-
-
-def _wilson(share: float, n: int) -> str:
-    """A sampled share's 95% interval, "[95% CI lo, hi]" (the audits read 30 prompts: the interval is wide)."""
-    from helpers.evaluate.metrics import wilson_ci
-
-    ci = wilson_ci(round(share * n), n)
-    return f"[95% CI {_pct(ci[0])}, {_pct(ci[1])}]" if ci else ""
 
 
 def _review_clause(page: str = "docs/label_review.md") -> str:
