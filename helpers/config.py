@@ -364,6 +364,9 @@ class TrainConfig:
     # ... and among the word summaries, a flag for a request that names something the document never mentions (a near
     # miss's swapped-in subject; helpers.evaluate.answerability_lexical.missing_names). Implies answerability_lexical.
     answerability_names: bool = False
+    # ... or add that flag only after the dev choice, in the refit of the chosen family (an out-of-fold threshold rule;
+    # choose_head(names_after_choice=True)): chosen with the flag, the family drifts to shallow layers.
+    answerability_names_after_choice: bool = False
     # ... and read the state as one column, the score of a fit of the state alone, beside the other features in a
     # second fit (helpers.evaluate.answerability_head.choose_head(stacked=True)).
     answerability_stacked: bool = False
@@ -440,6 +443,11 @@ class TrainConfig:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
         check_answerability_choice(self.answerability_choice, self.answerability_threshold, self.answerability_stacked,
                                    "TrainConfig.answerability_choice")
+        if self.answerability_names_after_choice and (self.answerability_threshold == "dev_largest_gap"
+                                                      or self.answerability_choice != "dev_auc"):
+            raise ValueError("TrainConfig.answerability_names_after_choice adds the missing-name flag in the refit of "
+                             "the chosen family: it needs an out-of-fold answerability_threshold and "
+                             "answerability_choice 'dev_auc'")
         if self.answerability_layer_window < 0:
             raise ValueError("TrainConfig.answerability_layer_window is a number of layers on each side: >= 0, got "
                              f"{self.answerability_layer_window}")

@@ -202,6 +202,44 @@ def test_the_head_offers_the_flag_when_asked_and_says_so():
     assert head.refuses(x_dev, dev) == [not it["answerable"] for it in dev]
 
 
+def test_the_flag_can_join_after_the_choice_so_it_cannot_steer_it():
+    """``names_after_choice``: the family (layer, L2) is the one chosen without the flag, and the refit on fit + dev
+    reads the flag, which then separates the prompts the plain summaries cannot. It needs an out-of-fold rule."""
+    gen = torch.Generator().manual_seed(5)
+
+    def items(n, offset):
+        out = []
+        for i in range(n):
+            answerable = i % 2 == 0
+            word = "".join(chr(97 + int(c)) for c in str(1000 * offset + i))
+            cargo = "cargo" + word if answerable else "Cargo" + word
+            out.append(_item(f"Explain how barges carry {cargo} downstream to Vienna.", DOCS[0], answerable)
+                       | {"doc_id": f"d{(i + offset) % 10}"})
+        return out
+
+    fit, dev = items(60, 1), items(30, 2)
+    x_fit, x_dev = torch.randn(60, 3, 4, generator=gen), torch.randn(30, 3, 4, generator=gen)
+    rule = {"threshold_rule": "out_of_fold_budget", "budget": 0.1, "lexical_only": True}
+    plain = choose_head(fit, x_fit, dev, x_dev, model_id="m", **rule)
+    steered = choose_head(fit, x_fit, dev, x_dev, model_id="m", lexical_names=True, **rule)
+    after = choose_head(fit, x_fit, dev, x_dev, model_id="m", names_after_choice=True, **rule)
+    assert (after.layer, after.l2, after.dev["dev_auc_by_candidate"]) == \
+        (plain.layer, plain.l2, plain.dev["dev_auc_by_candidate"])  # chosen as if the flag did not exist
+    assert steered.dev["dev_auc"] == 1.0 and after.dev["dev_auc"] < 0.8  # the flag would have carried the choice
+    assert plain.lexical["names"] is False and after.lexical["names"] is True
+    assert "missing-name flag added" in after.dev["rule"]
+    assert after.refuses(x_dev, dev) == [not it["answerable"] for it in dev]  # the refit reads it
+    assert plain.refuses(x_dev, dev) != [not it["answerable"] for it in dev]
+    with pytest.raises(ValueError, match="out-of-fold"):
+        choose_head(fit, x_fit, dev, x_dev, model_id="m", names_after_choice=True, lexical_only=True)
+    from helpers.config import TrainConfig, config_for
+
+    with pytest.raises(ValueError, match="answerability_names_after_choice"):
+        config_for(TrainConfig, "smoke", answerability_names_after_choice=True)  # the default cut is dev's
+    assert config_for(TrainConfig, "smoke", answerability_names_after_choice=True,
+                      answerability_threshold="out_of_fold_budget").answerability_names_after_choice
+
+
 def test_a_stacked_head_learns_from_out_of_fold_state_scores_so_noise_cannot_pose_as_signal():
     """States of pure noise, wider than the fit is long (a fit of them alone separates its own prompts perfectly),
     and word summaries that carry the label: the second fit of a stacked head sees the state column out of fold,

@@ -536,7 +536,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                 fit_surprisal: Any = None, dev_surprisal: Any = None, threshold_rule: str = "dev_largest_gap",
                 budget: float = 0.05, lexical: bool = False, lexical_only: bool = False,
                 lexical_names: bool = False, stacked: bool = False, choice: str = "dev_auc",
-                fold_seed: int = 1, layer_window: int = 0) -> AnswerabilityHead:
+                fold_seed: int = 1, layer_window: int = 0, names_after_choice: bool = False) -> AnswerabilityHead:
     """The dev choice: the highest dev AUC over layers × ``l2s`` × (state | state + overlap share | state +
     overlap share + request surprisal, when the surprisal is given | either of the last two + the word-level
     summaries, when ``lexical``, with the missing-name flag among them when ``lexical_names``; only the candidates
@@ -569,6 +569,11 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     ``layer_window``: every candidate reads the state of its layer averaged with the ``layer_window`` layers on each
     side (``layer_window_mean``; the head keeps the window and averages the states it scores alike).
 
+    ``names_after_choice`` (an out-of-fold threshold rule and the dev choice only): the family is chosen without the
+    missing-name flag, and the refit on fit + dev reads it among the word summaries when the chosen family reads
+    them. Why: with the flag in the dev choice, the summaries carry the dev AUC whatever layer sits beside them,
+    and the choice drifts to shallow layers (the thirteenth and eighteenth passes' pseudo-tests).
+
     ``head.dev`` records every candidate's dev AUC and the rates at the threshold (out-of-fold for the
     out-of-fold rules)."""
     import torch
@@ -584,7 +589,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                            layer_window_mean(dev_states, layer_window), model_id, l2s, fit_surprisal=fit_surprisal,
                            dev_surprisal=dev_surprisal, threshold_rule=threshold_rule, budget=budget, lexical=lexical,
                            lexical_only=lexical_only, lexical_names=lexical_names, stacked=stacked, choice=choice,
-                           fold_seed=fold_seed)
+                           fold_seed=fold_seed, names_after_choice=names_after_choice)
         head.layer_window = layer_window
         head.dev["rule"] = (f"the state of each layer averaged with the {layer_window} layers on each side; "
                             + head.dev["rule"])
@@ -597,7 +602,10 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                          f"({sum(y_dev)} / {len(y_dev)})")
     from helpers.evaluate.answerability_lexical import LexicalVocabulary, lexical_features
 
-    lexical = lexical or lexical_only or lexical_names
+    if names_after_choice and (threshold_rule == "dev_largest_gap" or choice != "dev_auc"):
+        raise ValueError("names_after_choice adds the missing-name flag in the refit on fit + dev: it needs an "
+                         "out-of-fold threshold rule and the dev-AUC choice")
+    lexical = lexical or lexical_only or lexical_names or names_after_choice
     surprisals = [False] + ([True] if fit_surprisal is not None else [])
     kinds = [(False, False, False), *[(True, s, False) for s in surprisals]]
     kinds += [(True, s, True) for s in surprisals] if lexical else []
@@ -652,7 +660,9 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
         items = [*fit_items, *dev_items]
         if with_lexical:  # the refit reads the vocabulary of its own prompts, fit + dev (the out-of-fold scores
             # read it too: document frequencies, no labels, so a held fold's words weigh its own IDF a little)
-            vocab = LexicalVocabulary.fit(items, names=lexical_names)
+            vocab = LexicalVocabulary.fit(items, names=lexical_names or names_after_choice)
+            if names_after_choice:
+                rule += "the missing-name flag added to the word-level summaries in the refit; "
             fit_lex, dev_lex = lexical_features(fit_items, vocab), lexical_features(dev_items, vocab)
         fit_col, dev_col, head_dev_col = None, None, None
         if stacked:  # the state fit again on fit + dev, its column out of fold over them

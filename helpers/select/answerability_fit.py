@@ -64,7 +64,8 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
                "lexical": train_cfg.answerability_lexical, "lexical_only": train_cfg.answerability_lexical_only,
                "lexical_names": train_cfg.answerability_names, "stacked": train_cfg.answerability_stacked,
                "choice": train_cfg.answerability_choice, "fold_seed": train_cfg.dev_seed,
-               "layer_window": train_cfg.answerability_layer_window}
+               "layer_window": train_cfg.answerability_layer_window,
+               "names_after_choice": train_cfg.answerability_names_after_choice}
     if train_cfg.answerability_dev_splits > 1:  # heads on several dev splits of the training prompts, averaged
         import torch
 
