@@ -65,6 +65,16 @@ def check_answerability_choice(choice: str, threshold_rule: str, stacked: bool, 
         raise ValueError(f"{name}={choice!r} chooses on out-of-fold scores over fit + dev: it needs an out-of-fold "
                          f"threshold rule (got {threshold_rule!r}) and no stacked head")
 
+def check_answerability_names_after_choice(names_after_choice: bool, threshold_rule: str, choice: str,
+                                          name: str = "names_after_choice") -> None:
+    """The missing-name flag added after the choice joins the refit of the chosen family on fit + dev, which only an
+    out-of-fold threshold rule makes, after the dev-AUC choice. One check for ``TrainConfig`` (when the config is
+    read) and ``choose_head``; ``name`` is how the caller spells the option."""
+    if names_after_choice and (threshold_rule == "dev_largest_gap" or choice != "dev_auc"):
+        raise ValueError(f"{name} adds the missing-name flag in the refit of the chosen family on fit + dev: it needs "
+                         f"an out-of-fold threshold rule and the choice 'dev_auc', got {threshold_rule!r}, {choice!r}")
+
+
 def check_answerability_bagging(n_heads: int, threshold_rule: str, choice: str, stacked: bool,
                                 name: str = "n_heads") -> None:
     """Heads chosen on several dev splits and averaged are cut on their out-of-fold scores over fit + dev: they need
@@ -443,11 +453,8 @@ class TrainConfig:
             raise ValueError("TrainConfig.answerability_budget is a share of answerable prompts: 0 <= it < 1")
         check_answerability_choice(self.answerability_choice, self.answerability_threshold, self.answerability_stacked,
                                    "TrainConfig.answerability_choice")
-        if self.answerability_names_after_choice and (self.answerability_threshold == "dev_largest_gap"
-                                                      or self.answerability_choice != "dev_auc"):
-            raise ValueError("TrainConfig.answerability_names_after_choice adds the missing-name flag in the refit of "
-                             "the chosen family: it needs an out-of-fold answerability_threshold and "
-                             "answerability_choice 'dev_auc'")
+        check_answerability_names_after_choice(self.answerability_names_after_choice, self.answerability_threshold,
+                                               self.answerability_choice, "TrainConfig.answerability_names_after_choice")
         if self.answerability_layer_window < 0:
             raise ValueError("TrainConfig.answerability_layer_window is a number of layers on each side: >= 0, got "
                              f"{self.answerability_layer_window}")

@@ -810,13 +810,15 @@ def _reviewed_record_sentence(name: str, folder: str, scope: str, page: str, spl
             f"`python experiments/reviewed_labels.py --runs results/{folder} --out results/{name}`).")
 
 
-def _reviewed_audit() -> dict[str, Any] | None:
-    """The summary of the audit of the reviewed answerable prompts (``docs/label_audit_reviewed.json``): a target line
-    beside the records scored on reviewed labels (the heads), not the DPO seeds' record, scored on labels as built."""
-    from tools.label_audit import summary as audit_summary
+def _audit_summary(record: Path) -> dict[str, Any] | None:
+    """A label audit's summary (``tools.label_audit.summary``) from its record under the repository, None without it.
 
-    path = repo_root() / LABEL_AUDIT_REVIEWED
-    return audit_summary(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
+    The audit of the reviewed answerable prompts (``LABEL_AUDIT_REVIEWED``) is a target line beside the records
+    scored on reviewed labels (the heads), not beside the DPO seeds' record, which is scored on labels as built."""
+    from tools.label_audit import summary
+
+    path = repo_root() / record
+    return summary(json.loads(path.read_text(encoding="utf-8"))) if path.exists() else None
 
 
 def _review_clause(page: str = "docs/label_review.md") -> str:
@@ -905,17 +907,13 @@ HEADS_LEAD = (
 
 def _target_context(results_dir: Path, record: Path, summary: dict[str, Any]) -> dict[str, Any]:
     """What the target lines read beside a record: the two label audits, the seeds' and a fresh `make demo`'s times."""
-    from tools.label_audit import summary as audit_summary
-
-    audit_path, other_path = repo_root() / LABEL_AUDIT, repo_root() / LABEL_AUDIT_UNANSWERABLE
     demo = [m for m in (_seed_minutes(record, seed) for seed in summary["per_seed"]) if m is not None]
     evals = [e for e in (_evaluate_seconds(record, seed) for seed in summary["per_seed"]) if e is not None]
     fresh = _load(results_dir / "local" / "run_report.json")
-    return {"audit": audit_summary(json.loads(audit_path.read_text(encoding="utf-8"))) if audit_path.exists() else None,
+    return {"audit": _audit_summary(LABEL_AUDIT),
             "demo_minutes": demo,
             "base_minutes": max(0.0, evals[0] - min(evals[1:])) / 60 if len(evals) > 1 else 0.0,
-            "other_audit": (audit_summary(json.loads(other_path.read_text(encoding="utf-8")))
-                            if other_path.exists() else None),
+            "other_audit": _audit_summary(LABEL_AUDIT_UNANSWERABLE),
             "fresh_demo": fresh if fresh and fresh.get("command") == "gemma-facts run" else None}
 
 
@@ -974,7 +972,7 @@ def render_headline(results_dir: Path | None = None) -> str:
         review_page = _shown_reviewed_records(results_dir)[0][3]
         parts = [HEADS_LEAD, "", heads, "",
                  *head_targets(results_dir, shared_target_checks(**context, review_page=review_page,
-                                                                 reviewed_audit=_reviewed_audit())), "",
+                                                                 reviewed_audit=_audit_summary(LABEL_AUDIT_REVIEWED))), "",
                  "**The DPO recipe** (QLoRA adapters on the same base; the notebooks' recipe), " + made[0].lower()
                  + made[1:] + dpo, "",
                  written_line + "Each seed's record and its target checks, the refusal gap, a no-model word-overlap "

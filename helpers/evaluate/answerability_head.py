@@ -578,7 +578,11 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
     out-of-fold rules)."""
     import torch
 
-    from helpers.config import ANSWERABILITY_THRESHOLD_RULES, check_answerability_choice
+    from helpers.config import (
+        ANSWERABILITY_THRESHOLD_RULES,
+        check_answerability_choice,
+        check_answerability_names_after_choice,
+    )
 
     if threshold_rule not in ANSWERABILITY_THRESHOLD_RULES:
         raise ValueError(f"threshold_rule must be one of {ANSWERABILITY_THRESHOLD_RULES}, got {threshold_rule!r}")
@@ -602,9 +606,7 @@ def choose_head(fit_items: Sequence[dict[str, Any]], fit_states: Any, dev_items:
                          f"({sum(y_dev)} / {len(y_dev)})")
     from helpers.evaluate.answerability_lexical import LexicalVocabulary, lexical_features
 
-    if names_after_choice and (threshold_rule == "dev_largest_gap" or choice != "dev_auc"):
-        raise ValueError("names_after_choice adds the missing-name flag in the refit on fit + dev: it needs an "
-                         "out-of-fold threshold rule and the dev-AUC choice")
+    check_answerability_names_after_choice(names_after_choice, threshold_rule, choice)
     lexical = lexical or lexical_only or lexical_names or names_after_choice
     surprisals = [False] + ([True] if fit_surprisal is not None else [])
     kinds = [(False, False, False), *[(True, s, False) for s in surprisals]]
