@@ -257,6 +257,11 @@ class DataConfig:
     # The test split's own mix (None: pairs_per_kind). Its requests are what evaluation asks, so it needs
     # no paraphrases, and one request of each unanswerable kind per document.
     test_pairs_per_kind: dict[str, int] | None = None
+    # Subject swaps the offline teacher makes from each real request, each with another absent subject
+    # (the first comes before the topic neighbour's request, the others after it, so a mix that takes two
+    # near misses per row is the same with any value). Why more than one: the swapped-in name the document
+    # lacks is what the answerability head misses most, and each swap is another example of it.
+    near_miss_swaps: int = 1
     seed: int = 42
     concurrency: int = 2  # Gemini calls in flight (free tier: 10 requests/minute leave nothing for more)
     requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE
@@ -273,7 +278,8 @@ class DataConfig:
         _choice(self, "gemini_mode", ("auto", "online", "batch"))
         if self.max_length is None:  # built without config_for: the ModelConfig default budget
             self.max_length = ModelConfig.max_length
-        _positive(self, "max_length", "answer_budget", "passage_words", "concurrency", "requests_per_minute")
+        _positive(self, "max_length", "answer_budget", "passage_words", "concurrency", "requests_per_minute",
+                  "near_miss_swaps")
         if self.requests_per_day is None:
             self.requests_per_day = free_tier_requests_per_day(self.gemini_model)
         _positive(self, "requests_per_day")

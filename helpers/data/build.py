@@ -105,8 +105,9 @@ def make_teacher(cfg: DataConfig, work: Path) -> tuple[Any, str]:
         except MissingSecretError as exc:
             bar = "*" * 78
             print(f"{bar}\n* NO GEMINI KEY: FALLING BACK TO THE OFFLINE TEACHER.\n* {exc}\n{bar}")
-            return OfflineTeacher(seed=cfg.seed, answer_words=answer_words), "offline (fallback: no Gemini key)"
-    return OfflineTeacher(seed=cfg.seed, answer_words=answer_words), "offline"
+            return OfflineTeacher(seed=cfg.seed, answer_words=answer_words,
+                                  near_miss_swaps=cfg.near_miss_swaps), "offline (fallback: no Gemini key)"
+    return OfflineTeacher(seed=cfg.seed, answer_words=answer_words, near_miss_swaps=cfg.near_miss_swaps), "offline"
 
 
 def _default_tokenizer(cfg: DataConfig) -> tuple[Any, str]:

@@ -320,17 +320,21 @@ class OfflineTeacher:
 
     name = "offline"
 
-    def __init__(self, seed: int = 42, answer_words: int = 60, near_misses: int = 3, extra_qa: int = 2) -> None:
+    def __init__(self, seed: int = 42, answer_words: int = 60, near_misses: int = 3, extra_qa: int = 2,
+                 near_miss_swaps: int = 1) -> None:
         self.seed = seed
         self.answer_words = answer_words
         self.n_near_misses = near_misses
         self.n_extra_qa = extra_qa
+        self.near_miss_swaps = near_miss_swaps  # subject swaps per real request (DataConfig.near_miss_swaps)
         self.counters: Counter = Counter()
 
     @property
     def cache_id(self) -> str:
-        """Everything that changes this teacher's output (keys the per-row cache of the build)."""
-        return f"offline-v{OFFLINE_TEACHER_VERSION}:{self.answer_words}:{self.n_near_misses}:{self.n_extra_qa}"
+        """Everything that changes this teacher's output (keys the per-row cache of the build; one swap, the
+        default, adds nothing, so the builds cached before the option keep their cache)."""
+        return (f"offline-v{OFFLINE_TEACHER_VERSION}:{self.answer_words}:{self.n_near_misses}:{self.n_extra_qa}"
+                + (f":swaps{self.near_miss_swaps}" if self.near_miss_swaps != 1 else ""))
 
     def stats(self) -> dict[str, Any]:
         """Rows taught and QA items dropped (their quote was not in the excerpt)."""
@@ -423,23 +427,30 @@ class OfflineTeacher:
 
         The confident wrong answer of a subject swap is the real answer with the subject swapped too
         (what a model that ignores the mismatch says); a neighbour's request gets the excerpt sentence
-        closest to it, offered as if it answered."""
+        closest to it, offered as if it answered. Order: the first swap, the neighbour's request, then
+        the further swaps (``near_miss_swaps``), each with a subject not swapped in before; so the first
+        two near misses of a row do not depend on how many swaps are made."""
         row, document = item.row, item.full_document or item.excerpt
-        out: list[NearMiss] = []
-        swapped = subject_swap(row.user_request, document, item.subjects, rng)
-        if swapped is None:
-            flags["near_miss_no_subject_to_swap"] += 1
-        else:
+        swaps: list[NearMiss] = []
+        used: set[str] = set()
+        for _ in range(self.near_miss_swaps):
+            swapped = subject_swap(row.user_request, document, [s for s in item.subjects if s not in used], rng)
+            if swapped is None:
+                break
             request, old, new = swapped
+            used.add(new)
             base = qa_items[0].answer if qa_items else self._related_sentence(item.excerpt, row.user_request)
             answer = base.replace(old, new) if old in base else f"{new}: {base}"
-            out.append(NearMiss(request=request, confident_answer=answer))
+            swaps.append(NearMiss(request=request, confident_answer=answer))
+        if not swaps:
+            flags["near_miss_no_subject_to_swap"] += 1
+        out = swaps[:1]
         if item.neighbour_request:  # verified by topic_neighbours: its distinctive terms are not in document
             out.append(NearMiss(request=item.neighbour_request,
                                 confident_answer=self._related_sentence(item.excerpt, item.neighbour_request)))
         else:
             flags["near_miss_no_neighbour"] += 1
-        return out[:self.n_near_misses]
+        return (out + swaps[1:])[:max(self.n_near_misses, 1 + self.near_miss_swaps)]
 
     @staticmethod
     def _related_sentence(excerpt: str, request: str) -> str:
