@@ -205,7 +205,7 @@ def main() -> int:
     from experiments.head_family_choice import prompt_key, training_prompt_features
     from helpers.config import LABEL_REVIEW_TRAIN_FILE, ModelConfig, TrainConfig, config_for
     from helpers.evaluate.answerability_head import choose_bagged, choose_head, document_folds, label_auc
-    from helpers.evaluate.label_review import keep_confirmed, load_review
+    from helpers.evaluate.label_review import item_key, keep_confirmed, load_review
     from helpers.evaluate.run import eval_items
     from helpers.train.dpo import dev_documents, dev_split
     from helpers.train.report import code_revision
@@ -216,7 +216,15 @@ def main() -> int:
     pairs = recipe_pairs(args.recipes, args.pairs)
     rows, everything, states, surprisal = training_prompt_features(
         pairs, model_cfg, surprisal=any(RECIPES[name][0] for name in args.recipes))
-    confirmed = {prompt_key(it) for it in keep_confirmed(everything, load_review(LABEL_REVIEW_TRAIN_FILE), "training")[0]}
+    review = load_review(LABEL_REVIEW_TRAIN_FILE)
+    reviewed = {e["key"] for e in review["items"]}
+    # a recipe with more pairs than the review read (near_miss_swaps): its new prompts only join fits and dev
+    # choices; every prompt the review did read must still be in it (keep_confirmed raises otherwise)
+    covered = [it for it in everything if item_key(it["request"], it["document"]) in reviewed]
+    unreviewed = [it for it in everything if item_key(it["request"], it["document"]) not in reviewed]
+    if any(it["source"] != ["near_miss"] for it in unreviewed):
+        raise SystemExit(f"{len(unreviewed)} training prompts are not in the review, not all added near misses")
+    confirmed = {prompt_key(it) for it in keep_confirmed(covered, review, "training")[0]}
     index = {prompt_key(it): i for i, it in enumerate(everything)}
 
     def pick(items):
@@ -225,7 +233,8 @@ def main() -> int:
 
     record: dict = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                     "command": "python experiments/head_lexical.py " + " ".join(sys.argv[1:]),
-                    "code": code_revision(), "budget": BUDGET, "recipes": {}}
+                    "code": code_revision(), "budget": BUDGET, "unreviewed_fit_prompts": len(unreviewed),
+                    "recipes": {}}
 
     runs = [(name, None) for name in args.recipes] + [(name, f) for f in args.fit_fractions for name in args.recipes]
     for recipe, fraction in runs:

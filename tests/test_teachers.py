@@ -200,3 +200,28 @@ def test_real_near_misses_come_from_the_request_and_are_absent_from_the_document
     new_subject = swapped.removeprefix("Why do reviewers like the ").removesuffix(" robot?")
     assert new_subject.lower() not in REVIEWS.lower()
     assert new_subject in out.near_misses[0].confident_answer or "Tiger" not in out.near_misses[0].confident_answer
+
+
+def test_more_subject_swaps_come_after_the_first_two_near_misses_each_with_a_new_subject():
+    """DataConfig.near_miss_swaps: the first swap and the neighbour's request stay what one swap makes (a mix of
+    two near misses per row, like every test split's, is unchanged), the further swaps follow, each naming
+    another subject the document lacks, and they stop when the candidates run out."""
+    row = facts_row(user_request="Why do reviewers like the Tiger Electronics robot?", context_document=REVIEWS)
+    neighbour = "What does the Hasbro annual report say about licensing revenue?"
+    item = TeachItem(row, REVIEWS, subjects=("Hasbro", "Celestial Seasonings", "Mattel Toys", "Tiger Electronics"),
+                     neighbour_request=neighbour, full_document=REVIEWS)
+    one = OfflineTeacher(seed=3).teach_one(item).near_misses
+    many = OfflineTeacher(seed=3, near_miss_swaps=5).teach_one(item).near_misses
+    assert [n.request for n in many[:2]] == [n.request for n in one]
+    swaps = [many[0].request] + [n.request for n in many[2:]]
+    subjects = [s.removeprefix("Why do reviewers like the ").removesuffix(" robot?") for s in swaps]
+    assert len(swaps) == 3 and len(set(subjects)) == 3  # three absent candidates: three swaps, then it stops
+    assert all(s.lower() not in REVIEWS.lower() for s in subjects)
+    assert OfflineTeacher(near_miss_swaps=3).cache_id != OfflineTeacher().cache_id  # cached outputs not reused
+
+
+def test_near_miss_swaps_must_be_positive():
+    from helpers.config import DataConfig
+
+    with pytest.raises(ValueError, match="near_miss_swaps"):
+        DataConfig(near_miss_swaps=0)
