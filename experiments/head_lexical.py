@@ -177,7 +177,7 @@ RECIPES = {
                                                          {"layer_window": 1, "bagged_dev_splits": 10,
                                                           "pairs": "outputs/whole_clean_swaps/pairs"}),
     # ... after it ran (92.45%: more near misses on the same documents caught fewer held out), added before it ran:
-    # the ten-head recipe with the 38 training documents of the written set as more fit documents (their 304 prompts
+    # the ten-head recipe with the 38 training documents of the written set as more fit documents (their 228 prompts
     # join every cell's fit, never a dev split of the cell's own or a held fold). Why: the learning curve rose with
     # more fit *documents*, and the swaps showed more prompts on the same documents do not help; the written set's
     # near misses were written by hand. Its test split (10 documents) is not read
