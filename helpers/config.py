@@ -411,6 +411,11 @@ class TrainConfig:
     # Fit and choose the head only on the training prompts whose label two blind readers confirmed ("bundled": the
     # review of the bundled FACTS training split, docs/label_review_training.md; "": every prompt as built).
     answerability_label_review: str = ""
+    # A second pairs folder (stage 01's output, e.g. the written set's: `gemma-facts data --set data.input=bundled`)
+    # whose training prompts join the head's fit, and with several dev splits the pool they are drawn from; never
+    # scored. Why: the pseudo-test's learning curve rose with more fit documents, not more prompts on the same ones
+    # (docs/local_results.md, twentieth pass). Its documents must not be the main pairs'; read without surprisal.
+    answerability_extra_fit_pairs: str = ""
     max_grad_norm: float = 1.0
     # Any other field of trl.DPOConfig, passed to it unchanged (e.g. {"weight_decay": 0.01,
     # "label_smoothing": 0.1}). A field this config names itself (beta, learning_rate, ...) is set there, so
@@ -471,6 +476,9 @@ class TrainConfig:
                                                    or any(not v > 0 for v in self.answerability_l2s)):
             raise ValueError("TrainConfig.answerability_l2s lists L2 strengths > 0 (or is None for the default), "
                              f"got {self.answerability_l2s}")
+        if self.answerability_extra_fit_pairs and self.answerability_surprisal:
+            raise ValueError("TrainConfig.answerability_extra_fit_pairs is read without the request surprisal: set "
+                             "answerability_surprisal to false")
         if self.answerability_label_review == BUNDLED_SAMPLE:
             self.answerability_label_review = str(LABEL_REVIEW_TRAIN_FILE)
         if self.select_dev_documents < 0:

@@ -568,3 +568,40 @@ def test_the_stage_bags_heads_over_dev_splits_drawn_with_the_dev_seed(smoke_mode
     assert len(heads[0].members) == 1 and heads[0].dev["bagged"]["heads"] == 2
     assert AnswerabilityHead.load(head_path()).summary()["bagged_layers"] == heads[2].summary()["bagged_layers"]
     assert heads[0].dev["bagged"] == heads[1].dev["bagged"]  # the same seed draws the same splits
+
+
+def test_the_stage_adds_a_second_pairs_folders_training_prompts_to_the_fit_and_refuses_a_shared_document(
+        smoke_model, tmp_path, monkeypatch):
+    """``train.answerability_extra_fit_pairs``: the other folder's training prompts (never its test split) join the
+    pool the bagged heads are drawn from, their states are read like the fit's, the head records them; a folder that
+    shares a document with the main pairs (here a test document) stops before anything is fitted."""
+    import helpers.config
+    import helpers.select.answerability_fit as stage
+
+    monkeypatch.setattr(helpers.config, "cache_root", lambda: tmp_path / "cache")
+    model, tokenizer = smoke_model
+    more = [("Lisbon", "Portugal", "Porto"), ("Athens", "Greece", "Patras"), ("Warsaw", "Poland", "Krakow")]
+    extra_dir = tmp_path / "extra_pairs"
+    DatasetDict({"train": Dataset.from_list(city_rows(more[:2])),
+                 "test": Dataset.from_list(city_rows(more[2:]))}).save_to_disk(extra_dir)
+    train_cfg = config_for(TrainConfig, "smoke", answerability_dev_splits=2, dev_seed=5,
+                           answerability_threshold="out_of_fold_budget", answerability_surprisal=False,
+                           answerability_extra_fit_pairs=str(extra_dir))
+    DatasetDict({"train": Dataset.from_list(city_rows(CITIES[:4])),
+                 "test": Dataset.from_list(city_rows(CITIES[4:]))}).save_to_disk(train_cfg.pairs_dir)
+    pools = []
+    real = stage.choose_bagged
+    monkeypatch.setattr(stage, "choose_bagged", lambda items, states, *a, **k: (
+        pools.append((sorted({it["doc_id"] for it in items}), len(items), states.shape[0])),
+        real(items, states, *a, **k))[1])
+    head = stage.fit_answerability_head(config_for(ModelConfig, "smoke"), train_cfg, model, tokenizer)
+    assert pools == [(sorted([c for c, _, _ in CITIES[:4]] + ["Lisbon", "Athens"]), 12, 12)]  # Warsaw is a test doc
+    assert head.dev["extra_fit"]["prompts"] == 4 and head.dev["extra_fit"]["pairs"] == str(extra_dir)
+
+    DatasetDict({"train": Dataset.from_list(city_rows([*more[:1], CITIES[4]])),
+                 "test": Dataset.from_list(city_rows(more[2:]))}).save_to_disk(tmp_path / "shared")
+    shared_cfg = dataclasses.replace(train_cfg, answerability_extra_fit_pairs=str(tmp_path / "shared"))
+    with pytest.raises(ValueError, match=r"shares 1 document\(s\).*Vienna"):
+        stage.fit_answerability_head(config_for(ModelConfig, "smoke"), shared_cfg, model, tokenizer)
+    with pytest.raises(ValueError, match="without the request surprisal"):
+        config_for(TrainConfig, "smoke", answerability_extra_fit_pairs=str(extra_dir), answerability_surprisal=True)

@@ -19,7 +19,7 @@ from helpers.evaluate.answerability_head import (
     prompt_features,
 )
 
-__all__ = ["fit_answerability_head"]
+__all__ = ["extra_fit_items", "fit_answerability_head"]
 
 
 def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, tokenizer: Any = None
@@ -48,6 +48,11 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
         print(f"label review: fitting on {reviewed['fit']['kept']} fit prompts ({reviewed['fit']['left_out']} left "
               f"out), choosing on {reviewed['dev']['kept']} dev prompts ({reviewed['dev']['left_out']} left out)",
               flush=True)
+    extra_items = []
+    if train_cfg.answerability_extra_fit_pairs:  # more fit documents from a second pairs folder, never scored
+        extra_items = extra_fit_items(train_cfg.answerability_extra_fit_pairs, pairs_dir)
+        print(f"extra fit: {len(extra_items)} prompts on {len({it['doc_id'] for it in extra_items})} documents "
+              f"from {train_cfg.answerability_extra_fit_pairs}", flush=True)
     if model is None:
         from helpers.models import load_model_and_tokenizer
 
@@ -57,6 +62,8 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     with side_of(model, "base"):
         fit_states, fit_surprisal = prompt_features(model, tokenizer, fit_items, model_cfg, surprisal=surprisal,
                                                     desc="head: fit prompts")
+        extra_states = (prompt_features(model, tokenizer, extra_items, model_cfg, surprisal=False,
+                                        desc="head: extra fit prompts")[0] if extra_items else None)
         dev_states, dev_surprisal = prompt_features(model, tokenizer, dev_items, model_cfg, surprisal=surprisal,
                                                     desc="head: dev prompts")
     options = {"l2s": tuple(train_cfg.answerability_l2s or L2_STRENGTHS),
@@ -66,6 +73,10 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
                "choice": train_cfg.answerability_choice, "fold_seed": train_cfg.dev_seed,
                "layer_window": train_cfg.answerability_layer_window,
                "names_after_choice": train_cfg.answerability_names_after_choice}
+    if extra_items:  # after the fit prompts, as experiments/head_lexical.py appends them
+        import torch
+
+        fit_items, fit_states = [*fit_items, *extra_items], torch.cat([fit_states, extra_states])
     if train_cfg.answerability_dev_splits > 1:  # heads on several dev splits of the training prompts, averaged
         import torch
 
@@ -79,7 +90,26 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     head.dev["train_fingerprint"] = train_split_fingerprint(pairs_dir)
     if reviewed:
         head.dev["label_review"] = reviewed
+    if extra_items:
+        head.dev["extra_fit"] = {"pairs": str(train_cfg.answerability_extra_fit_pairs), "prompts": len(extra_items),
+                                 "train_fingerprint": train_split_fingerprint(train_cfg.answerability_extra_fit_pairs)}
     path = head.save(head_path())
     print(f"Answerability head: {describe_head(head.summary())}, dev AUC {head.dev['dev_auc']}, refuses {head.dev['dev_unanswerable_refused']:.0%} of unanswerable and "
           f"{head.dev['dev_answerable_refused']:.0%} of answerable dev prompts → {path}", flush=True)
     return head
+
+
+def extra_fit_items(extra_pairs_dir: Any, pairs_dir: Any) -> list[dict]:
+    """The training prompts of a second pairs folder, as fit items (set "fit", as the pseudo-test reads them). Stops if it shares a document
+    with the main pairs, test split included: a test document in the fit would be scored on what it was fitted to."""
+    from helpers.evaluate.run import eval_items
+    from helpers.notebook import require_input
+    from helpers.train.dpo import PAIRS_MADE_BY, load_pairs
+
+    extra = load_pairs(require_input(extra_pairs_dir, PAIRS_MADE_BY))["train"]
+    main = load_pairs(pairs_dir)
+    shared = set(extra["doc_id"]) & {d for split in main.values() for d in split["doc_id"]}
+    if shared:
+        raise ValueError(f"TrainConfig.answerability_extra_fit_pairs ({extra_pairs_dir}) shares {len(shared)} "
+                         f"document(s) with {pairs_dir}, e.g. {sorted(shared)[:3]}: build it from other documents")
+    return eval_items(list(extra), set_name="fit")
