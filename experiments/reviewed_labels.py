@@ -63,6 +63,13 @@ FAMILIES = {
                                 "sixteenth pass: the heads of ten dev splits on the 104-document test split, "
                                 "registered before its read (configs/local_head_bagged_10_104_test_docs.json), its "
                                 "own record", None),
+    "bagged-10-written-fit-104-test-docs": ("ten bagged heads + the written set's training documents in the fit "
+                                            "(`local_head_bagged_10_written_fit_104_test_docs`)",
+                                            "twentieth pass: the ten bagged heads with the written set's 38 training "
+                                            "documents in their fit on the 104-document test split, chosen on the "
+                                            "pseudo-test and registered before its read (configs/"
+                                            "local_head_bagged_10_written_fit_104_test_docs.json), its own record",
+                                            None),
 }
 FIELDS = ("hallucination_rate", "over_refusal_rate", "grounded_accuracy")
 
