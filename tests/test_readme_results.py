@@ -567,9 +567,9 @@ def test_the_reviewed_label_audit_is_a_line_of_its_own_with_its_interval():
 
 def test_a_cut_just_under_the_target_never_reads_as_the_target():
     """89.96% rounds to "90.0%": the check says missed, so the figure beside it shows the second decimal."""
-    from tools.readme_results import _pct_against, rate_target_checks
+    from tools.readme_results import pct_against, rate_target_checks
 
-    assert _pct_against(0.8996, 0.9) == "89.96%" and _pct_against(0.9083, 0.9) == "90.8%"
-    assert _pct_against(0.894, 0.9) == "89.4%" and _pct_against(None, 0.9) == "n/a"
+    assert pct_against(0.8996, 0.9) == "89.96%" and pct_against(0.9083, 0.9) == "90.8%"
+    assert pct_against(0.894, 0.9) == "89.4%" and pct_against(None, 0.9) == "n/a"
     (met, text), _ = rate_target_checks("run", [0.8996, 0.95], "x", [True, True], None, None, None)
     assert not met

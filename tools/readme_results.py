@@ -151,7 +151,7 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
-def _pct_against(x: float | None, bound: float) -> str:
+def pct_against(x: float | None, bound: float) -> str:
     """``_pct``, with a second decimal where one would round across ``bound``: a miss never reads as "90.0%"."""
     if x is None or (x >= bound) == (round(100 * x, 1) >= round(100 * bound, 1)):
         return _pct(x)
@@ -471,7 +471,7 @@ def seed_targets(summary: dict[str, Any], audit: dict[str, Any] | None, demo_min
     def mean_and_base(aligned: str, base: str) -> tuple[float, float] | None:
         return (sp[aligned]["mean"], sp[base]["mean"]) if aligned in sp and base in sp else None
 
-    checks = rate_target_checks("seed", cuts, f"cuts: {', '.join(_pct_against(c, 0.9) for c in cuts)}",
+    checks = rate_target_checks("seed", cuts, f"cuts: {', '.join(pct_against(c, 0.9) for c in cuts)}",
                                 [e["banana_passed"] for e in per], sp.get("hallucination_cut", {}).get("mean"),
                                 mean_and_base("aligned_over_refusal", "base_over_refusal"),
                                 mean_and_base("aligned_grounded_accuracy", "base_grounded_accuracy"))
@@ -773,7 +773,7 @@ def head_targets(results_dir: Path, shared: list[tuple[bool, str]]) -> list[str]
     split, key, family, record = headline_heads(results_dir)
     runs = sorted(family["runs"].items(), key=lambda kv: kv[0])
     spread, base, n = family["reviewed_spread"], record["base"]["reviewed"], record["base"]["reviewed_n"]
-    cuts = ", ".join(f"{_pct_against(r['reviewed']['relative_cut'], 0.9)} (dev split {_dev_split(name)})" for name, r in runs)
+    cuts = ", ".join(f"{pct_against(r['reviewed']['relative_cut'], 0.9)} (dev split {_dev_split(name)})" for name, r in runs)
     kinds = n.get("by_kind", {})
     near = (kinds.get("near_miss") or {}).get("kept", 0)
     checks = [
