@@ -23,8 +23,8 @@ from typing import Any
 from helpers.config import LABEL_REVIEW_FILE, output_root, repo_root
 from helpers.evaluate.tables import banana_table, heldout_table, impact_table, probes_table
 
-__all__ = ["collect_run", "collect_seeds", "render_headline", "render_results_doc", "seed_targets", "seeds_table",
-           "update_readme", "write_results_doc"]
+__all__ = ["collect_run", "collect_seeds", "pct_against", "render_headline", "render_results_doc", "seed_targets",
+           "seeds_table", "update_readme", "write_results_doc"]
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 REPORTS = ("metrics.json", "train_report.json", "data_report.json", "run_report.json", "rerun_report.json")

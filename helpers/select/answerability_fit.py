@@ -100,8 +100,9 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
 
 
 def extra_fit_items(extra_pairs_dir: Any, pairs_dir: Any) -> list[dict]:
-    """The training prompts of a second pairs folder, as fit items (set "fit", as the pseudo-test reads them). Stops if it shares a document
-    with the main pairs, test split included: a test document in the fit would be scored on what it was fitted to."""
+    """The training prompts of a second pairs folder, as fit items (set "fit", as the pseudo-test reads them).
+    Stops if it shares a document with the main pairs, test split included: a test document in the fit would be
+    scored on what it was fitted to."""
     from helpers.evaluate.run import eval_items
     from helpers.notebook import require_input
     from helpers.train.dpo import PAIRS_MADE_BY, load_pairs
