@@ -27,6 +27,8 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     """Fit the head on the training split's non-dev documents, choose it on the dev documents (the ones the
     checkpoint choice uses), save it to ``head_path()``. ``model``: an already loaded model (its base side
     is used); loaded here otherwise."""
+    import torch
+
     from helpers.evaluate.run import eval_items, side_of
     from helpers.notebook import require_input
     from helpers.train.dpo import PAIRS_MADE_BY, dev_documents, dev_split, load_pairs, train_split_fingerprint
@@ -36,7 +38,8 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
         raise ValueError("TrainConfig.answerability_head needs dev documents to choose the head on: set "
                          "select_dev_documents (or eval_dev_documents) > 0")
     pairs_dir = require_input(train_cfg.pairs_dir, PAIRS_MADE_BY)
-    fit_rows, dev_rows = dev_split(load_pairs(pairs_dir)["train"], n_dev, train_cfg.dev_seed)
+    pairs = load_pairs(pairs_dir)
+    fit_rows, dev_rows = dev_split(pairs["train"], n_dev, train_cfg.dev_seed)
     fit_items, dev_items = eval_items(list(fit_rows), set_name="fit"), eval_items(list(dev_rows), set_name="dev")
     reviewed = {}
     if train_cfg.answerability_label_review:  # only the prompts whose label two blind readers confirmed
@@ -50,7 +53,7 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
               flush=True)
     extra_items = []
     if train_cfg.answerability_extra_fit_pairs:  # more fit documents from a second pairs folder, never scored
-        extra_items = extra_fit_items(train_cfg.answerability_extra_fit_pairs, pairs_dir)
+        extra_items = extra_fit_items(train_cfg.answerability_extra_fit_pairs, pairs, pairs_dir)
         print(f"extra fit: {len(extra_items)} prompts on {len({it['doc_id'] for it in extra_items})} documents "
               f"from {train_cfg.answerability_extra_fit_pairs}", flush=True)
     if model is None:
@@ -74,12 +77,8 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
                "layer_window": train_cfg.answerability_layer_window,
                "names_after_choice": train_cfg.answerability_names_after_choice}
     if extra_items:  # after the fit prompts, as experiments/head_lexical.py appends them
-        import torch
-
         fit_items, fit_states = [*fit_items, *extra_items], torch.cat([fit_states, extra_states])
     if train_cfg.answerability_dev_splits > 1:  # heads on several dev splits of the training prompts, averaged
-        import torch
-
         head = choose_bagged([*fit_items, *dev_items], torch.cat([fit_states, dev_states]), model_cfg.model_id,
                              train_cfg.answerability_dev_splits, len({it["doc_id"] for it in dev_items}),
                              train_cfg.dev_seed, surprisal=None if fit_surprisal is None else
@@ -99,16 +98,15 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     return head
 
 
-def extra_fit_items(extra_pairs_dir: Any, pairs_dir: Any) -> list[dict]:
+def extra_fit_items(extra_pairs_dir: Any, main: Any, pairs_dir: Any) -> list[dict]:
     """The training prompts of a second pairs folder, as fit items (set "fit", as the pseudo-test reads them).
-    Stops if it shares a document with the main pairs, test split included: a test document in the fit would be
-    scored on what it was fitted to."""
+    Stops if it shares a document with ``main`` (the main pairs, already loaded from ``pairs_dir``), test split
+    included: a test document in the fit would be scored on what it was fitted to."""
     from helpers.evaluate.run import eval_items
     from helpers.notebook import require_input
     from helpers.train.dpo import PAIRS_MADE_BY, load_pairs
 
     extra = load_pairs(require_input(extra_pairs_dir, PAIRS_MADE_BY))["train"]
-    main = load_pairs(pairs_dir)
     shared = set(extra["doc_id"]) & {d for split in main.values() for d in split["doc_id"]}
     if shared:
         raise ValueError(f"TrainConfig.answerability_extra_fit_pairs ({extra_pairs_dir}) shares {len(shared)} "
