@@ -411,11 +411,12 @@ class TrainConfig:
     # Fit and choose the head only on the training prompts whose label two blind readers confirmed ("bundled": the
     # review of the bundled FACTS training split, docs/label_review_training.md; "": every prompt as built).
     answerability_label_review: str = ""
-    # A second pairs folder (stage 01's output, e.g. the written set's: `gemma-facts data --set data.input=bundled`)
+    # More pairs folders (stage 01's output, e.g. the written set's: `gemma-facts data --set data.input=bundled`)
     # whose training prompts join the head's fit, and with several dev splits the pool they are drawn from; never
     # scored. Why: the pseudo-test's learning curve rose with more fit documents, not more prompts on the same ones
-    # (docs/local_results.md, twentieth pass). Its documents must not be the main pairs'; read without surprisal.
-    answerability_extra_fit_pairs: str = ""
+    # (docs/local_results.md, twentieth pass). One folder may be given as a string. Their documents must not be the
+    # main pairs' nor each other's; read without surprisal.
+    answerability_extra_fit_pairs: tuple[str, ...] = ()
     max_grad_norm: float = 1.0
     # Any other field of trl.DPOConfig, passed to it unchanged (e.g. {"weight_decay": 0.01,
     # "label_smoothing": 0.1}). A field this config names itself (beta, learning_rate, ...) is set there, so
@@ -476,6 +477,8 @@ class TrainConfig:
                                                    or any(not v > 0 for v in self.answerability_l2s)):
             raise ValueError("TrainConfig.answerability_l2s lists L2 strengths > 0 (or is None for the default), "
                              f"got {self.answerability_l2s}")
+        extra = self.answerability_extra_fit_pairs
+        self.answerability_extra_fit_pairs = tuple(str(p) for p in ((extra,) if isinstance(extra, str) else extra) if p)
         if self.answerability_extra_fit_pairs and self.answerability_surprisal:
             raise ValueError("TrainConfig.answerability_extra_fit_pairs is read without the request surprisal: set "
                              "answerability_surprisal to false")

@@ -596,7 +596,19 @@ def test_the_stage_adds_a_second_pairs_folders_training_prompts_to_the_fit_and_r
         real(items, states, *a, **k))[1])
     head = stage.fit_answerability_head(config_for(ModelConfig, "smoke"), train_cfg, model, tokenizer)
     assert pools == [(sorted([c for c, _, _ in CITIES[:4]] + ["Lisbon", "Athens"]), 12, 12)]  # Warsaw is a test doc
-    assert head.dev["extra_fit"]["prompts"] == 4 and head.dev["extra_fit"]["pairs"] == str(extra_dir)
+    assert head.dev["extra_fit"]["prompts"] == 4 and head.dev["extra_fit"]["pairs"] == [str(extra_dir)]
+    assert train_cfg.answerability_extra_fit_pairs == (str(extra_dir),)  # one folder may be given as a string
+
+    # two folders: both join, in order; a document in both would be fitted twice, so that stops too
+    DatasetDict({"train": Dataset.from_list(city_rows([("Dublin", "Ireland", "Cork")])),
+                 "test": Dataset.from_list(city_rows([("Oslo", "Norway", "Bergen")]))}).save_to_disk(tmp_path / "second")
+    items = stage.extra_fit_items([extra_dir, tmp_path / "second"], {"train": {"doc_id": ["Vienna"]}}, "main")
+    assert list(dict.fromkeys(it["doc_id"] for it in items)) == ["Lisbon", "Athens", "Dublin"] and len(items) == 6
+    DatasetDict({"train": Dataset.from_list(city_rows(more[:1])),
+                 "test": Dataset.from_list(city_rows([("Oslo", "Norway", "Bergen")]))}).save_to_disk(
+        tmp_path / "second_again")
+    with pytest.raises(ValueError, match=r"second_again.*shares 1 document\(s\) with .*extra_pairs.*Lisbon"):
+        stage.extra_fit_items([extra_dir, tmp_path / "second_again"], {"train": {"doc_id": []}}, "main")
 
     DatasetDict({"train": Dataset.from_list(city_rows([*more[:1], CITIES[4]])),
                  "test": Dataset.from_list(city_rows(more[2:]))}).save_to_disk(tmp_path / "shared")

@@ -46,6 +46,19 @@ def test_offline_build_writes_contract_pairs_and_report(tmp_path):
     assert json.loads(report_path_for(tmp_path / "pairs").read_text())["pairs"] == report["pairs"]
 
 
+def test_a_training_only_build_loads_back_and_stage_03_names_the_missing_test_split(tmp_path):
+    """test_fraction=0 (pairs only to fit on, e.g. more documents for the answerability head): ``datasets`` saves a
+    split of no rows as a folder it cannot load, so the build leaves the empty split out."""
+    from helpers.evaluate.run import load_test_rows
+
+    report = build_preference_data(smoke_cfg(tmp_path, test_fraction=0.0, test_documents=None),
+                                   tokenizer=approx_token_count)
+    data = load_from_disk(str(tmp_path / "pairs"))
+    assert set(data) == {"train"} and len(data["train"]) == report["pairs"]["total"] > 0
+    with pytest.raises(ValueError, match="has no 'test' split"):
+        load_test_rows(str(tmp_path / "pairs"))
+
+
 def test_answer_removed_pairs_are_built_on_request_and_their_skips_reported(tmp_path):
     mix = {"hallucination": 0, "unanswerable": 0, "unrelated": 0, "over_refusal": 1, "paraphrase": 0,
            "answer_removed": 1}

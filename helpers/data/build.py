@@ -243,11 +243,13 @@ def _features() -> Any:
 
 
 def _save_pairs(splits: dict[str, list[dict[str, Any]]], out: Path) -> None:
-    """Write the DatasetDict to a temporary folder, then move it into place (never a half-written ``out``)."""
+    """Write the DatasetDict to a temporary folder, then move it into place (never a half-written ``out``).
+    An empty split is left out (a training-only build, ``test_fraction=0``): ``datasets`` saves a split of no rows
+    as a folder it cannot load back, and stage 03 names the missing test split clearly."""
     from datasets import Dataset, DatasetDict
 
     features = _features()
-    splits = {name: [json.loads(redact(json.dumps(p))) for p in rows] for name, rows in splits.items()}
+    splits = {name: [json.loads(redact(json.dumps(p))) for p in rows] for name, rows in splits.items() if rows}
     data = DatasetDict({name: Dataset.from_dict({c: [p[c] for p in rows] for c in PAIR_COLUMNS}, features=features)
                         for name, rows in splits.items()})
     tmp = out.with_name(out.name + ".tmp")

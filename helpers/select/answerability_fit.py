@@ -7,6 +7,7 @@ The head, its features and its dev rule are in ``helpers.evaluate.answerability_
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from helpers.evaluate.answerability_head import (
@@ -55,7 +56,7 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     if train_cfg.answerability_extra_fit_pairs:  # more fit documents from a second pairs folder, never scored
         extra_items = extra_fit_items(train_cfg.answerability_extra_fit_pairs, pairs, pairs_dir)
         print(f"extra fit: {len(extra_items)} prompts on {len({it['doc_id'] for it in extra_items})} documents "
-              f"from {train_cfg.answerability_extra_fit_pairs}", flush=True)
+              f"from {', '.join(train_cfg.answerability_extra_fit_pairs)}", flush=True)
     if model is None:
         from helpers.models import load_model_and_tokenizer
 
@@ -90,25 +91,32 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     if reviewed:
         head.dev["label_review"] = reviewed
     if extra_items:
-        head.dev["extra_fit"] = {"pairs": str(train_cfg.answerability_extra_fit_pairs), "prompts": len(extra_items),
-                                 "train_fingerprint": train_split_fingerprint(train_cfg.answerability_extra_fit_pairs)}
+        head.dev["extra_fit"] = {"pairs": list(train_cfg.answerability_extra_fit_pairs), "prompts": len(extra_items),
+                                 "train_fingerprint": [train_split_fingerprint(p)
+                                                       for p in train_cfg.answerability_extra_fit_pairs]}
     path = head.save(head_path())
     print(f"Answerability head: {describe_head(head.summary())}, dev AUC {head.dev['dev_auc']}, refuses {head.dev['dev_unanswerable_refused']:.0%} of unanswerable and "
           f"{head.dev['dev_answerable_refused']:.0%} of answerable dev prompts → {path}", flush=True)
     return head
 
 
-def extra_fit_items(extra_pairs_dir: Any, main: Any, pairs_dir: Any) -> list[dict]:
-    """The training prompts of a second pairs folder, as fit items (set "fit", as the pseudo-test reads them).
-    Stops if it shares a document with ``main`` (the main pairs, already loaded from ``pairs_dir``), test split
-    included: a test document in the fit would be scored on what it was fitted to."""
+def extra_fit_items(extra_pairs_dirs: Any, main: Any, pairs_dir: Any) -> list[dict]:
+    """The training prompts of more pairs folders, as fit items (set "fit", as the pseudo-test reads them), in the
+    order given. Stops if one shares a document with ``main`` (the main pairs, already loaded from ``pairs_dir``),
+    test split included: a test document in the fit would be scored on what it was fitted to; or with an earlier
+    folder: a document fitted twice would weigh double."""
     from helpers.evaluate.run import eval_items
     from helpers.notebook import require_input
     from helpers.train.dpo import PAIRS_MADE_BY, load_pairs
 
-    extra = load_pairs(require_input(extra_pairs_dir, PAIRS_MADE_BY))["train"]
-    shared = set(extra["doc_id"]) & {d for split in main.values() for d in split["doc_id"]}
-    if shared:
-        raise ValueError(f"TrainConfig.answerability_extra_fit_pairs ({extra_pairs_dir}) shares {len(shared)} "
-                         f"document(s) with {pairs_dir}, e.g. {sorted(shared)[:3]}: build it from other documents")
-    return eval_items(list(extra), set_name="fit")
+    seen = {d: str(pairs_dir) for split in main.values() for d in split["doc_id"]}
+    items: list[dict] = []
+    for folder in ([extra_pairs_dirs] if isinstance(extra_pairs_dirs, (str, Path)) else extra_pairs_dirs):
+        extra = load_pairs(require_input(folder, PAIRS_MADE_BY))["train"]
+        shared = sorted({d for d in extra["doc_id"] if d in seen})
+        if shared:
+            raise ValueError(f"TrainConfig.answerability_extra_fit_pairs ({folder}) shares {len(shared)} "
+                             f"document(s) with {seen[shared[0]]}, e.g. {shared[:3]}: build it from other documents")
+        seen.update({d: str(folder) for d in extra["doc_id"]})
+        items += eval_items(list(extra), set_name="fit")
+    return items
