@@ -262,6 +262,11 @@ class DataConfig:
     # near misses per row is the same with any value). Why more than one: the swapped-in name the document
     # lacks is what the answerability head misses most, and each swap is another example of it.
     near_miss_swaps: int = 1
+    # Build written rows as real FACTS rows: their own answer, extra questions and near misses are dropped, so the
+    # answer is ranked from the document against the request and the near misses are made from the request
+    # (subject swaps, a topic neighbour's request), as the test split's are. Why: a written set's hand-written near
+    # misses are another kind of prompt than those the head is scored on (docs/local_results.md, twenty-first pass).
+    rows_as_real: bool = False
     seed: int = 42
     concurrency: int = 2  # Gemini calls in flight (free tier: 10 requests/minute leave nothing for more)
     requests_per_minute: int = FREE_TIER_REQUESTS_PER_MINUTE

@@ -59,6 +59,26 @@ def test_a_training_only_build_loads_back_and_stage_03_names_the_missing_test_sp
         load_test_rows(str(tmp_path / "pairs"))
 
 
+def test_written_rows_built_as_real_rows_keep_none_of_their_own_answers_or_near_misses(tmp_path):
+    """``rows_as_real``: the written sample's own near misses and extra questions are dropped, its answerable
+    request is answered from sentences ranked against it, and its near misses are made from the request (subject
+    swaps, a topic neighbour's request), as for real rows; the default keeps the written ones."""
+    from helpers.data.rows import load_rows
+
+    rows, _ = load_rows("bundled", max_rows=8)
+    written = {q for r in rows for q in r.unanswerable_requests} | {qa["request"] for r in rows for qa in r.extra_qa}
+    build_preference_data(smoke_cfg(tmp_path / "own"), tokenizer=approx_token_count)
+    build_preference_data(smoke_cfg(tmp_path / "real", rows_as_real=True), tokenizer=approx_token_count)
+    own = [p for split in load_from_disk(str(tmp_path / "own" / "pairs")).values() for p in split]
+    real = [p for split in load_from_disk(str(tmp_path / "real" / "pairs")).values() for p in split]
+    assert {p["request"] for p in own} & written  # the default reads them
+    assert not {p["request"] for p in real} & written
+    near = [p for p in real if p["source"] == "near_miss"]
+    assert near and all(p["doc_id"] in {r.doc_id for r in rows} for p in near)
+    assert {p["request"] for p in real if p["answerable"]} <= {r.user_request for r in rows} | {
+        p["request"] for p in real if p["pair_type"] == "paraphrase"}
+
+
 def test_answer_removed_pairs_are_built_on_request_and_their_skips_reported(tmp_path):
     mix = {"hallucination": 0, "unanswerable": 0, "unrelated": 0, "over_refusal": 1, "paraphrase": 0,
            "answer_removed": 1}

@@ -19,6 +19,7 @@ CLI::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import hashlib
 import json
 import random
@@ -332,6 +333,9 @@ def build_preference_data(cfg: DataConfig, tokenizer: Any = None, *, prompt_form
     work.mkdir(parents=True, exist_ok=True)
     rows, row_report = load_rows(cfg.input, max_rows=cfg.max_rows, hf_config=cfg.hf_config, hf_split=cfg.hf_split,
                                  corpus=corpus_options(cfg, work, split_documents))  # bare documents: requests first
+    if cfg.rows_as_real:  # written rows built from their request alone, as real rows are (DataConfig)
+        rows = [dataclasses.replace(r, answer="", answer_sentence="", extra_qa=[], unanswerable_requests=[])
+                for r in rows]
     count = token_counter(tokenizer)
     split_of = split_documents([r.doc_id for r in rows], cfg.test_fraction, cfg.seed, n_test=cfg.test_documents)
     excerpts = [row_excerpt(row, cfg, count, split_of[row.doc_id]) for row in rows]
