@@ -49,7 +49,8 @@ scored. Recipes (the flags of ``TrainConfig``):
   gemma-facts data --config configs/local_whole_clean_labels.json --set data.input=helpers/resources/written_long.jsonl
   --set data.test_documents=null --set data.test_fraction=0``); ``bagged_10_written_long_as_real_fit_…`` (while it
   ran): the same set built as real rows (the same command into ``outputs/written_long_as_real`` with
-  ``--set data.rows_as_real=true``).
+  ``--set data.rows_as_real=true``); ``bagged_10_written_long_as_real_fit_…_budget_5`` (after both, not yet run): that
+  fit cut at a 5% out-of-fold budget.
 
 The criterion, fixed before this ran: the most unanswerable held prompts refused among the recipes that refuse at
 most 5% of the answerable ones (mean over the 15 dev split × fold cells), ties to fewer answerable refused, then to the recipe listed first. Reads
@@ -205,6 +206,13 @@ RECIPES = {
     # the three hand-written near misses per row ask for an absent detail, a kind the held prompts do not have
     "bagged_10_written_long_as_real_fit_window_1_no_surprisal_budget_6": (
         False, True, "out_of_fold_budget", 0.06, False,
+        {"layer_window": 1, "bagged_dev_splits": 10,
+         "extra_fit_pairs": ("outputs/written_whole/pairs", "outputs/written_long_as_real/pairs")}),
+    # ... after both ran (the as-real fit ranked best of any recipe, AUC 0.988, 95.79% caught, but refused 6.55% of
+    # the answerable held prompts, over the criterion's 5%), registered for the next pass, not yet run: the same fit
+    # cut at a 5% out-of-fold budget instead of 6%, as the fourteenth pass tried for the one-head recipes
+    "bagged_10_written_long_as_real_fit_window_1_no_surprisal_budget_5": (
+        False, True, "out_of_fold_budget", 0.05, False,
         {"layer_window": 1, "bagged_dev_splits": 10,
          "extra_fit_pairs": ("outputs/written_whole/pairs", "outputs/written_long_as_real/pairs")}),
 }
