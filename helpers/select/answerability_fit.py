@@ -7,7 +7,7 @@ The head, its features and its dev rule are in ``helpers.evaluate.answerability_
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from helpers.evaluate.answerability_head import (
@@ -100,7 +100,7 @@ def fit_answerability_head(model_cfg: Any, train_cfg: Any, model: Any = None, to
     return head
 
 
-def extra_fit_items(extra_pairs_dirs: Any, main: Any, pairs_dir: Any) -> list[dict]:
+def extra_fit_items(extra_pairs_dirs: Sequence[Any], main: Any, pairs_dir: Any) -> list[dict]:
     """The training prompts of more pairs folders, as fit items (set "fit", as the pseudo-test reads them), in the
     order given. Stops if one shares a document with ``main`` (the main pairs, already loaded from ``pairs_dir``),
     test split included: a test document in the fit would be scored on what it was fitted to; or with an earlier
@@ -111,7 +111,7 @@ def extra_fit_items(extra_pairs_dirs: Any, main: Any, pairs_dir: Any) -> list[di
 
     seen = {d: str(pairs_dir) for split in main.values() for d in split["doc_id"]}
     items: list[dict] = []
-    for folder in ([extra_pairs_dirs] if isinstance(extra_pairs_dirs, (str, Path)) else extra_pairs_dirs):
+    for folder in extra_pairs_dirs:  # TrainConfig has made one folder given as a string a tuple
         extra = load_pairs(require_input(folder, PAIRS_MADE_BY))["train"]
         shared = sorted({d for d in extra["doc_id"] if d in seen})
         if shared:
